@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from revlib import params as params_mod
+from revlib import params as params_mod, redact
 from revlib.runs import plan, read_manifest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune reasoners with inverse and negative data.")
@@ -87,7 +87,8 @@ def run(
             run_plan(exp, params_file.resolve(), only=only, force=force, on_event=on_event)
         except CellFailed as err:
             write_index(exp)
-            err_console.print(f"[bold red]Stopped:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print("[bold red]Stopped:[/] ", end="")
+            err_console.print(redact.redact(str(err)), markup=False, highlight=False, soft_wrap=True)
             err_console.print(f"Fix it and run the same command again; finished cells are kept. Index: {exp.run_root / 'index.html'}",
                               soft_wrap=True)
             raise typer.Exit(1) from None
@@ -109,7 +110,7 @@ def status(run_root: Annotated[Path, typer.Argument(help="outputs/<experiment>")
         found += 1
         wall = m.get("wall_time_s")
         table.add_row(manifest_path.parent.parent.name, manifest_path.parent.name, str(m.get("status")),
-                      "" if wall is None else f"{wall:.1f} s", str(m.get("end", "")), (m.get("error") or "")[:80])
+                      "" if wall is None else f"{wall:.1f} s", str(m.get("end", "")), redact.redact(m.get("error") or "")[:80])
     console.print(table if found else f"No cells have run under {run_root}")
 
 

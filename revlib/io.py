@@ -55,8 +55,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
+    from revlib.redact import redact
+
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(redact(text), encoding="utf-8")
     return Path(path)
 
 
@@ -69,9 +71,11 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    from revlib.redact import redact
+
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+            f.write(redact(json.dumps(row, sort_keys=True, ensure_ascii=False)) + "\n")
     return Path(path)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from revlib import io
+from revlib import io, redact
 from revlib.params import Experiment, dump
 from revlib.runs import RUNNER_ENV, Cell, environment, fingerprint, now, plan, read_manifest, write_manifest
 
@@ -52,6 +52,7 @@ def run(
 ) -> list[dict[str, Any]]:
     """Run every selected cell whose inputs changed; stop at the first failure, naming it."""
     emit = on_event or (lambda *_: None)
+    redact.register_params(exp)
     results = []
     for cell in select(exp, only):
         state = cell_state(exp, cell)
@@ -105,13 +106,14 @@ def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, An
             kernel_name="python3",
         )
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
-        status, error = "failed", _short_error(err)
+        status, error = "failed", redact.redact(_short_error(err))
     finally:
         if old_env is None:
             os.environ.pop(RUNNER_ENV, None)
         else:
             os.environ[RUNNER_ENV] = old_env
     if out_nb.exists():
+        _scrub(out_nb)
         try:
             export_html(out_nb, cell.run_dir / f"{cell.stage}.html")
         except Exception as err:  # a report that fails to render must not hide the run's own result
@@ -125,6 +127,14 @@ def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, An
                 "outputs": sorted(p.name for p in cell.run_dir.iterdir() if not p.name.startswith("."))}
     write_manifest(cell.run_dir, manifest)
     return {"status": status, "wall_time_s": round(wall, 2), "error": error}
+
+
+def _scrub(path: Path) -> None:
+    """Mask secrets in a file written by another process (the executed notebook) before anything reads it."""
+    raw = path.read_bytes()
+    clean = redact.redact_bytes(raw)
+    if clean != raw:
+        path.write_bytes(clean)
 
 
 def _short_error(err: Exception) -> str:

@@ -107,6 +107,9 @@ def load(path: str | Path) -> Experiment:
 
 
 def validate(raw: dict[str, Any], path: Path) -> Experiment:
+    from revlib import redact
+
+    redact.register_params(raw)  # every process that reads params knows which values never to write
     try:
         return Experiment.model_validate(raw, context={"base_dir": path.parent})
     except ValidationError as err:

@@ -1,13 +1,14 @@
 """A teacher behind an OpenAI-compatible chat-completions endpoint (DeepSeek-R1, any vLLM server, ...).
 
 Requests run in a thread pool (notebook kernels already own an event loop) with a concurrency
-limit, a per-request timeout, and retries with exponential backoff on rate limits, server errors,
+limit, a total per-request deadline, and retries with exponential backoff on rate limits, server errors,
 timeouts, dropped connections and malformed replies. The key is read from the environment
 variable named in params and only ever placed in the Authorization header.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from revlib import redact
 from revlib.params.data import ApiTeacher as ApiTeacherParams
 from revlib.teachers.base import ChatTeacher, Completion, Failure, Messages, TeacherConfigError, split_think
 from revlib.teachers.cache import ResponseCache
@@ -31,19 +33,25 @@ class ApiTeacher(ChatTeacher):
         super().__init__(cache)
         self.params = params
         self._sleep = sleep
-        headers = {"Content-Type": "application/json"}
-        if params.api_key_env:
-            key = os.environ.get(params.api_key_env, "")
-            if not key:
-                raise TeacherConfigError(
-                    f"environment variable {params.api_key_env} is not set; export the API key for {params.base_url} "
-                    f"under that name (params hold only the variable's name, never the key)")
-            headers["Authorization"] = f"Bearer {key}"
+        redact.register_env(params.api_key_env)
         self.url = params.base_url.rstrip("/") + "/chat/completions"
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(params.timeout_s),
+        # the per-operation timeout bounds connecting and each read; _post adds the total deadline
+        self._client = httpx.Client(headers={"Content-Type": "application/json"}, timeout=httpx.Timeout(params.timeout_s),
                                     limits=httpx.Limits(max_connections=params.concurrency))
         self._in_flight = 0
         self._stopped: str | None = None  # set once the budget is spent: no new request starts
+
+    def _auth(self) -> dict[str, str]:
+        """The Authorization header, read when a request is really made: a fully cached run needs no key."""
+        p = self.params
+        if not p.api_key_env:
+            return {}
+        key = os.environ.get(p.api_key_env, "")
+        if not key:
+            raise TeacherConfigError(
+                f"environment variable {p.api_key_env} is not set; export the API key for {p.base_url} "
+                f"under that name (params hold only the variable's name, never the key)")
+        return {"Authorization": f"Bearer {key}"}
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -52,6 +60,7 @@ class ApiTeacher(ChatTeacher):
                 "max_tokens": p.max_tokens}
 
     def _generate(self, items: list[tuple[str, Messages]]) -> list[Completion | Failure]:
+        self._headers = self._auth()
         with ThreadPoolExecutor(max_workers=self.params.concurrency, thread_name_prefix="teacher") as pool:
             return list(pool.map(lambda item: self._request(*item), items))
 
@@ -87,39 +96,55 @@ class ApiTeacher(ChatTeacher):
                 return Failure("budget_exhausted", f"{self._stopped} budget spent")
             retry_after = None
             try:
-                resp = self._client.post(self.url, json=body)
+                status, text, headers = self._post(body)
             except httpx.TimeoutException as err:
-                last = Failure("timeout", f"no reply within {p.timeout_s:g} s ({type(err).__name__})")
+                last = Failure("timeout", f"no complete reply within {p.timeout_s:g} s ({type(err).__name__})")
             except httpx.TransportError as err:
                 last = Failure("connection_error", type(err).__name__)
             else:
-                if resp.status_code == 200:
+                if status == 200:
                     try:
-                        completion = parse_chat_response(resp.json())
+                        completion = parse_chat_response(redact.redact_obj(json.loads(text)))
                     except (ValueError, KeyError, IndexError, TypeError) as err:
-                        last = Failure("malformed_response", f"{type(err).__name__}: {resp.text[:200]!r}")
+                        last = Failure("malformed_response", f"{type(err).__name__}: {text[:200]!r}")
                     else:
                         self._received(key, completion, {"model": p.model})
                         self._release()
                         return completion
-                elif resp.status_code in FATAL_STATUS:
+                elif status in FATAL_STATUS:
                     self._release()
                     raise TeacherConfigError(
-                        f"{self.url} answered HTTP {resp.status_code} ({resp.text[:200]!r}); "
+                        f"{self.url} answered HTTP {status} ({text[:200]!r}); "
                         f"check base_url, model and the key in ${p.api_key_env}")
-                elif resp.status_code in RETRYABLE_STATUS or resp.status_code >= 500:
-                    kind = "rate_limited" if resp.status_code == 429 else "server_error"
-                    last = Failure(kind, f"HTTP {resp.status_code}: {resp.text[:200]!r}")
-                    retry_after = _retry_after(resp)
+                elif status in RETRYABLE_STATUS or status >= 500:
+                    kind = "rate_limited" if status == 429 else "server_error"
+                    last = Failure(kind, f"HTTP {status}: {text[:200]!r}")
+                    retry_after = _retry_after(headers)
                 else:  # 400 and friends: this request will never succeed
                     self._release()
-                    return Failure(f"http_{resp.status_code}", resp.text[:300])
+                    return Failure(f"http_{status}", text[:300])
             self._release()
             self._count_retry(last.reason)
             if attempt < p.max_retries:
                 delay = min(p.max_backoff_s, p.backoff_s * 2 ** attempt) * (1 + 0.1 * random.random())
                 self._sleep(max(delay, retry_after or 0.0))
         return Failure(last.reason, f"after {p.max_retries + 1} attempts: {last.detail}")
+
+    def _post(self, body: dict[str, Any]) -> tuple[int, str, httpx.Headers]:
+        """(status, body text with secrets masked, headers); the whole exchange must finish within timeout_s,
+        so a server that trickles bytes cannot hold a request open past its deadline."""
+        timeout = self.params.timeout_s
+        deadline = time.monotonic() + timeout
+        with self._client.stream("POST", self.url, json=body, headers=self._headers) as resp:
+            chunks = []
+            for chunk in resp.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"reply not complete within {timeout:g} s")
+            raw = b"".join(chunks)
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout(f"reply not complete within {timeout:g} s")
+        return resp.status_code, redact.redact(raw.decode(resp.encoding or "utf-8", errors="replace")), resp.headers
 
     def close(self) -> None:
         self._client.close()
@@ -138,9 +163,9 @@ def parse_chat_response(payload: dict[str, Any]) -> Completion:
     return Completion(content=answer, reasoning=reasoning, tokens=tokens)
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
+def _retry_after(headers: httpx.Headers) -> float | None:
     try:
-        return float(resp.headers["retry-after"])
+        return float(headers["retry-after"])
     except (KeyError, ValueError):
         return None
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from revlib import io
+from revlib import io, redact
 
 
 def cache_key(identity: dict[str, Any], messages: list[dict[str, str]]) -> str:
@@ -48,7 +48,7 @@ class ResponseCache:
 
     def put(self, key: str, response: dict[str, Any]) -> None:
         """Append one response durably; only then is it visible to readers."""
-        row = {"key": key, **response}
+        row = redact.redact_obj({"key": key, **response})
         line = json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n"
         with self._lock:
             # a torn last line from a killed run would glue onto ours: start on a fresh line
