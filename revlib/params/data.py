@@ -56,7 +56,7 @@ class ApiTeacher(Strict):
         "DEEPSEEK_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="NAME of the environment variable holding the key (never the key); null for a keyless local server")
     concurrency: int = Field(8, ge=1, description="requests in flight at once")
-    timeout_s: float = Field(600.0, gt=0, description="per-request timeout")
+    timeout_s: float = Field(600.0, gt=0, description="total deadline of one request (connect, wait and the whole reply)")
     max_retries: int = Field(6, ge=0, description="retries on 429, 5xx, timeouts and malformed replies")
     backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each retry (Retry-After wins)")
     max_backoff_s: float = Field(120.0, ge=0, description="cap on one retry delay")
