@@ -15,6 +15,7 @@ Where this departs from trl's defaults, and why:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -116,10 +117,22 @@ def dpo_rows(tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_p
     return rows
 
 
-def _dataset(rows: list[dict]) -> Any:
-    from datasets import Dataset
+def _dataset(rows: list[dict], shared_dir: Path | None = None) -> Any:
+    """The rows as a datasets.Dataset; in several processes, one on disk under `shared_dir` that every rank opens.
 
-    return Dataset.from_list(rows)
+    Why on disk: trl caches the precomputed reference log-probs next to the dataset's file, written by
+    rank 0 and read by the others; an in-memory dataset puts that file in each process's own temp dir.
+    """
+    from datasets import Dataset, load_from_disk
+
+    if shared_dir is None or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dataset.from_list(rows)
+    folder = Path(shared_dir) / f"rows-{io.sha256_text(json.dumps(rows))[:16]}"
+    with _main_process_first():
+        if not (folder / "dataset_info.json").exists():
+            with io.atomic_dir(folder) as tmp:
+                Dataset.from_list(rows).save_to_disk(str(tmp))
+    return load_from_disk(str(folder))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -179,11 +192,19 @@ def _callbacks(total_epochs: int, every: int, base: str, lora: bool, on_log: OnL
     from transformers import TrainerCallback
 
     class EpochSchedule(TrainerCallback):
-        """Keep the epoch save only on the schedule (every N epochs, and always the last one); mark saves done."""
+        """Keep the epoch save only on the schedule (every N epochs, and always the last one); mark saves done.
+
+        Each step is saved at most once: the last step of a run is both a step end and an epoch end, and
+        trl would otherwise write the same checkpoint twice (a second full write of adapter and optimizer).
+        """
+
+        def __init__(self):
+            self.saved_step = -1
 
         def on_epoch_end(self, args, state, control, **kwargs):
             epoch = int(round(state.epoch or 0))
-            control.should_save = epoch % every == 0 or epoch >= total_epochs
+            due = epoch % every == 0 or epoch >= total_epochs or state.global_step >= state.max_steps
+            control.should_save = due
             return control
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -193,6 +214,7 @@ def _callbacks(total_epochs: int, every: int, base: str, lora: bool, on_log: OnL
             return control
 
         def on_save(self, args, state, control, **kwargs):
+            self.saved_step = state.global_step
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 adapter = str(folder) if lora else None
@@ -202,7 +224,7 @@ def _callbacks(total_epochs: int, every: int, base: str, lora: bool, on_log: OnL
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if on_log and logs and state.is_world_process_zero:
-                on_log({"step": state.global_step, "epoch": state.epoch, **logs})
+                on_log({"step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps, **logs})
             return control
 
     return [EpochSchedule()]
@@ -266,12 +288,25 @@ def _common_args(params: SFTParams | DPOParams, out_dir: Path, seed: int, epochs
     )
 
 
-def _finish(trainer: Any, out_dir: Path, train_output: Any, tokens: int) -> TrainResult:
-    """Write the trainer state and metrics into the run directory; read the checkpoints back."""
+def _resumed_epoch(resume: str | None) -> float:
+    """The epoch a run resumes at (0 for a fresh run)."""
+    if not resume:
+        return 0.0
+    return float(io.read_json(Path(resume) / MARKER)["epoch"])
+
+
+def _finish(trainer: Any, out_dir: Path, train_output: Any, epoch_tokens: int, start_epoch: float = 0.0) -> TrainResult:
+    """Write the trainer state and metrics into the run directory; read the checkpoints back.
+
+    Throughput counts the tokens of the epochs trained in this call: a resumed run trains only the
+    rest, and `train_runtime` is this call's time.
+    """
     state = trainer.state
     metrics = dict(train_output.metrics)
     runtime = metrics.get("train_runtime") or 0.0
+    tokens = round(epoch_tokens * max(float(state.epoch or 0) - start_epoch, 0.0))
     metrics["train_tokens"] = tokens
+    metrics["resumed_from_epoch"] = start_epoch
     metrics["train_tokens_per_second"] = tokens / runtime if runtime else None
     if trainer.is_world_process_zero():
         with io.atomic_path(Path(out_dir) / "trainer_state.json") as tmp:
@@ -318,9 +353,9 @@ def sft(
         return launch("sft", base, records, out_dir, params, seed, epochs, every, on_log)
 
     trainer, rows = sft_trainer(base, records, out_dir, params, seed, epochs, every, on_log)
-    output = trainer.train(resume_from_checkpoint=_resume_point(checkpoint_dir(out_dir)))
-    tokens = sum(len(r["input_ids"]) for r in rows) * epochs
-    return _finish(trainer, out_dir, output, tokens)
+    resume = _resume_point(checkpoint_dir(out_dir))
+    output = trainer.train(resume_from_checkpoint=resume)
+    return _finish(trainer, out_dir, output, sum(len(r["input_ids"]) for r in rows), _resumed_epoch(resume))
 
 
 def sft_trainer(base: str, records: list[Record], out_dir: Path, params: SFTParams, seed: int, epochs: int,
@@ -366,27 +401,32 @@ def merge_adapter(base: str, adapter: str, target: Path) -> str:
     from revlib import models
 
     target = Path(target)
-    if (target / "config.json").exists():
-        return str(target)
-    if _is_main_process():
-        model = models.load_model(base, dtype="auto")
-        merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        tokenizer = models.load_tokenizer(adapter if (Path(adapter) / "tokenizer_config.json").exists() else base)
-        with io.atomic_dir(target) as tmp:
-            merged.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-    _barrier()
+    import contextlib
+    with (_main_process_first() if "data" in str(target) else contextlib.nullcontext()):
+        if int(os.environ.get("RANK", "0")) != 0: return str(target)
+        if not (target / "config.json").exists():
+            model = models.load_model(base, dtype="auto")
+            merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            tokenizer = models.load_tokenizer(adapter if (Path(adapter) / "tokenizer_config.json").exists() else base)
+            with io.atomic_dir(target) as tmp:
+                merged.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
     return str(target)
 
 
-def _barrier() -> None:
-    try:
-        import torch.distributed as dist
+def _main_process_first():
+    """Rank 0 runs the block first, the other ranks after it finished (a real barrier, not a no-op).
 
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
-    except Exception:  # noqa: BLE001 - no process group: nothing to wait for
-        pass
+    Inside `accelerate launch` no process group exists before the trainer builds one, so it is set
+    up here; in a single process this is a plain block.
+    """
+    import contextlib
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    return PartialState().main_process_first()
 
 
 def dpo(
@@ -415,9 +455,10 @@ def dpo(
         return launch("dpo", base, pairs, out_dir, params, seed, epochs, every, on_log, sft_adapter=sft_adapter)
 
     trainer, rows = dpo_trainer(base, pairs, out_dir, params, seed, sft_adapter, epochs, every, on_log)
-    output = trainer.train(resume_from_checkpoint=_resume_point(checkpoint_dir(out_dir)))
-    tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows) * epochs
-    return _finish(trainer, out_dir, output, tokens)
+    resume = _resume_point(checkpoint_dir(out_dir))
+    output = trainer.train(resume_from_checkpoint=resume)
+    tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
+    return _finish(trainer, out_dir, output, tokens, _resumed_epoch(resume))
 
 
 def dpo_trainer(base: str, pairs: list[PreferencePair], out_dir: Path, params: DPOParams, seed: int,
@@ -442,7 +483,7 @@ def dpo_trainer(base: str, pairs: list[PreferencePair], out_dir: Path, params: D
     trainer = _dpo_trainer_class()(
         model=policy_base,
         args=config,
-        train_dataset=_dataset(rows),
+        train_dataset=_dataset(rows, out_dir / "launch"),
         processing_class=tokenizer,
         peft_config=_lora_config(params) if params.lora else None,
         callbacks=_callbacks(epochs, every, policy_base, params.lora is not None, on_log),
@@ -478,9 +519,17 @@ def __getattr__(name: str):
 # ---------------------------------------------------------------- accelerate launch
 
 
+LOG_PREFIX = "revlib.log "  # rank 0 prints each trainer log entry on such a line; the parent parses it
+
+
 def launch(kind: str, base: str, data: list, out_dir: Path, params: SFTParams | DPOParams, seed: int, epochs: int,
            every: int, on_log: OnLog | None = None, sft_adapter: str | None = None) -> TrainResult:
-    """Run sft/dpo in `params.num_processes` processes through `accelerate launch --config_file configs/<name>.yaml`."""
+    """Run sft/dpo in `params.num_processes` processes through `accelerate launch --config_file configs/<name>.yaml`.
+
+    The processes' output goes to `<out_dir>/launch/launch.log` line by line as it is written (a killed
+    kernel leaves it behind); their trainer log entries reach `on_log`, or are printed, as they happen.
+    If `on_log` raises (or the caller is interrupted), the processes are killed and the error propagates.
+    """
     config_file = CONFIGS / f"{params.accelerate_config}.yaml"
     if not config_file.exists():
         raise FileNotFoundError(f"accelerate config {config_file} not found (from accelerate_config: {params.accelerate_config})")
@@ -492,19 +541,71 @@ def launch(kind: str, base: str, data: list, out_dir: Path, params: SFTParams | 
     job_file = io.write_json(job_dir / "job.json", job)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
            "--num_processes", str(params.num_processes), "-m", "revlib.launch", str(job_file)]
-    env = {**os.environ, LAUNCHED_ENV: "1", "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
-    (job_dir / "launch.log").write_text(proc.stdout + "\n" + proc.stderr, encoding="utf-8")
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        raise RuntimeError(f"accelerate launch failed (exit {proc.returncode}); log in {job_dir / 'launch.log'}\n{tail}")
+    env = {**os.environ, LAUNCHED_ENV: "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    show = on_log or _print_progress(kind)
+    log_path = job_dir / "launch.log"
+    tail: list[str] = []
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:
+        log.write(f"=== {now_utc()} {' '.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1, start_new_session=True)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                tail = (tail + [line])[-60:]
+                if line.startswith(LOG_PREFIX):
+                    show(json.loads(line[len(LOG_PREFIX):]))
+            returncode = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            log.write(f"=== {now_utc()} stopped by the caller; processes killed\n")
+            raise
+    if returncode != 0:
+        raise RuntimeError(f"accelerate launch failed (exit {returncode}); log in {log_path}\n{''.join(tail)[-3000:]}")
     state = io.read_json(Path(out_dir) / "trainer_state.json")
-    history = state.get("log_history", [])
-    if on_log:
-        for entry in history:
-            on_log(entry)
     metrics = io.read_json(Path(out_dir) / "train_metrics.json")
-    return TrainResult(checkpoints=load_checkpoints(out_dir), log_history=history, metrics=metrics)
+    return TrainResult(checkpoints=load_checkpoints(out_dir), log_history=state.get("log_history", []), metrics=metrics)
+
+
+def now_utc() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _print_progress(kind: str) -> OnLog:
+    """One line per trainer log entry, flushed, so a notebook cell shows a launched run as it goes."""
+
+    def show(entry: dict[str, Any]) -> None:
+        step, total = entry.get("step"), entry.get("max_steps")
+        parts = [f"[{kind}] step {step}" + (f"/{total}" if total else "")]
+        for key in ("epoch", "loss", "rewards/margins", "learning_rate", "train_runtime"):
+            if entry.get(key) is not None:
+                value = entry[key]
+                parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+        print("  ".join(parts), flush=True)
+
+    return show
+
+
+def _print_log_line(entry: dict[str, Any]) -> None:
+    print(LOG_PREFIX + json.dumps(entry, default=float), flush=True)
 
 
 def run_job(job_file: str | Path) -> TrainResult:
@@ -512,7 +613,8 @@ def run_job(job_file: str | Path) -> TrainResult:
     from revlib.records import read_pairs, read_records
 
     job = io.read_json(job_file)
-    kwargs = dict(seed=job["seed"], epochs=job["epochs"], save_every_epochs=job["save_every_epochs"])
+    kwargs = dict(seed=job["seed"], epochs=job["epochs"], save_every_epochs=job["save_every_epochs"],
+                  on_log=_print_log_line)
     if job["kind"] == "sft":
         return sft(job["base"], read_records(job["data"]), Path(job["out_dir"]), SFTParams(**job["params"]), **kwargs)
     if job["kind"] == "dpo":

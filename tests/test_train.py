@@ -135,6 +135,27 @@ def test_resume_after_kill_matches_uninterrupted(tiny_model_dir, records, tmp_pa
     a, b = weights(clean.final.path), weights(resumed.final.path)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    # a resumed run reports throughput over the epochs it trained (2 of 4), not the whole schedule
+    assert resumed.metrics["resumed_from_epoch"] == 2.0
+    assert resumed.metrics["train_tokens"] == clean.metrics["train_tokens"] // 2
+
+
+@pytest.mark.parametrize("max_steps", [-1, 3])
+def test_each_checkpoint_saved_once(tiny_model_dir, records, tmp_path, max_steps):
+    """The last step is a step end and an epoch end: it must be written once, not twice."""
+    from transformers import TrainerCallback
+
+    saves: list[int] = []
+
+    class CountSaves(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            saves.append(state.global_step)
+
+    trainer, _ = train.sft_trainer(str(tiny_model_dir), records[:8], tmp_path / "run",
+                                   sft_params(batch_size=4, max_steps=max_steps), 0, 2, 1)
+    trainer.add_callback(CountSaves())
+    trainer.train()
+    assert saves == ([2, 4] if max_steps == -1 else [2, 3])
 
 
 def test_dpo_rows_truncate_in_tokens_and_keep_prompt_once(task_tokenizer, pairs):
