@@ -141,10 +141,41 @@ def check_reverse(forward: Record, reverse: Record, d: DataParams, family: TaskF
     return None if _norm(reverse.gold) and _norm(reverse.gold) in _norm(reverse.answer) else "answer_mismatch"
 
 
+def check_forward(forward: Record, d: DataParams) -> str | None:
+    """Why a forward example is unusable (as a training target or a test question), or None."""
+    if not forward.question.strip():
+        return "forward_empty_question"
+    if not forward.gold.strip():
+        return "forward_no_gold"
+    if not forward.reasoning.strip():
+        return "forward_empty_reasoning"
+    if len(forward.reasoning.strip()) < d.min_reasoning_chars:
+        return "forward_reasoning_too_short"
+    if len(forward.reasoning) > d.max_reasoning_chars:
+        return "forward_reasoning_too_long"
+    if not forward.answer.strip():
+        return "forward_no_answer"
+    return None
+
+
 def _reject(outcome: Outcome, reason: str, detail: str = "") -> dict[str, Any]:
-    return {"pair_id": outcome.forward.pair_id, "reason": reason, "detail": detail,
+    return {"source": outcome.forward.meta.get("source"), "row": outcome.forward.meta.get("row"),
+            "pair_id": outcome.forward.pair_id, "reason": reason, "detail": detail,
             "forward": outcome.forward.model_dump(mode="json"),
             "reverse": outcome.reverse.model_dump(mode="json") if outcome.reverse else None}
+
+
+def screen_forwards(forwards: list[Record], d: DataParams) -> tuple[list[Record], list[dict[str, Any]]]:
+    """Forward examples that pass check_forward, and rejects for the rest (before any teacher is paid)."""
+    kept, rejects = [], []
+    for f in forwards:
+        reason = check_forward(f, d)
+        if reason is None:
+            kept.append(f)
+        else:
+            rejects.append(_reject(Outcome(f, None), reason, f"{len(f.reasoning)} reasoning characters"
+                                   if "reasoning" in reason else ""))
+    return kept, rejects
 
 
 def validate(outcomes: list[Outcome], d: DataParams, family: TaskFamily | None,
@@ -152,7 +183,10 @@ def validate(outcomes: list[Outcome], d: DataParams, family: TaskFamily | None,
     """Split outcomes into kept twins and rejects (each with its reason), keeping the forward order."""
     verdicts: list[str | None] = []
     for o in outcomes:
-        verdicts.append(o.reason if o.reverse is None else check_reverse(o.forward, o.reverse, d, family))
+        verdict = check_forward(o.forward, d)
+        if verdict is None:
+            verdict = o.reason if o.reverse is None else check_reverse(o.forward, o.reverse, d, family)
+        verdicts.append(verdict)
     pending = [i for i, v in enumerate(verdicts) if v == "needs_judge"]
     if pending:
         if judge is None:
@@ -181,18 +215,26 @@ def sizes_of(d: DataParams) -> dict[str, int]:
     return sizes
 
 
-def forward_pool(exp: Experiment) -> tuple[list[Record], TaskFamily | None]:
-    """The forward examples to invert, in a seed-determined order, and the task family when synthetic."""
+def forward_pool(exp: Experiment, rejects: list[dict[str, Any]] | None = None) -> tuple[list[Record], TaskFamily | None]:
+    """The forward examples to invert, in a seed-determined order, and the task family when synthetic.
+
+    Source rows and forward examples that fail validation are appended to `rejects` (when given) and
+    skipped, so the pool holds only usable examples."""
     d = exp.data
     need = sum(sizes_of(d).values())
     src = d.source
+    rejects = [] if rejects is None else rejects
     if src.kind == "synthetic":
         family = get_task(src.task, src.knobs)
-        return family.sample(exp.seed, need), family
+        forwards, bad = screen_forwards(family.sample(exp.seed, need), d)
+        rejects += bad
+        return forwards, family
     if src.kind == "s1k":
         label = str(src.path) if src.path else src.dataset
         rows = sources.load_rows(None if src.path else src.dataset, src.path, src.split)
-        forwards = sources.s1k_forward(rows, src.trace, source=label)
+        forwards = sources.s1k_forward(rows, src.trace, source=label, rejects=rejects)
+        forwards, bad = screen_forwards(forwards, d)
+        rejects += bad
         random.Random(f"split:{exp.seed}").shuffle(forwards)
         return forwards[:need], None
     raise ValueError(f"source {src.kind!r} has no forward pool; r1k data is imported with its twins")
@@ -205,17 +247,21 @@ def build(exp: Experiment, cache_dir: Path | None = None) -> Built:
     judge = None
     if d.source.kind == "r1k":
         label = str(d.source.path) if d.source.path else d.source.dataset
+        row_rejects: list[dict[str, Any]] = []
         twins = sources.r1k_twins(sources.load_rows(None if d.source.path else d.source.dataset, d.source.path,
-                                                    d.source.split), source=label)
+                                                    d.source.split), source=label, rejects=row_rejects)
         random.Random(f"split:{exp.seed}").shuffle(twins)
         kept, rejects = validate([Outcome(f, r) for f, r in twins], d, None)
+        rejects = row_rejects + rejects
     else:
-        forwards, family = forward_pool(exp)
+        pool_rejects: list[dict[str, Any]] = []
+        forwards, family = forward_pool(exp, pool_rejects)
         if d.teacher.kind == "oracle":
             if family is None:
                 raise ValueError("the oracle teacher inverts synthetic tasks only; choose an api or hf teacher for s1k")
             outcomes = [Outcome(f, family.invert(f)) for f in forwards]
             kept, rejects = validate(outcomes, d, family)
+            rejects = pool_rejects + rejects
         else:
             cache_root = d.teacher.cache_dir or cache_dir or (exp.run_root / "teacher_cache")
             teacher = make_model_teacher(d.teacher, cache_root)
@@ -223,6 +269,7 @@ def build(exp: Experiment, cache_dir: Path | None = None) -> Built:
                 outcomes = reverse_with_model(teacher, forwards, family)
                 judge = teacher if d.free_text_check == "judge" else None
                 kept, rejects = validate(outcomes, d, family, judge)
+                rejects = pool_rejects + rejects
             finally:
                 teacher.close()
             u = teacher.usage
@@ -231,7 +278,7 @@ def build(exp: Experiment, cache_dir: Path | None = None) -> Built:
                                      "cache_file": teacher.cache.path.name if teacher.cache else None}
     probe_twins = None
     if d.probe_file is not None:
-        probe_twins = sources.r1k_twins(sources.load_rows(None, d.probe_file), source=str(d.probe_file))
+        probe_twins = sources.r1k_twins(sources.load_rows(None, d.probe_file), source=str(d.probe_file), rejects=rejects)
     return assemble(exp, kept, rejects, probe_twins, info)
 
 
@@ -278,6 +325,39 @@ def assemble(exp: Experiment, kept: list[tuple[Record, Record]], rejects: list[d
         twins[f.pair_id] = {"forward": f, "reverse": r}
     pairs = {name: directional_pairs(sets[name], twins) for name in PAIR_SETS}
     return Built(sets, pairs, rejects, info)
+
+
+# the sets each size of the params fills
+GROUP_SETS = {"train": ("n_train", "forward, reverse, half_mix, mix"), "test": ("n_test", "test_*"),
+              "probe": ("probe_train", "probe_*"), "probe_test": ("probe_test", "probe_test_*")}
+
+
+class DataShortfall(RuntimeError):
+    """Fewer examples survived validation than the params ask for."""
+
+
+def shortfall_rows(built: Built, d: DataParams) -> list[dict[str, Any]]:
+    """One row per group smaller than asked: the param, the sets it fills, asked, built, missing."""
+    out = []
+    for group, missing in built.info.get("shortfall", {}).items():
+        param, sets = GROUP_SETS[group]
+        asked = getattr(d, param)
+        out.append({"param": param, "sets": sets, "asked": asked, "built": asked - missing, "missing": missing})
+    return out
+
+
+def require_sizes(built: Built, d: DataParams) -> None:
+    """Stop the stage, naming every short set and the main reject reasons, when the params cannot be met."""
+    rows = shortfall_rows(built, d)
+    if not rows:
+        return
+    reasons = Counter(r["reason"] for r in built.rejects).most_common(5)
+    short = "; ".join(f"{r['param']} ({r['sets']}): {r['built']} of {r['asked']}" for r in rows)
+    why = ", ".join(f"{k} x{v}" for k, v in reasons) or "no rejects: the source holds too few examples"
+    survivors = sum(len(v) for k, v in built.sets.items() if k in ("forward", "test_forward", "probe_test_forward"))
+    head = "no example survived validation" if survivors == 0 and not built.sets["probe_forward"] else \
+        "too few examples survived validation"
+    raise DataShortfall(f"{head}: {short}. Rejects by reason: {why} (every one in rejects.jsonl)")
 
 
 def write(built: Built, out_dir: Path) -> dict[str, Any]:

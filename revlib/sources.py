@@ -54,11 +54,55 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def s1k_forward(rows: list[dict[str, Any]], trace: str = "deepseek", source: str = "s1k") -> list[Record]:
-    """Forward records from s1K rows: x_f = question, reasoning and answer from the chosen trace, gold = solution."""
+class RowError(ValueError):
+    """One source row that cannot become an example: its reason (a short category) and a detail."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def field_text(row: dict[str, Any], column: str, allow_list: bool = False) -> str:
+    """A required text field: present, a string (or a list of strings where the schema has one), not blank.
+
+    Other types are rejected, not coerced: an integer question is a broken row, not the question "12345"."""
+    value = row.get(column)
+    if value is None:
+        raise RowError("missing_field", f"{column!r} is missing or null")
+    if allow_list and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        value = "\n\n".join(v for v in value if v)
+    if not isinstance(value, str):
+        raise RowError("wrong_type", f"{column!r} is {type(value).__name__}, not text")
+    if not value.strip():
+        raise RowError("empty_field", f"{column!r} is empty")
+    return value.strip()
+
+
+def normalised_question(question: str) -> str:
+    return " ".join(question.lower().split())
+
+
+def row_reject(source: str, index: int, err: RowError, **extra: Any) -> dict[str, Any]:
+    """A rejects.jsonl entry for a source row (row = 0-based position in the file)."""
+    return {"source": source, "row": index, "reason": err.reason, "detail": err.detail, "pair_id": None,
+            "forward": None, "reverse": None, **extra}
+
+
+def _collect(rejects: list[dict[str, Any]] | None, source: str, index: int, err: RowError) -> None:
+    if rejects is None:  # strict callers get the first bad row as an error
+        raise ValueError(f"{source}: row {index}: {err}") from None
+    rejects.append(row_reject(source, index, err))
+
+
+def s1k_forward(rows: list[dict[str, Any]], trace: str = "deepseek", source: str = "s1k",
+                rejects: list[dict[str, Any]] | None = None) -> list[Record]:
+    """Forward records from s1K rows: x_f = question, reasoning and answer from the chosen trace, gold = solution.
+
+    A bad row (a field missing, empty or not text, a repeated question) goes to `rejects` with its row
+    number and reason; without a `rejects` list the first bad row is an error."""
     if not rows:
         raise ValueError(f"{source}: no rows")
-    cols = set(rows[0])
+    cols = set().union(*(set(r) for r in rows[:50]))
     pick = next(((r, a) for r, a in TRACE_COLUMNS[trace] if r in cols and a in cols), None)
     missing = [c for c in ("question", "solution") if c not in cols]
     if pick is None or missing:
@@ -66,13 +110,25 @@ def s1k_forward(rows: list[dict[str, Any]], trace: str = "deepseek", source: str
         raise ValueError(f"{source}: not the s1K schema for trace {trace!r}: need question, solution and {want}; "
                          f"have {sorted(cols)}")
     r_col, a_col = pick
-    out = []
+    out: list[Record] = []
+    seen: dict[str, int] = {}
     for index, row in enumerate(rows):
-        question = _text(row["question"]).strip()
+        try:
+            question = field_text(row, "question")
+            gold = field_text(row, "solution")
+            reasoning = field_text(row, r_col, allow_list=True)
+            answer = field_text(row, a_col, allow_list=True)
+            norm = normalised_question(question)
+            if norm in seen:
+                raise RowError("duplicate_question", f"same question as row {seen[norm]}")
+        except RowError as err:
+            _collect(rejects, source, index, err)
+            continue
+        seen[norm] = index
         pair_id = stable_pair_id("s1k", question)
         out.append(Record(
             id=f"{pair_id}-f", pair_id=pair_id, direction="forward", task="s1k", question=question,
-            reasoning=_text(row[r_col]).strip(), answer=_text(row[a_col]).strip(), gold=_text(row["solution"]).strip(),
+            reasoning=reasoning, answer=answer, gold=gold,
             meta={"source": source, "row": index, "trace": trace, "cot_type": row.get("cot_type"),
                   "source_type": row.get("source_type")},
         ))
@@ -93,44 +149,61 @@ def parse_chat_text(text: str) -> tuple[str, str, str]:
     return (user.group(1).strip() if user else ""), reasoning, answer
 
 
-def r1k_twins(rows: list[dict[str, Any]], source: str = "r1k") -> list[tuple[Record, Record]]:
+def r1k_twins(rows: list[dict[str, Any]], source: str = "r1k",
+              rejects: list[dict[str, Any]] | None = None) -> list[tuple[Record, Record]]:
     """(forward, reverse) twins from the r1k published format, linked by pair_id.
 
     An `original` row holds x_f in `question`, y_f in `text` and y_r in `worse-text`; a `flipped` row
     holds x_r in `relevant-question`, y_r in `text` and y_f in `worse-text` (its `question` is still
     x_f). Each response is taken from the row whose `text` holds it; a twin seen only from one side is
-    completed from that row's `worse-text`.
+    completed from that row's `worse-text`. A bad row goes to `rejects` with its row number and reason
+    (without a `rejects` list it is an error); the other rows still make twins.
     """
     if not rows:
         raise ValueError(f"{source}: no rows")
-    missing = [c for c in R1K_COLUMNS if c not in rows[0]]
+    cols = set().union(*(set(r) for r in rows[:50]))
+    missing = [c for c in R1K_COLUMNS if c not in cols]
     if missing:
         raise ValueError(f"{source}: not the r1k published format; missing columns {missing}")
     sides: dict[str, dict[str, Any]] = {}
     order: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
     for index, row in enumerate(rows):
-        kind = row["sample_type"]
-        if kind not in ("original", "flipped"):
-            raise ValueError(f"{source}: row {index}: sample_type {kind!r} is neither 'original' nor 'flipped'")
-        x_f, x_r = _text(row["question"]).strip(), _text(row["relevant-question"]).strip()
-        pair_id = stable_pair_id("r1k", x_f)
+        try:
+            kind = row.get("sample_type")
+            if kind not in ("original", "flipped"):
+                raise RowError("bad_sample_type", f"sample_type {kind!r} is neither 'original' nor 'flipped'")
+            x_f, x_r = field_text(row, "question"), field_text(row, "relevant-question")
+            key = (normalised_question(x_f), kind)
+            if key in seen:
+                raise RowError("duplicate_question", f"same question and sample_type as row {seen[key]}")
+            own_resp = _parse(row, "text")
+            other_resp = _parse(row, "worse-text")
+            pair_id = stable_pair_id("r1k", x_f)
+            if pair_id in sides and sides[pair_id]["x_r"] != x_r:
+                raise RowError("twin_conflict", f"reverse question differs from row {sides[pair_id]['row']}'s "
+                                                "for the same forward question")
+        except RowError as err:
+            _collect(rejects, source, index, err)
+            continue
+        seen[key] = index
         if pair_id not in sides:
-            sides[pair_id] = {"x_f": x_f, "x_r": x_r}
+            sides[pair_id] = {"x_f": x_f, "x_r": x_r, "row": index}
             order.append(pair_id)
         entry = sides[pair_id]
-        if entry["x_r"] != x_r:
-            raise ValueError(f"{source}: row {index}: reverse question differs from its twin's for the same x_f")
         own, other = ("forward", "reverse") if kind == "original" else ("reverse", "forward")
-        entry[own] = (_parse(row["text"], source, index, "text"), row, index, "text")
-        entry.setdefault(f"{other}_alt", (_parse(row["worse-text"], source, index, "worse-text"), row, index, "worse-text"))
+        entry[own] = (own_resp, row, index, "text")
+        entry.setdefault(f"{other}_alt", (other_resp, row, index, "worse-text"))
     twins = []
     for pair_id in order:
         e = sides[pair_id]
         f_resp, f_row, f_index, f_col = e.get("forward") or e["forward_alt"]
         r_resp, r_row, r_index, r_col = e.get("reverse") or e["reverse_alt"]
         base_meta = {"source": source, "cot_type": f_row.get("cot_type"), "source_type": f_row.get("source_type")}
+        solution = f_row.get("solution")
+        gold = solution.strip() if isinstance(solution, str) and solution.strip() else f_resp[2]
         fwd = Record(id=f"{pair_id}-f", pair_id=pair_id, direction="forward", task="r1k", question=e["x_f"],
-                     reasoning=f_resp[1], answer=f_resp[2], gold=_text(f_row.get("solution")).strip() or f_resp[2],
+                     reasoning=f_resp[1], answer=f_resp[2], gold=gold,
                      meta={**base_meta, "row": f_index, "column": f_col})
         # the published reverse twins carry no reference answer: the teacher's answer is their gold
         rev = Record(id=f"{pair_id}-r", pair_id=pair_id, direction="reverse", task="r1k", question=e["x_r"],
@@ -140,8 +213,12 @@ def r1k_twins(rows: list[dict[str, Any]], source: str = "r1k") -> list[tuple[Rec
     return twins
 
 
-def _parse(text: Any, source: str, index: int, column: str) -> tuple[str, str, str]:
+def _parse(row: dict[str, Any], column: str) -> tuple[str, str, str]:
+    text = field_text(row, column)
     try:
-        return parse_chat_text(_text(text))
+        parsed = parse_chat_text(text)
     except ValueError as err:
-        raise ValueError(f"{source}: row {index}: column {column!r}: {err}") from None
+        raise RowError("unparseable_response", f"{column!r}: {err}") from None
+    if not parsed[1].strip() or not parsed[2].strip():
+        raise RowError("empty_response", f"{column!r} holds no reasoning or no answer")
+    return parsed
