@@ -32,13 +32,13 @@ def _load(params_file: Path) -> params_mod.Experiment:
 
 
 def _plan_table(exp: params_mod.Experiment, only: list[str] | None = None) -> Table:
-    from revlib.runner import cell_state, select
+    from revlib.runner import describe_state, select
 
     table = Table(title=f"{exp.experiment}: plan", show_lines=False)
     for col in ("stage", "cell", "state", "writes to"):
         table.add_column(col)
     for cell in select(exp, only):
-        table.add_row(cell.stage, cell.name, cell_state(exp, cell), str(cell.run_dir))
+        table.add_row(cell.stage, cell.name, describe_state(exp, cell), str(cell.run_dir))
     return table
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from revlib import io, redact
 from revlib.params import Experiment, dump
-from revlib.runs import RUNNER_ENV, Cell, environment, fingerprint, now, plan, read_manifest, write_manifest
+from revlib.runs import (RUNNER_ENV, Cell, environment, fingerprint, fingerprint_hash, fingerprint_parts, now, plan,
+                         read_manifest, stale_reasons, write_manifest)
 
 
 TEMPLATES = Path(__file__).parent / "nbconvert_templates"
@@ -33,6 +34,12 @@ def cell_state(exp: Experiment, cell: Cell) -> str:
     if status == "done":
         return "done" if manifest.get("fingerprint") == fingerprint(exp, cell) else "stale"
     return status or "new"
+
+
+def describe_state(exp: Experiment, cell: Cell) -> str:
+    """cell_state, with the reasons a stale cell would re-run (for `revlib check`)."""
+    state = cell_state(exp, cell)
+    return f"stale ({'; '.join(stale_reasons(exp, cell))})" if state == "stale" else state
 
 
 def select(exp: Experiment, only: list[str] | None = None) -> list[Cell]:
@@ -74,7 +81,8 @@ def run(
 def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, Any]:
     import papermill as pm
 
-    fp = fingerprint(exp, cell)
+    parts = fingerprint_parts(exp, cell)
+    fp = fingerprint_hash(parts)
     previous = read_manifest(cell.run_dir)
     resumable = bool(previous) and previous.get("status") in ("running", "failed") and previous.get("fingerprint") == fp
     if cell.run_dir.exists() and not resumable:
@@ -89,7 +97,8 @@ def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, An
         "notebook_sha256": io.sha256_file(cell.notebook),
         "upstream": {f"{s}/{n}": (read_manifest(exp.run_root / s / n) or {}).get("fingerprint") for s, n in cell.deps},
     }
-    base = {"stage": cell.stage, "cell": cell.name, "values": cell.values, "fingerprint": fp, "inputs": inputs,
+    base = {"stage": cell.stage, "cell": cell.name, "values": cell.values, "fingerprint": fp,
+            "fingerprint_parts": parts, "inputs": inputs,
             "start": start, **environment()}
     write_manifest(cell.run_dir, {**base, "status": "running"})
     out_nb = cell.run_dir / f"{cell.stage}.ipynb"

@@ -1,0 +1,89 @@
+"""Cell fingerprints cover the revlib code a notebook runs: fixing a bug re-runs the cells that ran it,
+and `revlib check` says why a cell is stale (code, params or upstream changed)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from revlib import runs
+from revlib.params import load
+from revlib.runner import cell_state, describe_state
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "params" / "smoke" / "train.yaml"
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the revlib sources the fingerprint reads, so a test can edit them."""
+    root = tmp_path / "src" / "revlib"
+    shutil.copytree(REPO / "revlib", root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runs, "PACKAGE_ROOT", root)
+    return root
+
+
+@pytest.fixture
+def finished(params_copy, package_copy):
+    """Every cell of the smoke training plan recorded as done with today's fingerprint (nothing trained)."""
+    params_file = params_copy(SMOKE)
+    exp = load(params_file)
+    for cell in runs.plan(exp):  # plan order: upstream cells are recorded before the cells that read them
+        parts = runs.fingerprint_parts(exp, cell)
+        cell.run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_manifest(cell.run_dir, {"status": "done", "fingerprint": runs.fingerprint_hash(parts),
+                                           "fingerprint_parts": parts})
+    return params_file, exp
+
+
+def states(exp) -> dict[str, str]:
+    return {c.key: cell_state(exp, c) for c in runs.plan(exp)}
+
+
+def test_sources_follow_imports_through_the_package():
+    sft = {p.relative_to(runs.PACKAGE_ROOT).as_posix() for p in runs.revlib_sources(runs.NOTEBOOKS / "02_sft.ipynb")}
+    assert {"train.py", "launch.py", "render.py"} <= sft  # launch.py only through the `-m revlib.launch` string
+    assert "negatives.py" not in sft and "report.py" not in sft
+    bench = {p.relative_to(runs.PACKAGE_ROOT).as_posix() for p in runs.revlib_sources(runs.NOTEBOOKS / "05_benchmarks.ipynb")}
+    assert {"evaluation/judge.py", "evaluation/__init__.py", "lmeval_tasks/revlib_math500.yaml"} <= bench
+
+
+def test_code_fix_makes_only_the_cells_that_run_it_stale(finished, package_copy):
+    params_file, exp = finished
+    assert set(states(exp).values()) == {"done"}
+    negatives = package_copy / "negatives.py"
+    negatives.write_text(negatives.read_text() + "\n# a fix\n")
+    after = states(exp)
+    assert {k for k, v in after.items() if v == "stale"} == {c.key for c in runs.plan(exp) if c.stage == "03_dpo"}
+    dpo = next(c for c in runs.plan(exp) if c.stage == "03_dpo")
+    assert describe_state(exp, dpo) == "stale (code changed: revlib/negatives.py)"
+
+
+def test_params_and_upstream_changes_name_themselves(finished):
+    params_file, exp = finished
+    exp2 = exp.model_copy(update={"dpo": exp.dpo.model_copy(update={"beta": 0.3})})
+    dpo = next(c for c in runs.plan(exp2) if c.stage == "03_dpo")
+    assert runs.stale_reasons(exp2, dpo) == ["params changed"]
+    sft = next(c for c in runs.plan(exp) if c.key == f"02_sft/{dpo.values['model']}__{dpo.values['train_set']}")
+    m = runs.read_manifest(sft.run_dir)
+    runs.write_manifest(sft.run_dir, {**m, "fingerprint": "re-run"})
+    assert runs.stale_reasons(exp, dpo) == [f"upstream changed: {sft.key}"]
+
+
+def test_check_prints_why_cells_are_stale(finished, package_copy, monkeypatch):
+    from rich.console import Console
+
+    from revlib import cli
+
+    monkeypatch.setattr(cli, "console", Console(width=400))
+
+    params_file, exp = finished
+    train = package_copy / "train.py"
+    train.write_text(train.read_text() + "\n# a fix\n")
+    result = CliRunner().invoke(cli.app, ["check", str(params_file)])
+    assert result.exit_code == 0, result.output
+    assert "code changed: revlib/train.py" in result.output
+    assert result.output.count("stale") == sum(c.stage in ("02_sft", "03_dpo") for c in runs.plan(exp))
