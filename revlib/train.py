@@ -379,6 +379,7 @@ def sft_trainer(base: str, records: list[Record], out_dir: Path, params: SFTPara
         padding_free=padding_free,
         completion_only_loss=True,
         model_init_kwargs=model_kwargs,
+        **params.trainer,
     )
     trainer = SFTTrainer(
         model=str(base),
@@ -479,6 +480,7 @@ def dpo_trainer(base: str, pairs: list[PreferencePair], out_dir: Path, params: D
         max_length=params.max_length,
         precompute_ref_log_probs=params.precompute_ref_log_probs,
         model_init_kwargs=_model_kwargs(params),
+        **params.trainer,
     )
     trainer = _dpo_trainer_class()(
         model=policy_base,

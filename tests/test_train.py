@@ -255,3 +255,30 @@ def test_params_files_validate(name):
         assert exp.dpo.beta == 0.6 and exp.sft.lora.r == 256 and exp.sft.lora.alpha == 512
         assert exp.sft.epochs == 12 and exp.sft.save_every_epochs == 2
         assert exp.dpo.epochs == 7 and exp.dpo.save_every_epochs == 1
+
+
+def test_trainer_passthrough_reaches_trl_untouched(tiny_model_dir, pairs, tmp_path):
+    params = dpo_params(max_steps=1, trainer={"loss_type": ["ipo"], "max_grad_norm": 0.25, "adam_beta2": 0.95})
+    trainer, _ = train.dpo_trainer(str(tiny_model_dir), pairs[:4], tmp_path / "run", params, 0, None, 1, 1)
+    assert trainer.args.loss_type == ["ipo"] and trainer.args.max_grad_norm == 0.25 and trainer.args.adam_beta2 == 0.95
+    trainer, _ = train.sft_trainer(str(tiny_model_dir), get_task("arith").sample(0, 2), tmp_path / "s",
+                                   sft_params(trainer={"neftune_noise_alpha": 5.0, "max_grad_norm": 0.5}), 0, 1, 1)
+    assert trainer.args.neftune_noise_alpha == 5.0 and trainer.args.max_grad_norm == 0.5
+
+
+@pytest.mark.parametrize("section,entries,message", [
+    ("sft", {"max_grad_nrom": 1.0}, "sft.trainer: max_grad_nrom: not a field of trl's SFTConfig; did you mean 'max_grad_norm'?"),
+    ("dpo", {"los_type": ["ipo"]}, "did you mean 'loss_type'?"),
+    ("dpo", {"beta": 0.1}, "dpo.trainer: beta: set by dpo.beta; give it once, there"),
+    ("sft", {"learning_rate": 0.1}, "learning_rate: set by sft.lr"),
+])
+def test_trainer_passthrough_checked_at_check_time(params_copy, section, entries, message):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params" / "smoke" / "train.yaml").read_text())
+    raw[section]["trainer"] = entries
+    target = params_copy(raw)
+    proc = subprocess.run([sys.executable, "-m", "revlib.cli", "check", str(target)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "400"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in " ".join(proc.stderr.split())

@@ -7,9 +7,11 @@ beta 0.1 instead of its reported 0.6).
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+from functools import lru_cache
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from revlib.params.common import Strict
 from revlib.params.negatives import PerStepDPOParams
@@ -25,6 +27,57 @@ class Lora(Strict):
     alpha: int = Field(16, ge=1, description="LoRA alpha (paper: 512)")
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+# trl config fields revlib sets itself, by the params field that sets them (or why revlib keeps them), so a
+# `trainer:` entry can never silently disagree with a first-class setting.
+OWNED_COMMON = {
+    "num_train_epochs": "epochs", "max_steps": "max_steps", "learning_rate": "lr", "lr_scheduler_type": "scheduler",
+    "warmup_steps": "warmup_ratio", "weight_decay": "weight_decay", "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum", "gradient_checkpointing": "gradient_checkpointing", "bf16": "bf16",
+    "logging_steps": "logging_steps", "report_to": "report_to", "max_length": "max_length",
+    "model_init_kwargs": "bf16 and attn_implementation", "seed": "the experiment's seed", "data_seed": "the experiment's seed",
+    "output_dir": "revlib (checkpoints/ of the run directory)", "save_strategy": "save_every_epochs",
+    "save_steps": "save_every_epochs", "save_total_limit": "save_every_epochs (every scheduled checkpoint is kept)",
+    "logging_strategy": "logging_steps", "use_cpu": "revlib (CPU only without CUDA)", "fp16": "bf16",
+    "remove_unused_columns": "revlib (pre-tokenized rows)", "disable_tqdm": "revlib (curves instead of progress bars)",
+    "resume_from_checkpoint": "revlib (resumes from the last finished checkpoint)",
+    "activation_checkpointing": "gradient_checkpointing",
+}
+OWNED = {
+    "sft": {**OWNED_COMMON, "padding_free": "padding_free", "completion_only_loss": "revlib (loss on the response only)",
+            "dataset_text_field": "revlib (pre-tokenized rows)"},
+    "dpo": {**OWNED_COMMON, "beta": "beta", "precompute_ref_log_probs": "precompute_ref_log_probs"},
+}
+
+
+@lru_cache(maxsize=2)
+def trl_fields(kind: str) -> frozenset[str]:
+    """Field names of trl's SFTConfig or DPOConfig (imports trl, so only when a `trainer:` mapping is given)."""
+    import dataclasses
+
+    from trl import DPOConfig, SFTConfig
+
+    return frozenset(f.name for f in dataclasses.fields(SFTConfig if kind == "sft" else DPOConfig) if f.init)
+
+
+def check_trainer(kind: str, entries: dict[str, Any]) -> dict[str, Any]:
+    """Every key must be a field of trl's config that revlib does not set itself; the nearest name is suggested."""
+    if not entries:
+        return entries
+    config = "SFTConfig" if kind == "sft" else "DPOConfig"
+    fields, problems = trl_fields(kind), []
+    for key in entries:
+        if key in OWNED[kind]:
+            owner = OWNED[kind][key]
+            where = owner if owner.startswith("revlib") or owner.startswith("the ") else f"{kind}.{owner}"
+            problems.append(f"{key}: set by {where}; give it once, there")
+        elif key not in fields:
+            near = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+            problems.append(f"{key}: not a field of trl's {config}" + (f"; did you mean {near[0]!r}?" if near else ""))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return entries
 
 
 class _Common(Strict):
@@ -51,9 +104,17 @@ class _Common(Strict):
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="auto: flash_attention_2 on a GPU when installed, else sdpa"
     )
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="further fields of trl's SFTConfig/DPOConfig (max_grad_norm, loss_type, "
+                                          "use_liger_kernel...), checked against trl at `revlib check` and passed through untouched")
 
 
 class SFTParams(_Common):
+    @field_validator("trainer")
+    @classmethod
+    def _trl_fields(cls, value):
+        return check_trainer("sft", value)
+
     train_sets: list[TrainSet] = Field(default_factory=lambda: ["forward", "reverse", "half_mix", "mix"], min_length=1)
     epochs: int = Field(3, ge=1)
     padding_free: bool | None = Field(
@@ -62,6 +123,11 @@ class SFTParams(_Common):
 
 
 class DPOParams(_Common):
+    @field_validator("trainer")
+    @classmethod
+    def _trl_fields(cls, value):
+        return check_trainer("dpo", value)
+
     on: list[TrainSet] = Field(default_factory=lambda: ["forward", "reverse", "half_mix", "mix"], min_length=1,
                                description="SFT models (by training set) to run DPO on")
     pairs: PairSet = Field("mix", description="directional pair set; the paper uses pairs of both directions (mix)")
