@@ -63,7 +63,8 @@ def _judge(reply: str, seen: list, status: int = 200) -> LLMJudge:
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(status, json={"choices": [{"message": {"content": reply}}]})
-    return LLMJudge("http://judge.local/v1", "gpt-4o-mini", "REVLIB_TEST_JUDGE_KEY", transport=httpx.MockTransport(handler))
+    return LLMJudge("http://judge.local/v1", "gpt-4o-mini", "REVLIB_TEST_JUDGE_KEY", transport=httpx.MockTransport(handler),
+                    sleep=lambda s: None)
 
 
 def test_judge_settles_only_undecided_answers(monkeypatch, tmp_path):

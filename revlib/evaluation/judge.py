@@ -1,17 +1,26 @@
 """An optional LLM judge through any OpenAI-compatible chat API (the paper used gpt-4o-mini).
 
-It is asked only about answers math-verify cannot decide. The API key is read from the environment
-variable that params name, at call time, and is never written anywhere.
+It is asked only about answers math-verify cannot decide. Requests go through the API teacher's
+client (revlib.teachers.api): every verdict is cached on disk before it is used, so a re-run never
+pays twice; rate limits, server errors and timeouts are retried with backoff; a request budget stops
+it cleanly. The API key is read from the environment variable that params name, when a request is
+really made, and is never written anywhere.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 import httpx
+
+from revlib.params.data import ApiTeacher as ApiTeacherParams
+from revlib.teachers.api import ApiTeacher
+from revlib.teachers.base import Failure, TeacherConfigError
+from revlib.teachers.cache import ResponseCache
 
 PROMPT = """You are grading a math answer. Decide whether the student's final answer is equivalent to the reference answer.
 Ignore formatting differences (LaTeX, units written out, equivalent forms); judge only the final value.
@@ -29,6 +38,22 @@ class JudgeError(RuntimeError):
     pass
 
 
+class JudgeBudgetSpent(JudgeError):
+    """The judge's request budget is spent; the verdicts so far are cached, a re-run with a larger budget goes on."""
+
+
+class _Client(ApiTeacher):
+    """The API teacher's client; tests hand it an httpx transport instead of the network."""
+
+    def __init__(self, params: ApiTeacherParams, cache: ResponseCache | None, sleep: Callable[[float], None],
+                 transport: httpx.BaseTransport | None):
+        super().__init__(params, cache, sleep=sleep)
+        if transport is not None:
+            self._client.close()
+            self._client = httpx.Client(headers={"Content-Type": "application/json"},
+                                        timeout=httpx.Timeout(params.timeout_s), transport=transport)
+
+
 @dataclass
 class LLMJudge:
     base_url: str
@@ -36,31 +61,46 @@ class LLMJudge:
     api_key_env: str
     timeout_s: float = 60.0
     transport: httpx.BaseTransport | None = None  # tests pass a mock transport
+    cache_path: str | Path | None = None  # verdicts, appended as they arrive; none: no cache
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    budget_requests: int | None = None
+    sleep: Callable[[float], None] = time.sleep
+    _client: _Client | None = field(default=None, init=False, repr=False)
 
-    def _key(self) -> str:
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise JudgeError(f"the LLM judge needs an API key in the environment variable {self.api_key_env}, which is not set")
-        return key
+    @property
+    def client(self) -> _Client:
+        if self._client is None:
+            params = ApiTeacherParams(kind="api", base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
+                                      concurrency=1, timeout_s=self.timeout_s, max_retries=self.max_retries,
+                                      backoff_s=self.backoff_s, max_tokens=4, temperature=0.0,
+                                      budget_requests=self.budget_requests)
+            cache = ResponseCache(self.cache_path) if self.cache_path else None
+            self._client = _Client(params, cache, self.sleep, self.transport)
+        return self._client
+
+    @property
+    def usage(self) -> Any:
+        return self.client.usage
 
     def equivalent(self, question: str, answer: str, gold: str) -> tuple[bool, str]:
         """(verdict, raw reply) for one undecided answer."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "temperature": 0,
-            "max_tokens": 4,
-            "messages": [{"role": "user", "content": PROMPT.format(question=question, gold=gold, answer=answer)}],
-        }
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        with httpx.Client(timeout=self.timeout_s, transport=self.transport) as client:
-            resp = client.post(url, json=body, headers={"Authorization": f"Bearer {self._key()}"})
-        if resp.status_code != 200:
-            raise JudgeError(f"judge API {url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+        messages = [{"role": "user", "content": PROMPT.format(question=question, gold=gold, answer=answer)}]
         try:
-            reply = resp.json()["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, ValueError) as err:
-            raise JudgeError(f"judge API {url} gave an unexpected body: {resp.text[:200]}") from err
+            result = self.client.chat_many([messages])[0]
+        except TeacherConfigError as err:
+            raise JudgeError(f"LLM judge: {err}") from None
+        if isinstance(result, Failure):
+            if result.reason == "budget_exhausted":
+                raise JudgeBudgetSpent(f"LLM judge budget spent ({self.budget_requests} requests); verdicts so far are "
+                                       f"cached in {self.cache_path}; raise benchmarks.judge.budget_requests and re-run")
+            raise JudgeError(f"judge API {self.client.url} failed: {result.reason}: {result.detail}")
+        reply = result.content
         word = re.findall(r"[A-Za-z]+", reply)
         if not word or word[0].upper() not in ("YES", "NO"):
             raise JudgeError(f"judge reply is neither YES nor NO: {reply!r}")
         return word[0].upper() == "YES", reply
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

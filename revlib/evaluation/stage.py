@@ -3,13 +3,21 @@
 Artifacts in the run directory: results.csv (one row per model x benchmark), samples/<model>/<task>.jsonl
 (every response with its extracted answer and verdict), table1/table2 as CSV, Markdown and HTML,
 and headline_table1.html / headline_table2.html for the experiment index.
+
+Each (model, benchmark) evaluation is kept in `outputs/<experiment>/eval_store/<key>/`, keyed by the model's
+weight files, the benchmark's data, the evaluation settings, the seed and the code that produced it. A re-run
+(another benchmark added, a model retrained, a killed run) evaluates only what has no entry yet, and
+nothing earlier is deleted. Grading and the judge's verdicts (cached too) are re-applied every time.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -50,9 +58,65 @@ def models_to_evaluate(ctx: Any) -> list[harness.ModelRef]:
     return refs
 
 
-def make_judge(bp) -> LLMJudge | None:
+EVAL_STORE = "eval_store"
+# modules that only grade, judge and tabulate stored samples: changing them re-scores, never re-generates
+POSTPROCESSING = {f"revlib/evaluation/{m}.py" for m in ("judge", "score", "tables", "stats", "stage")}
+
+
+def make_judge(bp, cache_dir: Path | None = None) -> LLMJudge | None:
     j = bp.judge
-    return LLMJudge(j.base_url, j.model, j.api_key_env, j.timeout_s) if j else None
+    if not j:
+        return None
+    cache = Path(cache_dir) / "judge.jsonl" if cache_dir else None
+    return LLMJudge(j.base_url, j.model, j.api_key_env, j.timeout_s, cache_path=cache, max_retries=j.max_retries,
+                    budget_requests=j.budget_requests)
+
+
+def _files_signature(path: str | None) -> Any:
+    """A local model folder by its files (name, size, mtime), so a retrained checkpoint at the same path differs;
+    a Hub id as itself."""
+    if not path:
+        return None
+    folder = Path(path)
+    if not folder.exists():
+        return path
+    files = [folder] if folder.is_file() else sorted(f for f in folder.iterdir() if f.is_file())
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def _task_data(task: str, bp, data_dir: Path | None) -> Any:
+    if task in harness.SYNTHETIC_SETS:
+        path = Path(data_dir) / "sets" / f"{harness.SYNTHETIC_SETS[task]}.jsonl" if data_dir else None
+    else:
+        path = bp.local_paths.get(task)
+    return io.sha256_file(path) if path and Path(path).exists() else "hub"
+
+
+def store_key(ref: harness.ModelRef, task: str, bp, data_dir: Path | None, seed: int) -> str:
+    """What one (model, benchmark) evaluation depends on, hashed."""
+    from revlib import runs
+
+    code = {k: v for k, v in runs.code_hashes(runs.NOTEBOOKS / "05_benchmarks.ipynb").items()
+            if k.startswith("revlib/") and k not in POSTPROCESSING}
+    settings = bp.model_dump(mode="json", exclude={"tasks", "models", "judge", "local_paths"})
+    parts = {"task": task, "data": _task_data(task, bp, data_dir), "settings": settings, "seed": seed, "code": code,
+             "model": {k: _files_signature(getattr(ref, k)) for k in ("pretrained", "adapter", "tokenizer")}}
+    return io.sha256_text(json.dumps(parts, sort_keys=True, default=str))[:24]
+
+
+def _load_entry(folder: Path) -> dict[str, Any] | None:
+    meta = folder / "meta.json"  # written last: an entry without it was cut short
+    if not meta.exists():
+        return None
+    return {**io.read_json(meta), "samples": io.read_jsonl(folder / "samples.jsonl")}
+
+
+def _save_entry(folder: Path, ref: harness.ModelRef, task: str, samples: list[dict], acc: float | None,
+                seconds: float) -> None:
+    rows = json.loads(json.dumps(samples, default=str))  # lm-eval's samples hold a few non-JSON values
+    io.write_jsonl(folder / "samples.jsonl", rows)
+    io.write_json(folder / "meta.json", {"task": task, "lm_eval_acc": acc, "seconds": seconds,
+                                         "model": harness.ref_dict(ref)})
 
 
 @dataclass
@@ -61,6 +125,7 @@ class StageResult:
     table1: tables.Table
     table2: tables.Table
     seconds: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)  # model/benchmark pairs read from the store, not evaluated
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -81,15 +146,29 @@ def run(ctx: Any, refs: list[harness.ModelRef] | None = None,
     bp = ctx.exp.benchmarks
     needs_data = any(t.startswith("synthetic_") for t in bp.tasks)
     data_dir = ctx.upstream("01_reverse_data") if needs_data else None
-    judge = make_judge(bp)
+    store = ctx.exp.run_root / EVAL_STORE
+    judge = make_judge(bp, ctx.exp.run_root / "teacher_cache")
     refs = refs if refs is not None else models_to_evaluate(ctx)
-    rows, seconds = [], {}
+    rows, seconds, reused = [], {}, []
     for ref in refs:
         tag = _slug(f"{ref.label}__{ref.train_set}")
-        ev = harness.evaluate(ref, bp, data_dir, seed=ctx.exp.seed, work_dir=ctx.dir / "work" / tag)
-        seconds[tag] = ev.seconds
-        shutil.rmtree(ctx.dir / "work" / tag, ignore_errors=True)  # merged weights, if any: derived and large
-        for task, samples in ev.samples.items():
+        keys = {task: store_key(ref, task, bp, data_dir, ctx.exp.seed) for task in bp.tasks}
+        entries = {task: _load_entry(store / key) for task, key in keys.items()}
+        missing = [task for task, entry in entries.items() if entry is None]
+        t0 = time.time()
+        if missing:
+            ev = harness.evaluate(ref, bp.model_copy(update={"tasks": missing}), data_dir, seed=ctx.exp.seed,
+                                  work_dir=ctx.dir / "work" / tag)
+            shutil.rmtree(ctx.dir / "work" / tag, ignore_errors=True)  # merged weights, if any: derived and large
+            for task in missing:
+                _save_entry(store / keys[task], ref, task, ev.samples[task], ev.lm_eval_acc.get(task), ev.seconds)
+                entries[task] = _load_entry(store / keys[task])
+        reused += [f"{tag}/{task}" for task in bp.tasks if task not in missing]
+        seconds[tag] = time.time() - t0
+        ev = harness.ModelEval(ref, {t: e["lm_eval_acc"] for t, e in entries.items()},
+                               {t: e["samples"] for t, e in entries.items()}, seconds[tag])
+        for task in bp.tasks:
+            samples = entries[task]["samples"]
             scored = score.score_samples(task, samples, judge)
             io.write_jsonl(ctx.dir / "samples" / tag / f"{task}.jsonl", scored)
             summary = score.summarise(task, scored)
@@ -104,4 +183,7 @@ def run(ctx: Any, refs: list[harness.ModelRef] | None = None,
         t.write(ctx.dir)
         io.write_text(ctx.dir / f"headline_{t.name}.html", t.html())
     io.write_json(ctx.dir / "seconds.json", seconds)
-    return StageResult(results, t1, t2, seconds)
+    io.write_json(ctx.dir / "reused.json", reused)
+    if judge is not None:
+        judge.close()
+    return StageResult(results, t1, t2, seconds, reused)

@@ -19,7 +19,9 @@ class JudgeParams(Strict):
     model: str = Field("gpt-4o-mini", description="the paper's judge")
     api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                              description="name of the environment variable holding the key (the key itself is never in params)")
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0, description="total deadline of one request")
+    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts and malformed replies (with backoff)")
+    budget_requests: int | None = Field(None, ge=0, description="stop after this many paid requests; cached verdicts are free")
 
 
 class BenchmarkParams(Strict):
