@@ -33,6 +33,19 @@ EXPECTED = {
     "bad_task.yaml": ["data.source", "knobs.steps", "greater than or equal to 1", "knobs.colour"],
     "many_faults.yaml": ["seeed", "did you mean 'seed'", "base_models[0]", "unknown preset 'enormous'",
                          "data.n_test", "data.source.knobz", "did you mean 'knobs'"],
+    "duplicate_key.yaml": ["duplicate key 'n_train'", "first on line 8, again on line 10"],
+    "not_utf8.yaml": ["not UTF-8 text", "byte 0xe9"],
+    "a_directory.yaml": ["is a directory"],
+    "empty.yaml": ["the params file is empty"],
+    "negative_max_steps.yaml": ["sft.max_steps", "at least 1, or -1", "got -50"],
+    "infinite_lr.yaml": ["base_models[0].pretrain.lr", "finite number"],
+    "pool_synthetic_too_small.yaml": ["data:", "200 distinct problems needed", "task 'arith' cannot draw"],
+    "pool_file_too_small.yaml": ["data:", "650 forward examples needed", "r1k-probe-100.parquet holds 50 distinct questions"],
+    "lora_bogus_targets.yaml": ["sft.lora.target_modules", "['qkv_proj', 'fc1'] match no module of base model 'm'",
+                                "q_proj"],
+    "negatives_task_typo.yaml": ["negatives:", "unknown task 'arithh'"],
+    "negatives_knobs_typo.yaml": ["negatives:", "knobs.stepz"],
+    "star_graph_bad_knobs.yaml": ["star_graph:", "knobs.degree", "greater than or equal to 2"],
 }
 
 
@@ -40,6 +53,7 @@ EXPECTED = {
 def test_broken_params_fail_with_exit_2_and_name_the_fault(name):
     result = runner.invoke(app, ["check", str(BROKEN / name)])
     assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
     text = " ".join(result.output.split())
     for fragment in EXPECTED[name]:
         assert fragment in text, f"{fragment!r} not in:\n{result.output}"

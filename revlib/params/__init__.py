@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from revlib.params.benchmarks import BenchmarkParams
 from revlib.params.probes import ProbeParams
+from revlib.params import checks
 from revlib.params.common import ResolvedPath, Strict
 from revlib.params.data import DataParams
 from revlib.params.models import BaseModelSpec
@@ -42,7 +43,7 @@ STAGE_SECTIONS = {
 class Experiment(Strict):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="name; outputs go to <output_dir>/<experiment>")
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     output_dir: ResolvedPath = Field(Path("../outputs"), description="relative to the params file")
     stages: list[StageName] = Field(default_factory=lambda: list(ALL_STAGES), min_length=1)
     budget_minutes: float | None = Field(None, gt=0, description="wall-time budget shown in the index")
@@ -69,6 +70,7 @@ class Experiment(Strict):
             missing = [s for s in self.dpo.on if s not in self.sft.train_sets]
             if missing:
                 problems.append(f"dpo.on: {missing} not among sft.train_sets {self.sft.train_sets}")
+        problems += checks.training(self) + checks.tasks(self) + checks.pool_sizes(self) + checks.lora_targets(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -93,14 +95,56 @@ class ParamsError(Exception):
         super().__init__(f"{path}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # an unhashable key is reported by the constructor itself
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line}); "
+                            "give each key once", key_node.start_mark)
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`, or ParamsError naming why the file cannot be read as params."""
+    if path.is_dir():
+        raise ParamsError(path, [f"{path} is a directory; give the params YAML file inside it"])
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ParamsError(path, [f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                                 "save the params file as UTF-8"]) from None
+    except OSError as err:
+        raise ParamsError(path, [f"cannot read the params file: {err.strerror}"]) from None
+    if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+        raise ParamsError(path, ["the params file is empty"])
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise ParamsError(path, [f"not valid YAML: {err}"]) from None
+
+
 def load(path: str | Path) -> Experiment:
     path = Path(path).resolve()
     if not path.exists():
         raise ParamsError(path, [f"params file not found: {path}"])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ParamsError(path, [f"not valid YAML: {err}"]) from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ParamsError(path, ["the file must hold a mapping of keys to values"])
     return validate(raw, path)

@@ -11,7 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 class Strict(BaseModel):
     """Unknown keys are errors, so a typo never silently falls back to a default."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # inf and nan pass `gt=0`-style bounds; no numeric param has a use for them
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 def _base_dir(info: ValidationInfo) -> Path:

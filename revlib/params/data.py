@@ -74,7 +74,7 @@ class HFTeacher(Strict):
     max_new_tokens: int = Field(4096, ge=1)
     temperature: float = Field(0.6, ge=0)
     engine: Literal["auto", "hf", "vllm"] = Field("auto", description="auto: vLLM when installed, else transformers generate")
-    seed: int = Field(0, description="sampling seed")
+    seed: int = Field(0, ge=0, description="sampling seed")
     cache_dir: ResolvedPath | None = Field(None, description="response cache; default <output_dir>/<experiment>/teacher_cache")
 
 

@@ -1,0 +1,84 @@
+"""A set of malformed params files a new user might write: each gives exit 2, names its fault, and shows no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from revlib.cli import app
+
+HERE = Path(__file__).parent / "params_malformed"
+runner = CliRunner()
+
+# file -> fragments the message must contain (the YAML path where there is one, and the fault)
+FAULTS = {
+    "m01_tab_indent.yaml": ["not valid YAML", "'\\t' that cannot start any token", "line 3"],
+    "m02_list_at_top.yaml": ["must hold a mapping of keys to values"],
+    "m03_scalar_at_top.yaml": ["must hold a mapping of keys to values"],
+    "m04_missing_experiment.yaml": ["experiment: required field missing"],
+    "m05_bad_experiment_name.yaml": ["experiment: String should match pattern", "'my exp/1'"],
+    "m06_no_base_models.yaml": ["base_models: List should have at least 1 item"],
+    "m07_duplicate_model_names.yaml": ["base_models: names must be unique"],
+    "m08_unknown_stage.yaml": ["stages[1]", "'09_magic'"],
+    "m09_hub_without_id.yaml": ["base_models[0]: source 'hub' needs 'id'"],
+    "m10_local_without_path.yaml": ["base_models[0]: source 'local' needs 'path'"],
+    "m11_negative_seed.yaml": ["seed: Input should be greater than or equal to 0", "(got -1)"],
+    "m12_nan_learning_rate.yaml": ["sft.lr: Input should be a finite number"],
+    "m13_zero_batch_size.yaml": ["sft.batch_size: Input should be greater than or equal to 1"],
+    "m14_warmup_ratio_one.yaml": ["sft.warmup_ratio: Input should be less than 1"],
+    "m15_dpo_on_untrained_set.yaml": ["dpo.on: ['mix'] not among sft.train_sets ['forward']"],
+    "m16_prompt_longer_than_row.yaml": ["dpo: max_prompt_length (256) must be below max_length (128)"],
+    "m17_min_above_max_reasoning.yaml": ["data: min_reasoning_chars must not exceed max_reasoning_chars"],
+    "m18_judge_with_oracle.yaml": ["data: free_text_check 'judge' needs a model teacher"],
+    "m19_r1k_with_api_teacher.yaml": ["data: an r1k source already holds its reverse twins"],
+    "m20_r1k_two_locations.yaml": ["data.source: r1k source: give exactly one of 'dataset'"],
+    "m21_key_instead_of_env_name.yaml": ["data.teacher.api_key_env: String should match pattern"],
+    "m22_zero_timeout.yaml": ["data.teacher.timeout_s: Input should be greater than 0"],
+    "m23_unknown_benchmark.yaml": ["benchmarks.tasks[0]", "(got 'mmlu')"],
+    "m24_local_path_for_unused_benchmark.yaml": ["benchmarks: local_paths: ['math500'] are not among tasks"],
+    "m25_samples_with_greedy.yaml": ["benchmarks: samples > 1 with temperature 0"],
+    "m26_probe_save_after_last_epoch.yaml": ["probes: sft_save_every (4) exceeds sft_epochs (2)"],
+    "m27_negatives_without_sft.yaml": ["negatives: methods must include sft"],
+    "m28_star_under_not_below_over.yaml": ["star_graph: under_epochs (8) must be below over_epochs (8)"],
+    "m29_duplicate_key_in_list_item.yaml": ["duplicate key 'preset'", "first on line 5, again on line 6"],
+    "m30_dpo_zero_max_steps.yaml": ["dpo.max_steps: must be at least 1, or -1", "(got 0)"],
+    "m31_lora_targets_of_another_architecture.yaml": [
+        "sft.lora.target_modules: ['c_attn', 'c_proj'] match no module of base model 'ckpt'", "q_proj"],
+    "m32_utf16_file.yaml": ["not UTF-8 text (byte 0xff at offset 0)"],
+    "m33_repeated_data_sizes.yaml": ["negatives: data_sizes must be distinct positive counts"],
+    "m34_string_for_list.yaml": ["stages: Input should be a valid list"],
+    "m35_star_graph_pool_too_small.yaml": ["star_graph: 600 distinct star_graph problems needed"],
+    "m36_api_teacher_without_model.yaml": ["data.teacher.model: required field missing"],
+    "m37_negative_pool_too_small.yaml": ["negatives: 200 distinct arith problems needed"],
+    "m38_unknown_dtype.yaml": ["base_models[0].dtype", "(got 'float8')"],
+    "m39_only_comments.yaml": ["the params file is empty"],
+}
+
+
+def test_every_malformed_file_is_listed():
+    assert {p.name for p in HERE.glob("*.yaml")} == set(FAULTS)
+    assert len(FAULTS) >= 30
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_malformed_params_exit_2_naming_the_fault(name):
+    result = runner.invoke(app, ["check", str(HERE / name)])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a crash caught by the runner
+    assert "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    for fragment in FAULTS[name]:
+        assert fragment in text, f"{fragment!r} not in:\n{result.output}"
+
+
+def test_the_command_itself_prints_no_traceback():
+    """Through the real entry point, for the inputs that used to crash: a non-UTF-8 file and a directory."""
+    for target in (HERE / "m32_utf16_file.yaml", HERE / "qwen2_checkpoint"):
+        out = subprocess.run([sys.executable, "-m", "revlib.cli", "check", str(target)], capture_output=True, text=True)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "Traceback" not in out.stdout + out.stderr
+        assert ("not UTF-8" if target.suffix else "is a directory") in out.stdout + out.stderr
