@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from revlib import io, models, render
+from revlib import io, models, pretrain
 from revlib.params import Experiment
 from revlib.params.models import BaseModelSpec
 from revlib.tasks import REGISTRY, get_task
@@ -17,17 +21,27 @@ from revlib.tasks import REGISTRY, get_task
 BASE_JSON = "base.json"
 
 
-def task_knobs(exp: Experiment) -> dict[str, dict[str, Any]]:
-    """The knobs each task family is used with in this experiment, so pretraining covers their ranges."""
-    knobs: dict[str, dict[str, Any]] = {name: {} for name in REGISTRY}
+CARD_JSON = "card.json"
+CARD_MD = "README.md"
+
+
+def task_knobs(exp: Experiment, spec: BaseModelSpec | None = None) -> dict[str, dict[str, Any]]:
+    """The families an embedded base pretrains on, with the knobs this experiment uses them with.
+
+    Only these families enter the base's fingerprint: registering another family leaves it fresh.
+    """
+    used: dict[str, dict[str, Any]] = {}
     src = exp.data.source
-    if src.kind == "synthetic":
-        knobs[src.task] = dict(src.knobs)
-    if exp.negatives is not None:
-        knobs.setdefault(exp.negatives.task, {}).update(exp.negatives.knobs)
-    if exp.star_graph is not None:
-        knobs["star_graph"].update(exp.star_graph.knobs)
-    return knobs
+    if src.kind == "synthetic" and "01_reverse_data" in exp.stages:
+        used[src.task] = dict(src.knobs)
+    if exp.negatives is not None and "06_negative_data" in exp.stages:
+        used.setdefault(exp.negatives.task, {}).update(exp.negatives.knobs)
+    if exp.star_graph is not None and "07_star_graph" in exp.stages:
+        used.setdefault("star_graph", {}).update(exp.star_graph.knobs)
+    chosen = spec.pretrain.families if spec is not None and spec.pretrain.families else None
+    if chosen:
+        return {name: used.get(name, {}) for name in chosen}
+    return used or {name: {} for name in REGISTRY}
 
 
 @dataclass
@@ -43,6 +57,7 @@ class BaseResult:
             out["final_loss"] = self.curve[-1]["loss"]
         for row in self.accuracy:
             out[f"primitive_accuracy/{row['task']}"] = row["accuracy"]
+            out[f"primitive_chance/{row['task']}"] = row["chance"]
         return out
 
 
@@ -50,53 +65,106 @@ def build(exp: Experiment, spec: BaseModelSpec, out_dir: Path, on_step=None) -> 
     if spec.source == "embedded":
         return _build_embedded(exp, spec, out_dir, on_step)
     ident = str(spec.path) if spec.source == "local" else spec.id
+    card = verify_shipped(Path(ident), spec.sha256) if spec.source == "local" else None
     model = models.load_model(ident, revision=spec.revision, dtype=spec.dtype)
     ref = {"source": spec.source, "path_or_id": ident, "revision": spec.revision,
-           "parameters": models.count_parameters(model), "architecture": type(model).__name__}
+           "parameters": models.count_parameters(model), "architecture": type(model).__name__,
+           "sha256": card["sha256"] if card else None}
+    accuracy = []
+    if card and card.get("families"):  # a shipped embedded base: measure its skills again, here
+        families = {name: get_task(name, kn) for name, kn in card["families"].items()}
+        accuracy = pretrain.primitive_accuracy(model, models.load_tokenizer(ident), _held_out(families, exp.seed, 200))
     io.write_json(out_dir / BASE_JSON, ref)
-    return BaseResult(ref)
+    return BaseResult(ref, accuracy=accuracy)
+
+
+def _held_out(families: dict[str, Any], seed: int, n: int) -> dict[str, list[tuple[str, str]]]:
+    return {name: fam.primitive_skills(random.Random(f"eval:{seed}:{name}"), n) for name, fam in families.items()}
 
 
 def _build_embedded(exp: Experiment, spec: BaseModelSpec, out_dir: Path, on_step) -> BaseResult:
-    rng = random.Random(f"pretrain:{exp.seed}")
-    families = {name: get_task(name, kn) for name, kn in task_knobs(exp).items()}
-    skills = {name: fam.primitive_skills(rng, spec.pretrain.corpus_size) for name, fam in families.items()}
-    held_out = {name: fam.primitive_skills(random.Random(f"eval:{exp.seed}"), spec.pretrain.eval_size)
-                for name, fam in families.items()}
-    # The tokenizer sees every format (questions, chains, chat markup) so that it tokenizes them
-    # compactly; the model is pretrained on single-step skills only.
-    tok_corpus = [p + t for pairs in skills.values() for p, t in pairs]
-    for fam in families.values():
-        for fwd in fam.sample(exp.seed + 10_000, 200):
-            rev = fam.invert(fwd)
-            for r in (fwd, rev):
-                tok_corpus.append(r.question + "\n" + render.assistant_content(r.reasoning, r.answer))
-    tok_corpus.append(render.DEFAULT_SYSTEM)
-    tokenizer = models.build_tokenizer(tok_corpus)
-    model = models.build_model(spec.preset, tokenizer, seed=exp.seed)
-    curve = models.pretrain(model, tokenizer, [pt for pairs in skills.values() for pt in pairs], steps=spec.pretrain.steps, batch_size=spec.pretrain.batch_size,
-                            lr=spec.pretrain.lr, seed=exp.seed, on_step=on_step)
-    accuracy = primitive_accuracy(model, tokenizer, held_out)
+    started = time.time()
+    knobs = task_knobs(exp, spec)
+    families = {name: get_task(name, kn) for name, kn in knobs.items()}
+    pt = spec.pretrain
+    overrides = {}
+    if pt.layers:
+        overrides["num_hidden_layers"] = pt.layers
+    if pt.hidden_size:
+        overrides.update(hidden_size=pt.hidden_size, intermediate_size=3 * pt.hidden_size)
+    model, tokenizer, curve = pretrain.build_base(
+        families, spec.preset, seed=exp.seed, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
+        corpus_size=pt.corpus_size, max_pack=pt.max_pack, numbers=pt.numbers, overrides=overrides, on_step=on_step)
+    accuracy = pretrain.primitive_accuracy(model, tokenizer, _held_out(families, exp.seed, pt.eval_size))
     with io.atomic_dir(out_dir / "model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     ref = {"source": "embedded", "path_or_id": str(out_dir / "model"), "revision": None, "preset": spec.preset,
            "parameters": models.count_parameters(model), "architecture": type(model).__name__,
-           "vocab_size": len(tokenizer)}
+           "vocab_size": len(tokenizer), "sha256": folder_sha256(out_dir / "model")}
     io.write_json(out_dir / "pretrain_curve.json", curve)
+    if spec.publish_to:
+        ref["published"] = str(publish(exp, spec, out_dir / "model", Path(spec.publish_to), knobs, accuracy,
+                                       time.time() - started))
     io.write_json(out_dir / BASE_JSON, ref)
     return BaseResult(ref, curve, accuracy)
 
 
-def primitive_accuracy(model, tokenizer, held_out: dict[str, list[tuple[str, str]]]) -> list[dict[str, Any]]:
-    rows = []
-    for name, pairs in held_out.items():
-        outs = models.greedy_complete(model, tokenizer, [p for p, _ in pairs], max_new_tokens=8)
-        correct = [o.strip().split()[0] if o.strip() else "" for o in outs]
-        hits = sum(c == t.strip() for c, (_, t) in zip(correct, pairs))
-        rows.append({"task": name, "problems": len(pairs), "correct": hits, "accuracy": hits / len(pairs),
-                     "example": f"{pairs[0][0][-40:]}{outs[0][:12]!r}"})
-    return rows
+def folder_sha256(folder: Path) -> str:
+    """Checksum of a model folder: every file but its card, by relative name and content."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name not in (CARD_JSON, CARD_MD)):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0" + io.sha256_file(path).encode() + b"\n")
+    return h.hexdigest()
+
+
+def publish(exp: Experiment, spec: BaseModelSpec, model_dir: Path, target: Path, knobs: dict[str, dict[str, Any]],
+            accuracy: list[dict[str, Any]], seconds: float) -> Path:
+    """Write the built model and its card to `target`, the way a checkpoint is published on a hub."""
+    from revlib.runs import git_commit
+
+    card = {
+        "name": spec.name, "architecture": "Qwen2ForCausalLM", "preset": spec.preset,
+        "pretrain": spec.pretrain.model_dump(mode="json"), "families": knobs, "seed": exp.seed,
+        "commit": git_commit(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(seconds, 1),
+        "primitive_accuracy": {r["task"]: {"accuracy": r["accuracy"], "chance": r["chance"], "problems": r["problems"]}
+                               for r in accuracy},
+        "sha256": folder_sha256(model_dir),
+        "rebuild": f"revlib run params/{exp.experiment}.yaml",
+    }
+    with io.atomic_dir(target) as tmp:
+        shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
+        io.write_json(Path(tmp) / CARD_JSON, card)
+        io.write_text(Path(tmp) / CARD_MD, card_markdown(card))
+    return target
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    acc = "\n".join(f"| {t} | {v['accuracy']:.1%} | {v['chance']:.1%} | {v['problems']} |"
+                     for t, v in card["primitive_accuracy"].items())
+    return (f"# {card['name']}: embedded revlib base\n\n"
+            f"A {card['architecture']} ({card['preset']} preset) pretrained from scratch on direction-neutral primitive "
+            f"skills of the task families {', '.join(card['families'])}; never on chained forward or reverse formats.\n\n"
+            f"- seed {card['seed']}, commit `{card['commit']}`, built {card['built_at']} in {card['build_seconds']} s\n"
+            f"- sha256 `{card['sha256']}` (every file but this card and card.json)\n"
+            f"- rebuild: `{card['rebuild']}`\n\n"
+            "| family | held-out primitive accuracy | chance | problems |\n|---|---|---|---|\n" + acc + "\n\n"
+            "Pretraining settings:\n\n```json\n" + json.dumps(card["pretrain"], indent=2) + "\n```\n")
+
+
+def verify_shipped(folder: Path, expected: str | None) -> dict[str, Any] | None:
+    """The card of a shipped base, after checking the folder against its checksum; None if it has no card."""
+    card_path = folder / CARD_JSON
+    card = io.read_json(card_path) if card_path.exists() else None
+    want = expected or (card or {}).get("sha256")
+    if want is None:
+        return card
+    got = folder_sha256(folder)
+    if got != want:
+        raise ValueError(f"base model {folder}: sha256 {got} does not match the expected {want}; the folder was "
+                         "changed or is incomplete. Rebuild it with the params file named in its card.")
+    return card
 
 
 def accuracy_table(result: BaseResult) -> pd.DataFrame:

@@ -103,6 +103,30 @@ def train_probe_models(exp: Experiment, base: str, data_dir: Path, out_dir: Path
     return out
 
 
+def stage_checkpoints(exp: Experiment, base: str, upstream: Callable[[str, str], Path], model: str) -> list[ProbeCheckpoint]:
+    """02's SFT checkpoints then 03's directional DPO checkpoints of each probe-training set, in x-axis order."""
+    from revlib import train
+
+    out: list[ProbeCheckpoint] = []
+    for train_set in exp.probes.train_sets:
+        x = 0
+        if exp.probes.include_base:
+            out.append(ProbeCheckpoint(train_set, "base", 0.0, 0, 0, Path(base), base, None))
+        for phase, stage in (("sft", "02_sft"), ("dpo", "03_dpo")):
+            for ck in train.load_checkpoints(upstream(stage, f"{model}__{train_set}")):
+                x += 1
+                out.append(ProbeCheckpoint(train_set, phase, ck.epoch, ck.step, x, Path(ck.path), ck.base, ck.adapter))
+    return out
+
+
+def probe_models(exp: Experiment, base: str, data_dir: Path, out_dir: Path,
+                 upstream: Callable[[str, str], Path], model: str) -> list[ProbeCheckpoint]:
+    """The checkpoints to score: trained here on the probe sets, or those of stages 02 and 03."""
+    if exp.probes.models == "stages":
+        return stage_checkpoints(exp, base, upstream, model)
+    return train_probe_models(exp, base, data_dir, out_dir)
+
+
 def test_sets(exp: Experiment) -> list[str]:
     return sorted({t for _, t in exp.probes.pairs}, key=list(SHORT).index)
 

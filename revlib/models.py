@@ -6,15 +6,14 @@ stage loads it with the same `from_pretrained` calls as a Hub model.
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Callable
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from revlib.render import DEFAULT_SYSTEM
 
@@ -45,14 +44,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_tokenizer(corpus: list[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on `corpus`, with digits split one per token.
+NumberTokens = Literal["whole", "digits"]
 
+
+def build_tokenizer(corpus: list[str], vocab_size: int = 1024, numbers: NumberTokens = "digits") -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `corpus`.
+
+    Digit runs are split off from the text around them, so a number is the same token(s) wherever it
+    stands. `numbers: whole` lets BPE merge a frequent number into one token (arithmetic becomes a fact
+    to recall, a graph node one symbol); `digits` keeps one token per digit, as Qwen2.5 does.
     Byte-level means any text (a real probe set, say) still tokenizes, only less compactly.
     """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [pre_tokenizers.Digits(individual_digits=numbers == "digits"), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -97,58 +102,6 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def pretrain(
-    model: Qwen2ForCausalLM,
-    tokenizer: Any,
-    skills: list[tuple[str, str]],
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int = 0,
-    on_step: Callable[[int, float], None] | None = None,
-) -> list[dict[str, float]]:
-    """Pretraining on (prompt, target) skills, loss on the target tokens only; returns the loss curve.
-
-    The prompts of edge look-ups are random edge lists: predicting them is noise that would drown
-    the skill's gradient, so only the answer is a label.
-    """
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(1, steps)))
-    )
-    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
-    pad = tokenizer.pad_token_id
-    curve = []
-    for step in range(steps):
-        batch = [skills[rng.randrange(len(skills))] for _ in range(batch_size)]
-        prompts = tokenizer([p for p, _ in batch], add_special_tokens=False)["input_ids"]
-        targets = tokenizer([t for _, t in batch], add_special_tokens=False)["input_ids"]
-        width = max(len(p) + len(t) + 1 for p, t in zip(prompts, targets))
-        ids = torch.full((batch_size, width), pad)
-        labels = torch.full((batch_size, width), -100)
-        mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for i, (p, t) in enumerate(zip(prompts, targets)):
-            row = p + t + [eos]
-            ids[i, : len(row)] = torch.tensor(row)
-            labels[i, len(p): len(row)] = torch.tensor(t + [eos])
-            mask[i, : len(row)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        curve.append({"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
-        if on_step:
-            on_step(step + 1, curve[-1]["loss"])
-    model.eval()
-    return curve
-
-
 @torch.no_grad()
 def greedy_complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 64) -> list[str]:
     """Greedy continuations of raw-text prompts (left-padded batches)."""
@@ -169,10 +122,26 @@ def greedy_complete(model: Any, tokenizer: Any, prompts: list[str], max_new_toke
 
 
 def load_tokenizer(path_or_id: str | Path, revision: str = "main") -> Any:
-    tok = AutoTokenizer.from_pretrained(str(path_or_id), revision=revision)
+    """The checkpoint's tokenizer, exactly as its tokenizer.json defines it.
+
+    For a qwen2 config, AutoTokenizer builds Qwen2Tokenizer and swaps in Qwen2's pre-tokenizer (one
+    token per digit), whatever tokenizer.json says. A folder whose tokenizer_config declares the
+    tokenizers backend (every embedded revlib model) is loaded through that backend instead.
+    """
+    if _declares_backend(path_or_id):
+        tok = TokenizersBackend.from_pretrained(str(path_or_id), revision=revision)
+    else:
+        tok = AutoTokenizer.from_pretrained(str(path_or_id), revision=revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _declares_backend(path_or_id: str | Path) -> bool:
+    config = Path(path_or_id) / "tokenizer_config.json"
+    if not config.is_file():
+        return False
+    return json.loads(config.read_text()).get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def load_model(path_or_id: str | Path, revision: str = "main", dtype: str = "auto", device: str | None = None) -> Any:

@@ -11,7 +11,7 @@ from revlib import negatives as neg
 from revlib import render
 from revlib.tasks import get_task
 
-_LINE = re.compile(r"^(-?\d+) ([+*-]) (-?\d+) = (-?\d+)$")
+_LINE = re.compile(r"^\((\d+)\) (-?\d+) ([+*-]) (-?\d+) = (-?\d+)$")
 _SYM = {"add": "+", "sub": "-", "mul": "*"}
 
 
@@ -35,7 +35,7 @@ class ScriptedArithPolicy:
             prob = self.by_q[q]
             rng = random.Random(f"{seed}:{q}:{prefix}")
             done = [line for line in prefix[len(render.THINK):].split("\n") if line.strip()]
-            value = int(_LINE.match(done[-1]).group(4)) if done else prob.meta["start"]
+            value = int(_LINE.match(done[-1]).group(5)) if done else prob.meta["start"]
             rows = []
             for _ in range(n):
                 slip = rng.random() >= self.p
@@ -44,7 +44,7 @@ class ScriptedArithPolicy:
                     new = v + k if op == "add" else v - k if op == "sub" else v * k
                     if slip and j == 0:
                         new += 1
-                    lines.append(f"{v} {_SYM[op]} {k} = {new}")
+                    lines.append(f"({len(done) + j + 1}) {v} {_SYM[op]} {k} = {new}")
                     v = new
                 body = "\n".join(lines)
                 sep = "" if not done or not lines else ""
@@ -60,7 +60,7 @@ def _response_wrong_at(problem, k: int) -> str:
         new = v + kk if op == "add" else v - kk if op == "sub" else v * kk
         if j == k:
             new += 1
-        lines.append(f"{v} {_SYM[op]} {kk} = {new}")
+        lines.append(f"({j}) {v} {_SYM[op]} {kk} = {new}")
         v = new
     return render.assistant_content("\n".join(lines), str(v))
 
@@ -167,6 +167,23 @@ def test_naive_pairs_and_advantage_filter(task):
     assert [s.index for s in neg.advantage_filtered([a, b])] == [5]
 
 
+def test_advantage_filter_percentile_over_all_responses_keeps_ties(task):
+    p0 = task.sample(4, 1)[0]
+    good = render.assistant_content(p0.reasoning, p0.answer)
+    pos = [neg.parse_sample(task, p0, good, i) for i in range(4)]
+    bad = [neg.parse_sample(task, p0, _response_wrong_at(p0, 2), 10 + i) for i in range(4)]
+    # Monte-Carlo values with M = 4 tie: every positive has the same worst step (-0.25)
+    tied = [neg.StepCredit(s, [0.5, 0.25, 0.5, 0.75, 1.0, 1.0]) for s in pos]
+    negs = [neg.StepCredit(s, [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]) for s in bad]
+    # the median over positives alone sits on the tie: the old filter kept nothing; over all responses it keeps all
+    assert [s.index for s in neg.advantage_filtered(tied + negs)] == [0, 1, 2, 3]
+    # a positive whose worst step is as bad as the negatives' critical steps falls below the bar
+    dip = neg.StepCredit(neg.parse_sample(task, p0, good, 9), [0.75, 0.0, 0.5, 0.75, 1.0, 1.0])
+    kept = neg.advantage_filtered(tied + negs + [dip], percentile=60)
+    assert 9 not in [s.index for s in kept] and len(kept) == 4
+    assert neg.advantage_filtered([]) == []
+
+
 def test_step_splitting_modes(task):
     assert neg.split_steps(task, "a = 1\n\nb = 2", "line") == ["a = 1", "b = 2"]
     assert neg.split_steps(task, "First, x is 2. Then y is 3! Done", "sentence") == ["First, x is 2.", "Then y is 3!", "Done"]
@@ -175,10 +192,3 @@ def test_step_splitting_modes(task):
     prob = task.sample(0, 1)[0]
     s = neg.parse_sample(task, prob, render.THINK + "One. Two.\nThree" + render.ANSWER_SEP + "Answer: 4", 0, "sentence")
     assert [s.prefix(i)[len(render.THINK):] for i in range(4)] == ["", "One. ", "One. Two.\n", "One. Two.\nThree"]
-
-
-def test_sft_size_to_match():
-    sizes, errs = [10, 100, 1000], [0.8, 0.4, 0.2]
-    assert neg.sft_size_to_match(sizes, errs, 0.4) == pytest.approx(100)
-    assert neg.sft_size_to_match(sizes, errs, 0.3) == pytest.approx(10 ** 2.5)
-    assert neg.sft_size_to_match(sizes, errs, 0.1) is None  # not reached: no extrapolation

@@ -6,15 +6,20 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from revlib.params.common import ExistingPath, Strict
+from revlib.params.common import ExistingPath, ResolvedPath, Strict
 
 
 class Pretrain(Strict):
     steps: int = Field(400, ge=0, description="optimizer steps of pretraining on primitive skills")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="documents per step")
     lr: float = Field(3e-3, gt=0)
-    corpus_size: int = Field(20000, ge=1, description="primitive-skill lines per task family")
+    corpus_size: int = Field(20000, ge=1, description="pretraining documents per task family")
+    max_pack: int = Field(8, ge=1, description="primitive skills packed into one document (1..max_pack)")
     eval_size: int = Field(200, ge=1, description="held-out primitive problems for the accuracy table")
+    numbers: Literal["whole", "digits"] = Field("whole", description="a frequent number is one token, or one token per digit")
+    families: list[str] | None = Field(None, description="task families to pretrain on; null: those the experiment uses")
+    layers: int | None = Field(None, ge=1, description="override the preset's number of layers")
+    hidden_size: int | None = Field(None, ge=8, description="override the preset's width (intermediate: 3x)")
 
 
 class BaseModelSpec(Strict):
@@ -26,6 +31,10 @@ class BaseModelSpec(Strict):
     path: ExistingPath | None = Field(None, description="checkpoint folder, for source: local")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     pretrain: Pretrain = Pretrain()
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="for source: local, the checksum the folder's card must match")
+    publish_to: ResolvedPath | None = Field(None, description="for source: embedded, also write the built model "
+                                            "and its card here (a shipped base, like a Hub checkpoint)")
 
     @model_validator(mode="after")
     def _source_fields(self):
@@ -35,6 +44,10 @@ class BaseModelSpec(Strict):
             raise ValueError("source 'hub' needs 'id'")
         if self.source == "local" and self.path is None:
             raise ValueError("source 'local' needs 'path'")
+        if self.sha256 and self.source != "local":
+            raise ValueError("sha256 applies to source 'local' (a shipped base folder)")
+        if self.publish_to and self.source != "embedded":
+            raise ValueError("publish_to applies to source 'embedded'")
         if self.source == "embedded" and self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         return self

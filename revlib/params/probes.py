@@ -22,6 +22,9 @@ PAPER_PAIRS: list[tuple[str, str]] = [
 
 
 class ProbeParams(Strict):
+    models: Literal["train", "stages"] = Field(
+        "train", description="train: SFT then DPO on the probe sets here (the paper's design); stages: score the "
+        "checkpoints 02 and 03 trained on D_f, D_r, D_m instead (when the steps cannot be afforded twice)")
     train_sets: list[ProbeTrainSet] = Field(default_factory=lambda: ["forward", "reverse", "mix"], min_length=1,
                                             description="probe-training sets D_f, D_r, D_m (probe_<set> from notebook 01)")
     pairs: list[tuple[ProbeTrainSet, ProbeTestSet]] = Field(

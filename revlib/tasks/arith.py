@@ -35,7 +35,8 @@ def _apply(op: str, value: int, k: int) -> int:
 
 
 def _describe(ops: list[tuple[str, int]]) -> str:
-    return ", ".join(f"{_WORD[o]} {k}" for o, k in ops)
+    # Numbered operations: a step of the chain finds its operand by its number, in either direction.
+    return ", ".join(f"({i}) {_WORD[o]} {k}" for i, (o, k) in enumerate(ops, 1))
 
 
 class ArithChain(TaskFamily):
@@ -51,9 +52,9 @@ class ArithChain(TaskFamily):
             k = rng.randint(2, kn.max_multiplier) if op == "mul" else rng.randint(kn.min_value, kn.max_value)
             ops.append((op, k))
         lines, value = [], start
-        for op, k in ops:
+        for i, (op, k) in enumerate(ops, 1):
             new = _apply(op, value, k)
-            lines.append(f"{value} {_SYM[op]} {k} = {new}")
+            lines.append(f"({i}) {value} {_SYM[op]} {k} = {new}")
             value = new
         pair_id = f"arith-{index:06d}"
         return Record(
@@ -72,14 +73,14 @@ class ArithChain(TaskFamily):
         ops = [tuple(o) for o in forward.meta["ops"]]
         result = forward.meta["result"]
         lines, value = [], result
-        for op, k in reversed(ops):
+        for i, (op, k) in reversed(list(enumerate(ops, 1))):
             if op == "add":
                 new = value - k
             elif op == "sub":
                 new = value + k
             else:
                 new = value // k
-            lines.append(f"{value} {_INV[op]} {k} = {new}")
+            lines.append(f"({i}) {value} {_INV[op]} {k} = {new}")
             value = new
         return Record(
             id=f"{forward.pair_id}-r",

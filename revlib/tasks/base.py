@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict
 from revlib.records import Record
 
 
+# A piece of a pretraining document: (text, whether its tokens are labels).
+Segment = tuple[str, bool]
+
+
 class TaskKnobs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,6 +53,19 @@ class TaskFamily(ABC):
     @abstractmethod
     def primitive_skills(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
         """Single-step skills in both directions as (prompt, target), for pretraining the base model."""
+
+    def primitive_documents(self, rng: random.Random, n: int, max_pack: int) -> list[list[Segment]]:
+        """`n` pretraining documents of 1..max_pack skills each, one per line, answers labelled."""
+        skills = self.primitive_skills(rng, n * (max_pack + 1) // 2 + max_pack)
+        docs, at = [], 0
+        for _ in range(n):
+            k = rng.randint(1, max_pack)
+            doc: list[Segment] = []
+            for prompt, target in (skills[(at + j) % len(skills)] for j in range(k)):
+                doc += [(("\n" if doc else "") + prompt, False), (target, True)]
+            at += k
+            docs.append(doc)
+        return docs
 
     def sample(self, seed: int, n: int, start: int = 0) -> list[Record]:
         """`n` distinct forward problems, deterministic in `seed`."""

@@ -1,0 +1,248 @@
+"""Notebook 06: Setlur et al.'s scaling experiment, run with the method pieces of `revlib.negatives`.
+
+At each synthetic data size n (nested draws, so a larger set extends the smaller ones):
+SFT on the oracle's positives; the SFT policy's samples, verified; RFT on synthetic plus self-generated
+positives; RFT on the self-generated positives alone (D+, the paper's Figures 2 and 9); naive DPO;
+per-step DPO at the Monte-Carlo critical step; advantage-filtered RFT (Figure 11). Every method is
+evaluated greedily on the same test problems, so methods are compared per problem (McNemar).
+
+The budget rule is stated once (`budget_rule`) and applied to every method and size alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from revlib import io, negatives, render, stats
+from revlib.records import PreferencePair, Record
+from revlib.rollouts import Sampler
+from revlib.tasks.base import TaskFamily
+
+if TYPE_CHECKING:
+    from revlib.params import Experiment
+    from revlib.params.negatives import NegativeParams
+    from revlib.train import Checkpoint
+
+SFT_METHODS = ("rft", "rft_self", "adv_rft")  # trained by SFT from the base
+DPO_METHODS = ("naive_dpo", "per_step_dpo")  # trained by DPO from the SFT checkpoint
+NAMES = {"sft": "SFT (synthetic positives)", "rft": "RFT (synthetic + own positives)", "rft_self": "RFT on D+ only",
+         "naive_dpo": "naive DPO", "per_step_dpo": "per-step DPO", "adv_rft": "advantage-filtered RFT"}
+
+
+def budget_rule(P: NegativeParams) -> str:
+    return (f"every SFT-type run (SFT, RFT, RFT on D+, advantage-filtered RFT) trains {P.sft_steps} optimizer steps "
+            f"from the base, and every DPO run (naive, per-step) {P.dpo_steps} steps from the SFT checkpoint, "
+            "whatever the data size; each model answers the same test problems greedily once")
+
+
+@dataclass
+class MethodRun:
+    """One method at one size: its training examples, its checkpoint and its per-problem test outcomes."""
+
+    method: str
+    size: int
+    examples: int
+    correct: list[bool] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def error(self) -> float | None:
+        return None if not self.correct else 1 - sum(self.correct) / len(self.correct)
+
+    def interval(self) -> tuple[float, float]:
+        """95% Wilson interval of the error."""
+        lo, hi = stats.wilson(sum(self.correct), len(self.correct))
+        return 1 - hi, 1 - lo
+
+
+@dataclass
+class SizeResult:
+    size: int
+    runs: dict[str, MethodRun]
+    positives: int
+    negatives: int
+    credits: list[negatives.StepCredit] = field(default_factory=list)
+
+
+def split_problems(task: TaskFamily, seed: int, sizes: Sequence[int], n_test: int) -> tuple[list[Record], list[Record]]:
+    """(nested training pool, test set): one draw, so every data size's set extends the smaller ones."""
+    pool = task.sample(seed, max(sizes) + n_test)
+    return pool[n_test:], pool[:n_test]
+
+
+def test_outcomes(sampler: Sampler, task: TaskFamily, problems: Sequence[Record], seed: int = 0) -> list[bool]:
+    """Whether each test problem is answered correctly (one sample each; greedy when the sampler is)."""
+    outs = sampler.sample([(p.question, render.THINK) for p in problems], 1, seed)
+    return [negatives.verified(task, p, render.THINK + rows[0]) for p, rows in zip(problems, outs)]
+
+
+def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path):
+    from revlib import train
+
+    P = exp.negatives
+    params = exp.sft.model_copy(update={"max_steps": P.sft_steps, "save_every_epochs": 10**6})
+    return train.sft(base, records, out_dir, params, seed=exp.seed, epochs=1, save_every_epochs=10**6)
+
+
+def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path):
+    params = exp.dpo.model_copy(update={"max_steps": exp.negatives.dpo_steps, "save_every_epochs": 10**6})
+    return negatives.dpo_from(ckpt, pairs, out_dir, params, exp.seed, epochs=1, save_every_epochs=10**6)
+
+
+def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Record], test: list[Record], size: int,
+             out_dir: Path, log: Callable[[str], None] = print) -> SizeResult:
+    """Every method at one synthetic data size, under the budget rule."""
+    P, seed = exp.negatives, exp.seed
+    problems = train_pool[:size]
+    out_dir = Path(out_dir)
+    runs: dict[str, MethodRun] = {}
+    sft = _sft(exp, base, problems, out_dir / "sft")
+    runs["sft"] = MethodRun("sft", size, len(problems), checkpoint=sft.final)
+    policy = negatives.policy_engine(sft.final, P, cache_dir=out_dir / "rollout_cache")
+    samples = negatives.sample_policy(policy, task, problems, P.samples_per_problem, seed, P.step_split)
+    negatives.write_samples(out_dir / "samples.jsonl", samples)
+    positives = sum(s.correct for s in samples)
+    log(f"n={size}: the SFT policy's {len(samples)} samples hold {positives} positives")
+    credits: list[negatives.StepCredit] = []
+    if {"per_step_dpo", "adv_rft"} & set(P.methods):
+        credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed)
+        io.write_jsonl(out_dir / "step_values.jsonl",
+                       ({"sample": c.sample.id, "correct": c.sample.correct, "values": c.values,
+                         "advantages": c.advantages} for c in credits))
+    data: dict[str, list] = {}
+    if "rft" in P.methods:
+        data["rft"] = problems + negatives.rft_records(samples, problems, P.rft_k)
+    if "rft_self" in P.methods:
+        data["rft_self"] = negatives.rft_records(samples, problems, P.rft_k)
+    if "adv_rft" in P.methods:
+        kept = negatives.advantage_filtered(credits, P.adv_percentile)
+        data["adv_rft"] = problems + negatives.rft_records(kept, problems, P.rft_k)
+    if "naive_dpo" in P.methods:
+        data["naive_dpo"] = negatives.naive_pairs(samples, problems, seed)
+    if "per_step_dpo" in P.methods:
+        data["per_step_dpo"] = negatives.per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold, seed)
+    for method, items in data.items():
+        io.write_jsonl(out_dir / f"{method}.jsonl", (x.model_dump(mode="json") for x in items))
+        runs[method] = MethodRun(method, size, len(items))
+        if not items:
+            log(f"n={size}: {method} has no training data; its point is left out")
+            continue
+        res = _dpo(exp, sft.final, items, out_dir / method) if method in DPO_METHODS else \
+            _sft(exp, base, items, out_dir / method)
+        runs[method].checkpoint = res.final
+    for method, run in runs.items():
+        if run.checkpoint is None:
+            continue
+        run.correct = test_outcomes(negatives.policy_engine(run.checkpoint, P, temperature=0.0), task, test, seed + 1)
+        lo, hi = run.interval()
+        log(f"n={size}: {method} test error {run.error:.3f} [{lo:.3f}, {hi:.3f}]")
+    io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "correct": r.correct} for m, r in runs.items()})
+    return SizeResult(size, runs, positives, len(samples) - positives, credits)
+
+
+# ---------------------------------------------------------------- read-outs
+
+
+def table(results: Sequence[SizeResult]) -> list[dict[str, Any]]:
+    """One row per (size, method): error with its interval, training examples, McNemar p against SFT."""
+    rows = []
+    for res in results:
+        sft = res.runs["sft"]
+        for method, run in res.runs.items():
+            row: dict[str, Any] = {"size": res.size, "method": method, "examples": run.examples,
+                                   "error": run.error, "n_test": len(run.correct)}
+            if run.correct:
+                row["error_lo"], row["error_hi"] = run.interval()
+            if method != "sft" and run.correct and sft.correct:
+                row["p_vs_sft"] = stats.mcnemar(run.correct, sft.correct)
+            rows.append(row)
+    return rows
+
+
+def sft_size_to_match(sizes: Sequence[float], sft_errors: Sequence[float], target_error: float) -> float | None:
+    """Data SFT needs to reach `target_error`, by linear interpolation of its curve in log size.
+
+    None when the target lies outside SFT's measured curve (no extrapolation either way).
+    """
+    pts = sorted(zip(sizes, sft_errors))
+    for (n0, e0), (n1, e1) in zip(pts, pts[1:]):
+        if e0 >= target_error >= e1 and e0 != e1:
+            t = (e0 - target_error) / (e0 - e1)
+            return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))
+    return None
+
+
+def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.1, alpha: float = 0.05
+               ) -> list[dict[str, Any]]:
+    """At each size: how much synthetic data SFT needs to match `method`, or why that is not measurable.
+
+    Measurable only when both curves are measured, SFT's curve falls by at least `min_drop` over the
+    sizes (a flat curve maps every error to any size), and the method differs from SFT at that size
+    (McNemar p < alpha). A method better than SFT's best point gives a lower bound ("> k x").
+    """
+    sft = sorted((r["size"], r["error"]) for r in rows if r["method"] == "sft" and r["error"] is not None)
+    mine = sorted((r["size"], r["error"], r.get("p_vs_sft")) for r in rows if r["method"] == method and r["error"] is not None)
+    out = []
+    drop = (sft[0][1] - min(e for _, e in sft)) if sft else 0.0
+    for size, err, p in mine:
+        row = {"size": size, "method": method, "error": err, "sft_error": dict(sft).get(size), "p_vs_sft": p}
+        if len(sft) < 2 or drop < min_drop:
+            row.update(multiple=None, reading=f"not measurable: SFT's curve is flat (falls {drop:.2f} < {min_drop})")
+        elif p is None or p >= alpha:
+            row.update(multiple=None, reading=f"not measurable: not distinct from SFT at this size (p = {p:.2f})"
+                       if p is not None else "not measurable: no paired test")
+        else:
+            need = sft_size_to_match([s for s, _ in sft], [e for _, e in sft], err)
+            if need is not None:
+                row.update(multiple=need / size, reading=f"{need / size:.2f}x")
+            elif err < min(e for _, e in sft):
+                bound = max(s for s, _ in sft) / size
+                row.update(multiple=bound, reading=f"> {bound:.2f}x (beyond SFT's largest size)")
+            else:
+                bound = min(s for s, _ in sft) / size
+                row.update(multiple=None, reading=f"< {bound:.2f}x: worse than SFT at every measured size")
+        out.append(row)
+    return out
+
+
+def values_by_method(exp: Experiment, task: TaskFamily, ckpts: dict[str, Checkpoint], problems: list[Record]
+                     ) -> list[dict[str, Any]]:
+    """Figure 7: each method's own samples on held-out problems, valued by its own rollouts, averaged per step."""
+    P = exp.negatives
+    rows = []
+    for method, ckpt in ckpts.items():
+        engine = negatives.policy_engine(ckpt, P)
+        samples = negatives.sample_policy(engine, task, problems, 1, exp.seed + 2, P.step_split)
+        for r in negatives.value_per_step(negatives.estimate_values(engine, task, problems, samples, P.rollouts,
+                                                                    exp.seed + 2)):
+            rows.append({"method": method, **r})
+    return rows
+
+
+def advantages_by_step(credits: Sequence[negatives.StepCredit]) -> list[dict[str, Any]]:
+    """Figure 10: the advantage of every step of positive and of negative traces."""
+    return [{"trace": "positive" if cr.sample.correct else "negative", "step": i + 1, "advantage": a}
+            for cr in credits for i, a in enumerate(cr.advantages)]
+
+
+def response_nll(model_path: str, sets: dict[str, list[Record]]) -> list[dict[str, Any]]:
+    """Figure 3: mean per-token negative log-likelihood of each set's responses under one model."""
+    import torch
+
+    from revlib import models
+
+    model = models.load_model(model_path)
+    tok = models.load_tokenizer(model_path)
+    rows = []
+    with torch.no_grad():
+        for name, records in sets.items():
+            for r in records:
+                prompt, completion = render.tokenize_example(tok, r.question, r.reasoning, r.answer)
+                ids = torch.tensor([prompt + completion])
+                labels = torch.tensor([[-100] * len(prompt) + completion])
+                rows.append({"set": name, "id": r.id, "nll": model(input_ids=ids, labels=labels).loss.item()})
+    return rows
