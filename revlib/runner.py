@@ -188,16 +188,36 @@ def write_index(exp: Experiment) -> Path:
     budget_line = (f"<p>Total {total / 60:.1f} min of a {exp.budget_minutes:g}-minute budget.</p>"
                    if budget_s else f"<p>Total {total / 60:.1f} min.</p>")
     headline = _headline_tables(exp)
+    findings_link = _findings(exp)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(exp.experiment)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.failed td{{background:#fdd}}tr.running td{{background:#ffd}}</style>
 </head><body><h1>{html.escape(exp.experiment)}</h1><p>{html.escape(exp.description)}</p>
+{findings_link}
 <h2>Reports</h2><table><tr><th>notebook / cell</th><th>status</th><th>wall time</th><th>finished</th><th>error</th></tr>
 {''.join(rows)}</table>
 <h2>Time by stage</h2>{budget_line}<table><tr><th>stage</th><th>wall time</th><th>share of run</th><th>share of budget</th></tr>{share_rows}</table>
 {headline}
 </body></html>"""
     return io.write_text(exp.run_root / "index.html", page)
+
+
+def _findings(exp: Experiment) -> str:
+    """Write the findings page and link it; a failure to compute it is shown, never fatal to the run."""
+    from revlib import findings
+
+    try:
+        page = findings.write(exp)
+    except Exception as err:  # the stages' own results stay readable
+        return f"<p class='failed'>Findings page could not be computed: {html.escape(redact.redact(repr(err)))}</p>"
+    if page is None:
+        return ""
+    data = io.read_json(exp.run_root / "findings.json")
+    counts = {}
+    for c in data["claims"]:
+        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items()) or "no claim tested yet"
+    return f'<h2><a href="findings.html">Findings</a></h2><p>Which paper claims this run reproduces: {summary}.</p>'
 
 
 def _headline_tables(exp: Experiment) -> str:

@@ -155,7 +155,7 @@ def fingerprint_parts(exp: Experiment, cell: Cell) -> dict[str, Any]:
     if cell.stage == "00_base_model":  # the embedded model is pretrained on the experiment's task knobs
         from revlib.base_model import task_knobs
 
-        params["task_knobs"] = task_knobs(exp)
+        params["task_knobs"] = task_knobs(exp, exp.model(cell.values["model"]))
     upstream = {}
     for stage, name in cell.deps:
         manifest = read_manifest(exp.run_root / stage / name)
