@@ -258,19 +258,85 @@ class GenerateBaseline:
         return out
 
 
+# The process's one vLLM engine. Each LLM reserves gpu_memory_utilization of the GPU for itself, so a second
+# one in the same process fails; checkpoints on the same base share it (LoRA adapters as LoRARequests).
+_ENGINE: dict[str, Any] = {}
+
+
+def shared_llm(base: str, lora_rank: int | None = None, **llm_kwargs: Any) -> Any:
+    """The process's vLLM engine on `base`, built on first use and reused; rebuilt only for another base or
+    settings, or an adapter of a higher rank than it was built for."""
+    from vllm import LLM
+
+    key = json.dumps({"base": str(base), **llm_kwargs}, sort_keys=True, default=str)
+    have = _ENGINE.get("key") == key and (lora_rank is None or _ENGINE.get("max_lora_rank", 0) >= lora_rank)
+    if have:
+        return _ENGINE["llm"]
+    free_engines()
+    kwargs: dict[str, Any] = {"model": str(base), "enable_prefix_caching": True, **llm_kwargs}
+    if lora_rank is not None:
+        from revlib.evaluation.harness import vllm_lora_rank
+
+        kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(lora_rank), max_loras=1)
+    _ENGINE.update(key=key, llm=LLM(**kwargs), max_lora_rank=kwargs.get("max_lora_rank", 0), adapters={})
+    return _ENGINE["llm"]
+
+
+def free_engines() -> None:
+    """Release the process's vLLM engine and its GPU memory (before training starts in the same process)."""
+    llm = _ENGINE.pop("llm", None)
+    _ENGINE.clear()
+    if llm is None:
+        return
+    import gc
+
+    shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+    del llm
+    gc.collect()
+    try:
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
+    except Exception:  # noqa: BLE001 - older/newer vLLM layouts, or nothing initialised
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _lora_request(adapter: str) -> Any:
+    from vllm.lora.request import LoRARequest
+
+    ids = _ENGINE.setdefault("adapters", {})
+    if adapter not in ids:
+        ids[adapter] = len(ids) + 1  # vLLM LoRA ids start at 1 and name one adapter for the engine's life
+    return LoRARequest(f"adapter-{ids[adapter]}", ids[adapter], adapter)
+
+
+def _adapter_rank(adapter: str | Path) -> int:
+    return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
+
+
 class VLLMEngine:
-    """vLLM with automatic prefix caching: the shared prefix's KV blocks are computed once and reused."""
+    """vLLM with automatic prefix caching: the shared prefix's KV blocks are computed once and reused.
+
+    `model_path` is a full model folder (or Hub id); with `adapter`, it is the adapter's base and the adapter
+    is served as a LoRARequest on the process's shared engine, so several checkpoints need one engine.
+    """
 
     def __init__(self, model_path: str, temperature: float = 1.0, max_new_tokens: int = 64,
-                 system: str | None = render.DEFAULT_SYSTEM, **llm_kwargs: Any):
+                 system: str | None = render.DEFAULT_SYSTEM, adapter: str | None = None, **llm_kwargs: Any):
         if not vllm_available():
             raise RuntimeError("vLLM is not installed; use HFRolloutEngine (engine: hf) instead")
-        from vllm import LLM
-
         from revlib.models import load_tokenizer
 
-        self.tokenizer = load_tokenizer(model_path)
-        self.llm = LLM(model=str(model_path), enable_prefix_caching=True, **llm_kwargs)
+        self.adapter = str(adapter) if adapter else None
+        has_tok = self.adapter and (Path(self.adapter) / "tokenizer_config.json").exists()
+        self.tokenizer = load_tokenizer(self.adapter if has_tok else model_path)
+        self.llm = shared_llm(str(model_path), _adapter_rank(self.adapter) if self.adapter else None, **llm_kwargs)
+        self.lora_request = _lora_request(self.adapter) if self.adapter else None
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.system = system
@@ -285,15 +351,34 @@ class VLLMEngine:
                                     seed=_stable_seed(seed, prompt) % (2**31), skip_special_tokens=False,
                                     stop_token_ids=[self.tokenizer.eos_token_id])
             outs.append((prompt, params))
-        results = self.llm.generate([p for p, _ in outs], [s for _, s in outs], use_tqdm=False)
+        results = self.llm.generate([p for p, _ in outs], [s for _, s in outs], use_tqdm=False,
+                                    lora_request=self.lora_request)
         return [[c.text.split(self.tokenizer.eos_token)[0] for c in r.outputs] for r in results]
 
 
-def make_engine(kind: str, model: Any, tokenizer: Any, model_path: str | None = None, **kwargs: Any) -> Sampler:
-    """`hf`, `vllm`, or `auto` (vLLM when installed and a model path is given, else Hugging Face)."""
+VLLM_SETTINGS = ("gpu_memory_utilization", "tensor_parallel_size", "data_parallel_size", "max_model_len", "dtype")
+
+
+def make_engine(kind: str, model: Any, tokenizer: Any, model_path: str | None = None, checkpoint: Any = None,
+                vllm: Any = None, **kwargs: Any) -> Sampler:
+    """`hf`, `vllm`, or `auto` (vLLM when installed and a model folder or checkpoint is given, else Hugging Face).
+
+    `checkpoint` (revlib.train.Checkpoint): vLLM serves its LoRA adapter on its base, or its full model folder.
+    `vllm`: engine settings (gpu_memory_utilization, tensor/data parallel sizes, max_model_len) as a mapping or model.
+    """
     if kind not in ("hf", "vllm", "auto"):
         raise ValueError(f"unknown rollout engine {kind!r}; choose hf, vllm or auto")
-    if kind == "vllm" or (kind == "auto" and vllm_available() and model_path):
-        vllm_kwargs = {k: v for k, v in kwargs.items() if k in ("temperature", "max_new_tokens", "system")}
-        return VLLMEngine(str(model_path), **vllm_kwargs)
+    if kind == "vllm" or (kind == "auto" and vllm_available() and (model_path or checkpoint)):
+        adapter = None
+        if checkpoint is not None:
+            adapter = checkpoint.adapter
+            model_path = checkpoint.base if adapter else str(checkpoint.path)
+        if not model_path:
+            raise ValueError("the vLLM engine needs a model folder or a checkpoint; got neither")
+        settings = vllm.model_dump() if hasattr(vllm, "model_dump") else dict(vllm or {})
+        llm_kwargs = {k: v for k, v in settings.items() if k in VLLM_SETTINGS and v is not None}
+        if llm_kwargs.get("data_parallel_size") == 1:
+            llm_kwargs.pop("data_parallel_size")
+        engine_kwargs = {k: v for k, v in kwargs.items() if k in ("temperature", "max_new_tokens", "system")}
+        return VLLMEngine(str(model_path), adapter=adapter, **engine_kwargs, **llm_kwargs)
     return HFRolloutEngine(model, tokenizer, **kwargs)

@@ -324,6 +324,14 @@ def _quiet(trainer: Any) -> Any:
     return trainer
 
 
+def _free_inference_engines() -> None:
+    """A vLLM engine left by rollouts in this process holds most of the GPU; training (here or in launched
+    processes) needs it back."""
+    rollouts = sys.modules.get("revlib.rollouts")
+    if rollouts is not None:
+        rollouts.free_engines()
+
+
 def _launched_elsewhere(params: SFTParams | DPOParams) -> bool:
     return params.accelerate_config is not None and os.environ.get(LAUNCHED_ENV) != "1"
 
@@ -349,6 +357,7 @@ def sft(
     out_dir = Path(out_dir)
     epochs = epochs or params.epochs
     every = save_every_epochs or params.save_every_epochs
+    _free_inference_engines()
     if _launched_elsewhere(params):
         return launch("sft", base, records, out_dir, params, seed, epochs, every, on_log)
 
@@ -452,6 +461,7 @@ def dpo(
     out_dir = Path(out_dir)
     epochs = epochs or params.epochs
     every = save_every_epochs or params.save_every_epochs
+    _free_inference_engines()
     if _launched_elsewhere(params):
         return launch("dpo", base, pairs, out_dir, params, seed, epochs, every, on_log, sft_adapter=sft_adapter)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -87,3 +91,125 @@ def test_vllm_engine_samples(tiny_model_dir):
     out = eng.sample([("Start from 3. Apply in order: add 2. What is the result?", "<|im_start|>think\n")], n=3, seed=0)
     assert len(out) == 1 and len(out[0]) == 3
     assert out == eng.sample([("Start from 3. Apply in order: add 2. What is the result?", "<|im_start|>think\n")], n=3, seed=0)
+
+
+# ---------------------------------------------------------------- one vLLM engine per process (a stand-in vllm module)
+
+
+class _FakeLLM:
+    built: list[dict] = []
+    shut: list["_FakeLLM"] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.calls: list = []
+        self.llm_engine = self
+        _FakeLLM.built.append(kwargs)
+
+    def shutdown(self):
+        _FakeLLM.shut.append(self)
+
+    def generate(self, prompts, params, use_tqdm=False, lora_request=None):
+        from types import SimpleNamespace
+
+        self.calls.append((len(prompts), lora_request))
+        return [SimpleNamespace(outputs=[SimpleNamespace(text="x")] * p.n) for p in params]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import types
+    from dataclasses import dataclass
+
+    @dataclass
+    class LoRARequest:
+        lora_name: str
+        lora_int_id: int
+        lora_path: str
+
+    class SamplingParams:
+        def __init__(self, n=1, **kw):
+            self.n = n
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = _FakeLLM, SamplingParams
+    lora = types.ModuleType("vllm.lora")
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = LoRARequest
+    for name, mod in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    _FakeLLM.built, _FakeLLM.shut = [], []
+    rollouts.free_engines()
+    yield _FakeLLM
+    rollouts.free_engines()
+
+
+def _adapter(tmp_path, name: str, r: int) -> str:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"r": r}))
+    return str(folder)
+
+
+def test_vllm_engine_built_once_and_serves_lora_checkpoints(fake_vllm, tiny_model_dir, tmp_path):
+    from revlib.params.negatives import VLLMSettings
+    from revlib.train import Checkpoint
+
+    settings = VLLMSettings(gpu_memory_utilization=0.5, tensor_parallel_size=2)
+    engines = []
+    for i, name in enumerate(("sft-1", "sft-2")):
+        adapter = _adapter(tmp_path, name, 4)
+        ckpt = Checkpoint(Path(adapter), float(i + 1), i + 1, str(tiny_model_dir), adapter)
+        engines.append(rollouts.make_engine("vllm", None, None, checkpoint=ckpt, vllm=settings, temperature=1.0))
+    assert len(fake_vllm.built) == 1, "a second engine in the same process would not fit in GPU memory"
+    kw = fake_vllm.built[0]
+    assert kw["model"] == str(tiny_model_dir) and kw["enable_lora"] and kw["max_lora_rank"] == 8
+    assert kw["gpu_memory_utilization"] == 0.5 and kw["tensor_parallel_size"] == 2 and "data_parallel_size" not in kw
+    assert kw["enable_prefix_caching"]
+    for eng in engines:
+        assert eng.sample([("q", "")], 2, seed=0) == [["x", "x"]]
+    requests = [lr for _, lr in engines[0].llm.calls]
+    assert [r.lora_path for r in requests] == [e.adapter for e in engines] and requests[0].lora_int_id != requests[1].lora_int_id
+    # an adapter of a higher rank needs an engine built for it: the old one is freed first
+    big = _adapter(tmp_path, "sft-r64", 64)
+    rollouts.make_engine("vllm", None, None, checkpoint=Checkpoint(Path(big), 1.0, 1, str(tiny_model_dir), big))
+    assert len(fake_vllm.built) == 2 and fake_vllm.built[1]["max_lora_rank"] == 64 and len(fake_vllm.shut) == 1
+
+
+def test_vllm_engine_needs_a_model(fake_vllm):
+    with pytest.raises(ValueError, match="model folder or a checkpoint"):
+        rollouts.make_engine("vllm", None, None, model_path=None)
+
+
+def test_training_frees_the_engine(fake_vllm, tiny_model_dir, tmp_path, monkeypatch):
+    from revlib import train
+    from revlib.params.train import SFTParams
+    from revlib.tasks import get_task
+
+    rollouts.make_engine("vllm", None, None, model_path=str(tiny_model_dir))
+    assert rollouts._ENGINE
+    for name in ("vllm", "vllm.lora", "vllm.lora.request"):  # trl probes for vllm at import: no stand-in there
+        monkeypatch.delitem(sys.modules, name)
+    train.sft(str(tiny_model_dir), get_task("arith").sample(0, 4), tmp_path / "sft",
+              SFTParams(epochs=1, batch_size=4, max_length=256, max_steps=1))
+    assert not rollouts._ENGINE and len(fake_vllm.shut) == 1
+
+
+def test_policy_engine_serves_a_lora_checkpoint_on_its_base(fake_vllm, tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from revlib import negatives
+    from revlib.models import load_tokenizer
+    from revlib.params.negatives import Sampling
+    from revlib.train import Checkpoint
+
+    folder = tmp_path / "checkpoint-1"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    model.save_pretrained(folder)
+    load_tokenizer(tiny_model_dir).save_pretrained(folder)  # trainers save it beside the adapter
+    ckpt = Checkpoint(folder, 1.0, 1, str(tiny_model_dir), str(folder))
+    engine = negatives.policy_engine(ckpt, Sampling(engine="vllm", vllm={"gpu_memory_utilization": 0.4}))
+    assert fake_vllm.built[0]["model"] == str(tiny_model_dir)  # not "None"
+    assert fake_vllm.built[0]["gpu_memory_utilization"] == 0.4 and engine.lora_request.lora_path == str(folder)
