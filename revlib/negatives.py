@@ -1,7 +1,8 @@
-"""Negative data with per-step credit assignment (Setlur et al.): notebook 06's building blocks.
+"""Negative data with per-step credit assignment: Setlur et al.'s method, piece by piece.
 
 Sampling from the SFT policy with verification, RFT data, Monte-Carlo step values and
 advantages, the critical step, per-step / naive DPO pairs and advantage-filtered RFT.
+The experiment that runs them (notebook 06) is `revlib.scaling`; its figures `revlib.scaling_figures`.
 Every function takes a `Sampler` (revlib.rollouts): the Hugging Face engine with prefix-cache
 reuse, vLLM, or, in tests, a scripted policy whose success probabilities are known.
 
@@ -13,17 +14,21 @@ from __future__ import annotations
 
 import random
 import re
-import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from revlib import io, render
 from revlib.records import PreferencePair, Record
 from revlib.rollouts import Sampler
 from revlib.tasks.base import TaskFamily
+
+if TYPE_CHECKING:
+    from revlib.params.negatives import Sampling
+    from revlib.params.train import DPOParams
+    from revlib.train import Checkpoint, TrainResult
 
 StepSplit = Literal["task", "line", "sentence"]
 _ANSWER_MARK = "\n<|im_start|>answer"
@@ -170,7 +175,7 @@ def estimate_values(sampler: Sampler, task: TaskFamily, problems: Sequence[Recor
     q_to_problem = {p.question: p for p in problems}
     verdicts: list[tuple[float, list[str]]] = []
     for (q, prefix), rows in zip(keys, conts):
-        wins = [c for c in rows if _verified(task, q_to_problem[q], prefix + c)]
+        wins = [c for c in rows if verified(task, q_to_problem[q], prefix + c)]
         verdicts.append((len(wins) / len(rows), wins))
     credits = []
     for s in samples:
@@ -180,7 +185,7 @@ def estimate_values(sampler: Sampler, task: TaskFamily, problems: Sequence[Recor
     return credits
 
 
-def _verified(task: TaskFamily, problem: Record, text: str) -> bool:
+def verified(task: TaskFamily, problem: Record, text: str) -> bool:
     _, answer = render.split_answer(text)
     return bool(answer) and task.verify(problem, answer)
 
@@ -265,15 +270,28 @@ def naive_pairs(samples: Sequence[Sample], problems: Sequence[Record], seed: int
     return pairs
 
 
-def advantage_filtered(credits: Sequence[StepCredit]) -> list[Sample]:
-    """Verified positives whose lowest step advantage is not in the bottom half of all positives'."""
-    positives = [cr for cr in credits if cr.sample.correct]
-    if not positives:
+def advantage_filtered(credits: Sequence[StepCredit], percentile: float = 50.0) -> list[Sample]:
+    """Verified positives whose lowest step advantage reaches the `percentile` of all responses' (the paper's Figure 11).
+
+    The percentile is taken over positive and negative responses together, so the bar is set by how
+    steps fare across the policy's samples, and a positive is dropped only when one of its steps
+    lowers the success rate more than most responses' worst step does. Ties at the bar are kept:
+    Monte-Carlo values are multiples of 1/M and tie often.
+    """
+    if not credits:
         return []
-    lows = [min(cr.advantages, default=0.0) for cr in positives]
-    median = statistics.median(lows)
-    # ties at the median stay when every low is equal (nothing to rank)
-    return [cr.sample for cr, low in zip(positives, lows) if low > median or (low == median and min(lows) == max(lows))]
+    lows = [min(cr.advantages, default=0.0) for cr in credits]
+    bar = _percentile(lows, percentile)
+    return [cr.sample for cr, low in zip(credits, lows) if cr.sample.correct and low >= bar]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default), q in [0, 100]."""
+    vals = sorted(values)
+    pos = (len(vals) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(vals) - 1)
+    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
 
 
 # ---------------------------------------------------------------- read-outs
@@ -282,7 +300,7 @@ def advantage_filtered(credits: Sequence[StepCredit]) -> list[Sample]:
 def error_rate(sampler: Sampler, task: TaskFamily, problems: Sequence[Record], seed: int = 0) -> float:
     """Fraction of test problems the policy gets wrong (one sample each; greedy when the sampler is)."""
     outs = sampler.sample([(p.question, render.THINK) for p in problems], 1, seed)
-    wrong = sum(not _verified(task, p, render.THINK + rows[0]) for p, rows in zip(problems, outs))
+    wrong = sum(not verified(task, p, render.THINK + rows[0]) for p, rows in zip(problems, outs))
     return wrong / len(problems)
 
 
@@ -295,29 +313,10 @@ def value_per_step(credits: Sequence[StepCredit]) -> list[dict[str, float]]:
     return [{"step": i, "value": sum(v) / len(v), "count": len(v)} for i, v in sorted(by_step.items())]
 
 
-def sft_size_to_match(sizes: Sequence[float], sft_errors: Sequence[float], target_error: float) -> float | None:
-    """Data SFT needs to reach `target_error`, by linear interpolation of its curve in log size.
-
-    None when SFT's curve never gets that low within the measured sizes (no extrapolation).
-    """
-    import math
-
-    pts = sorted(zip(sizes, sft_errors))
-    for (n0, e0), (n1, e1) in zip(pts, pts[1:]):
-        if e0 >= target_error >= e1 and e0 != e1:
-            t = (e0 - target_error) / (e0 - e1)
-            return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))
-    if pts and pts[0][1] <= target_error:
-        return pts[0][0]
-    return None
+# ---------------------------------------------------------------- the policy
 
 
-# ---------------------------------------------------------------- the scaling experiment (notebook 06)
-
-DPO_METHODS = ("naive_dpo", "per_step_dpo")
-
-
-def policy_engine(ckpt: Any, params: Any, temperature: float | None = None, cache_dir: Path | None = None) -> Sampler:
+def policy_engine(ckpt: Checkpoint, params: Sampling, temperature: float | None = None, cache_dir: Path | None = None) -> Sampler:
     """A rollout engine on a trained checkpoint (LoRA merged), at the params' or a given temperature."""
     from revlib import rollouts, train
 
@@ -330,8 +329,8 @@ def policy_engine(ckpt: Any, params: Any, temperature: float | None = None, cach
     return rollouts.make_engine(params.engine, model, tokenizer, model_path=model_path, checkpoint=ckpt, vllm=params.vllm, **kwargs)
 
 
-def dpo_from(ckpt: Any, pairs: list[PreferencePair], out_dir: Path, dpo_params: Any, seed: int,
-             epochs: int | None = None, save_every_epochs: int | None = None, on_log=None):
+def dpo_from(ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, dpo_params: DPOParams, seed: int,
+             epochs: int | None = None, save_every_epochs: int | None = None, on_log=None) -> TrainResult:
     """DPO with the SFT checkpoint as start and reference (LoRA: its adapter is merged first by train.dpo)."""
     from revlib import train
 
@@ -342,125 +341,10 @@ def dpo_from(ckpt: Any, pairs: list[PreferencePair], out_dir: Path, dpo_params: 
                      save_every_epochs=save_every_epochs, on_log=on_log)
 
 
-def split_problems(task: TaskFamily, seed: int, sizes: Sequence[int], n_test: int) -> tuple[list[Record], list[Record]]:
-    """(nested training pool, test set): one draw, so every data size's set extends the smaller ones."""
-    pool = task.sample(seed, max(sizes) + n_test)
-    return pool[n_test:], pool[:n_test]
-
-
-def run_size(exp: Any, base: str, task: TaskFamily, train_pool: list[Record], test: list[Record], size: int,
-             out_dir: Path, log=print) -> dict[str, Any]:
-    """Every method at one synthetic data size; returns test errors, counts and the trained checkpoints."""
-    from revlib import train
-
-    P, seed = exp.negatives, exp.seed
-    problems = train_pool[:size]
-    out_dir = Path(out_dir)
-    row: dict[str, Any] = {"size": size}
-    ckpts: dict[str, Any] = {}
-    sft = train.sft(base, problems, out_dir / "sft", exp.sft, seed=seed, epochs=P.sft_epochs)
-    ckpts["sft"] = sft.final
-    policy = policy_engine(sft.final, P, cache_dir=out_dir / "rollout_cache")
-    samples = sample_policy(policy, task, problems, P.samples_per_problem, seed, P.step_split)
-    write_samples(out_dir / "samples.jsonl", samples)
-    row["positives"] = sum(s.correct for s in samples)
-    row["negatives"] = len(samples) - row["positives"]
-    log(f"n={size}: SFT policy samples {row['positives']} positives, {row['negatives']} negatives")
-    credits = []
-    if {"per_step_dpo", "adv_rft"} & set(P.methods):
-        credits = estimate_values(policy, task, problems, samples, P.rollouts, seed)
-        io.write_jsonl(out_dir / "step_values.jsonl",
-                       ({"sample": c.sample.id, "correct": c.sample.correct, "values": c.values,
-                         "advantages": c.advantages} for c in credits))
-    data: dict[str, list] = {}
-    if "rft" in P.methods:
-        data["rft"] = rft_records(samples, problems, P.rft_k)
-    if "adv_rft" in P.methods:
-        data["adv_rft"] = rft_records(advantage_filtered(credits), problems, P.rft_k)
-    if "naive_dpo" in P.methods:
-        data["naive_dpo"] = naive_pairs(samples, problems, seed)
-    if "per_step_dpo" in P.methods:
-        data["per_step_dpo"] = per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold, seed)
-    for method, items in data.items():
-        row[f"{method}/examples"] = len(items)
-        io.write_jsonl(out_dir / f"{method}.jsonl", (x.model_dump(mode="json") for x in items))
-        if not items:
-            log(f"n={size}: {method} has no training data; its point is left out")
-            continue
-        if method in DPO_METHODS:
-            res = dpo_from(sft.final, items, out_dir / method, exp.dpo, seed, epochs=P.dpo_epochs)
-        else:  # RFT: SFT from the base on the synthetic positives plus the learner's own
-            res = train.sft(base, problems + items, out_dir / method, exp.sft, seed=seed, epochs=P.sft_epochs)
-        ckpts[method] = res.final
-    greedy_seed = seed + 1
-    for method, ckpt in ckpts.items():
-        row[method] = error_rate(policy_engine(ckpt, P, temperature=0.0), task, test, greedy_seed)
-        log(f"n={size}: {method} test error {row[method]:.3f}")
-    row["_checkpoints"] = ckpts
-    return row
-
-
-def values_by_method(exp: Any, task: TaskFamily, ckpts: dict[str, Any], problems: list[Record]) -> list[dict[str, Any]]:
-    """Figure 7: each method's own samples on held-out problems, valued by its own rollouts, averaged per step."""
-    P = exp.negatives
-    rows = []
-    for method, ckpt in ckpts.items():
-        engine = policy_engine(ckpt, P)
-        samples = sample_policy(engine, task, problems, 1, exp.seed + 2, P.step_split)
-        for r in value_per_step(estimate_values(engine, task, problems, samples, P.rollouts, exp.seed + 2)):
-            rows.append({"method": method, **r})
-    return rows
-
-
-def efficiency_table(rows: list[dict[str, Any]], method: str = "per_step_dpo") -> list[dict[str, Any]]:
-    """At each size: the synthetic data SFT needs to match `method`'s error, and the multiple (or 'not reached')."""
-    sizes = [r["size"] for r in rows if r.get("sft") is not None]
-    errs = [r["sft"] for r in rows if r.get("sft") is not None]
-    out = []
-    for r in rows:
-        if r.get(method) is None:
-            continue
-        need = sft_size_to_match(sizes, errs, r[method])
-        out.append({"size": r["size"], f"{method} error": r[method], "sft error": r.get("sft"),
-                    "SFT data to match": None if need is None else round(need, 1),
-                    "multiple": "not reached" if need is None else f"{need / r['size']:.2f}x"})
-    return out
-
-
-def scaling_figure(rows: list[dict[str, Any]], methods: Sequence[str]):
-    """Test error against synthetic data size (log x), one line per method."""
-    import plotly.graph_objects as go
-
-    names = {"sft": "SFT (oracle positives)", "rft": "RFT", "naive_dpo": "naive DPO",
-             "per_step_dpo": "per-step DPO", "adv_rft": "advantage-filtered RFT"}
-    fig = go.Figure()
-    for m in methods:
-        pts = [(r["size"], r[m]) for r in rows if r.get(m) is not None]
-        if pts:
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=names[m]))
-    fig.update_layout(title="Test error against synthetic data size", template="plotly_white", height=380,
-                      xaxis_title="synthetic problems (log)", yaxis_title="test error", yaxis_range=[0, 1])
-    fig.update_xaxes(type="log")
-    return fig
-
-
-def values_figure(rows: list[dict[str, Any]]):
-    """Average Monte-Carlo value after each step, one line per method (Figure 7)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for m in dict.fromkeys(r["method"] for r in rows):
-        pts = [r for r in rows if r["method"] == m]
-        fig.add_trace(go.Scatter(x=[r["step"] for r in pts], y=[r["value"] for r in pts], mode="lines+markers", name=m))
-    fig.update_layout(title="Average value per step of each method's own samples", template="plotly_white", height=360,
-                      xaxis_title="steps taken", yaxis_title="value (success rate of rollouts)", yaxis_range=[0, 1])
-    return fig
-
-
 # ---------------------------------------------------------------- direction-aware per-step DPO (03, beyond both papers)
 
 
-def direction_aware_pairs(sft_ckpt: Any, records: Sequence[Record], params: Any, seed: int,
+def direction_aware_pairs(sft_ckpt: Checkpoint, records: Sequence[Record], params: Sampling, seed: int,
                           cache_dir: Path | None = None, sampler: Sampler | None = None
                           ) -> tuple[list[PreferencePair], dict[str, Any]]:
     """Per-step DPO pairs from the SFT model's own samples of its forward and reverse training questions.

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from revlib.params.common import Strict
 
-Method = Literal["sft", "rft", "naive_dpo", "per_step_dpo", "adv_rft"]
+Method = Literal["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo", "adv_rft"]
 CriticalStep = Literal["first_below", "most_negative"]
 
 
@@ -41,15 +41,19 @@ class _Rollouts(Sampling):
     dpo_epochs: int | None = Field(None, ge=1, description="override dpo.epochs for this stage")
 
 
-class NegativeParams(_Rollouts):
+class NegativeParams(Sampling):
     task: str = "arith"
     knobs: dict[str, Any] = Field(default_factory=dict)
     data_sizes: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1,
                                   description="synthetic (oracle) training problems per point of the scaling curve")
     n_test: int = Field(100, ge=1)
     rft_k: int = Field(2, ge=1, description="verified positives kept per problem for RFT")
-    methods: list[Method] = Field(default_factory=lambda: ["sft", "rft", "naive_dpo", "per_step_dpo", "adv_rft"],
-                                  min_length=1)
+    methods: list[Method] = Field(default_factory=lambda: ["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo",
+                                                           "adv_rft"], min_length=1)
+    sft_steps: int = Field(300, ge=1, description="the budget rule: optimizer steps of every SFT-type run at every size")
+    dpo_steps: int = Field(50, ge=1, description="the budget rule: optimizer steps of every DPO run at every size")
+    adv_percentile: float = Field(50.0, ge=0, le=100, description="advantage-filtered RFT keeps positives whose lowest "
+                                  "step advantage reaches this percentile over all responses (Figure 11)")
     value_problems: int = Field(16, ge=0, description="test problems for the value-per-step read-out (Figure 7); 0: skip")
 
     @model_validator(mode="after")
