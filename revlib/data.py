@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import random
 import re
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from revlib import io, render, sources
+from revlib.evaluation.grade import math_equal
 from revlib.params import Experiment
 from revlib.params.data import DataParams
 from revlib.records import PreferencePair, Record, read_pairs, read_records, write_records
@@ -100,17 +100,8 @@ def states_own_answer(forward: Record, reverse: Record) -> bool:
     return in_reverse > allowed
 
 
-def math_equivalent(gold: str, answer: str) -> bool:
-    from math_verify import parse, verify
-
-    main = threading.current_thread() is threading.main_thread()  # math-verify's timeouts use signals
-    timeout = 5 if main else None
-    try:
-        g = parse(gold, parsing_timeout=timeout)
-        a = parse(answer, parsing_timeout=timeout)
-        return bool(g) and bool(a) and verify(g, a, timeout_seconds=timeout)
-    except Exception:  # a parser crash on odd LaTeX is a non-match, not a stage failure
-        return False
+# the answer module's math-verify comparison, with its timeouts
+math_equivalent = math_equal
 
 
 def _norm(text: str) -> str:

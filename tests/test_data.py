@@ -152,7 +152,7 @@ def test_free_text_answers_go_to_the_judge(params_copy):
     raw = {"experiment": "judge", "stages": ["01_reverse_data"], "base_models": [{"name": "m", "preset": "micro"}],
            "data": {"source": {"kind": "s1k", "path": str(R1K_FILE) if R1K_FILE.exists() else None},
                     "teacher": {"kind": "api", "base_url": "http://127.0.0.1:9", "model": "j"},
-                    "free_text_check": "judge"}}
+                    "free_text_check": "judge", "n_train": 20, "n_test": 5, "probe_train": 5, "probe_test": 5}}
     if not R1K_FILE.exists():
         pytest.skip("needs ../shared/data beside the repository")
     d = load(params_copy(raw)).data

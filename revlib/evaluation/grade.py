@@ -7,10 +7,11 @@ the prediction or the reference; those are the cases an optional LLM judge may s
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from revlib.evaluation.extract import extract_answer, extract_letter
+from revlib.evaluation.extract import clean_answer, extract_answer, extract_letter, last_boxed
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,61 @@ def _is_textual(s: str) -> bool:
     return re.search(r"[A-Za-z]{3,}", s) is not None
 
 
+PARSE_TIMEOUT_S = 5
+VERIFY_TIMEOUT_S = 5
+
+
+def _timeouts() -> tuple[int | None, int | None]:
+    """math-verify's timeouts work by signal, so only in the main thread; elsewhere they must be off."""
+    main = threading.current_thread() is threading.main_thread()
+    return (PARSE_TIMEOUT_S, VERIFY_TIMEOUT_S) if main else (None, None)
+
+
+def _parse(text: str):
+    import math_verify
+
+    try:
+        return math_verify.parse(text, parsing_timeout=_timeouts()[0])
+    except Exception:  # a parser crash or timeout on odd LaTeX: nothing parsed
+        return []
+
+
+def _verify(gold_parsed, pred_parsed) -> bool:
+    import math_verify
+
+    try:
+        return bool(math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=_timeouts()[1]))
+    except Exception:
+        return False
+
+
+def math_equal(gold: str, answer: str) -> bool:
+    """Does `answer` (a final answer or a whole response) match `gold` by math-verify? False where a side does not parse."""
+    g = _parse(gold)
+    if not g:
+        return False
+    a = _parse(answer)
+    if a and _verify(g, a):
+        return True
+    boxed = last_boxed(answer)  # decorations math-verify does not read: \framebox, \textbf{(073)}
+    cleaned = clean_answer(boxed if boxed is not None else answer)
+    if cleaned == answer:
+        return False
+    a = _parse(_as_math(cleaned))
+    return bool(a) and _verify(g, a)
+
+
 def verify_math(pred: str, gold: str) -> Grade:
     """Is `pred` (an extracted answer) mathematically equal to `gold`? Decided unless a side does not parse."""
-    from math_verify import parse, verify
-
-    gold_parsed = parse(_as_math(gold))
-    pred_parsed = parse(_as_math(pred))
+    gold_parsed = _parse(_as_math(gold))
+    pred_parsed = _parse(_as_math(pred))
     if not gold_parsed:
         same = _normalize_text(pred) == _normalize_text(gold)
         return Grade(same, same, pred, "reference not parseable by math-verify" + ("; same text" if same else ""))
     if not pred_parsed:
         same = _normalize_text(pred) == _normalize_text(gold)
         return Grade(same, same, pred, "answer not parseable by math-verify" + ("; same text" if same else ""))
-    if verify(gold_parsed, pred_parsed):
+    if _verify(gold_parsed, pred_parsed):
         return Grade(True, True, pred, "math-verify: equal")
     if _normalize_text(pred) == _normalize_text(gold):
         return Grade(True, True, pred, "same text after normalisation")

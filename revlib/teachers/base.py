@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from revlib.evaluation.extract import final_answer, last_boxed  # the one answer module, re-exported
 from revlib.teachers.cache import ResponseCache, cache_key
 
 Messages = list[dict[str, str]]
@@ -108,32 +109,5 @@ def split_think(content: str, reasoning: str | None = None) -> tuple[str, str]:
         return content.split("<think>", 1)[1].strip(), ""
     return "", content.strip()
 
-
-_BOXED = re.compile(r"\\boxed\{")
-
-
-def last_boxed(text: str) -> str | None:
-    start = None
-    for m in _BOXED.finditer(text):
-        start = m.end()
-    if start is None:
-        return None
-    depth, i = 1, start
-    while i < len(text) and depth:
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        i += 1
-    return text[start:i - 1].strip() if depth == 0 else None
-
-
-def final_answer(text: str) -> str:
-    """The final answer in a response: the last 'Answer:' line, else the last \\boxed{}, else the last line."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        m = re.match(r"^\**\s*(?:final\s+)?answer\s*\**\s*:\s*\**\s*(.*?)\**$", ln, re.I)
-        if m and m.group(1).strip():
-            ans = m.group(1).strip()
-            return last_boxed(ans) or ans.strip("$ ").rstrip(".")
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    return lines[-1].rstrip(".") if lines else ""
+__all__ = ["ChatTeacher", "Completion", "Failure", "Messages", "TeacherConfigError", "Usage", "final_answer",
+           "last_boxed", "split_think"]
