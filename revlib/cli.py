@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from revlib import params as params_mod, redact
-from revlib.runs import plan, read_manifest
+from revlib.runs import live_status, plan, read_manifest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune reasoners with inverse and negative data.")
 console = Console(stderr=False)
@@ -102,15 +102,17 @@ def status(run_root: Annotated[Path, typer.Argument(help="outputs/<experiment>")
         err_console.print(f"[red]No run directory at {run_root}[/]")
         raise typer.Exit(1)
     table = Table(title=str(run_root))
-    for col in ("stage", "cell", "status", "wall time", "end", "error"):
+    for col in ("stage", "cell", "status", "wall time", "end", "error / last output"):
         table.add_column(col)
     found = 0
     for manifest_path in sorted(run_root.glob("*/*/manifest.json")):
         m = read_manifest(manifest_path.parent) or {}
         found += 1
         wall = m.get("wall_time_s")
-        table.add_row(manifest_path.parent.parent.name, manifest_path.parent.name, str(m.get("status")),
-                      "" if wall is None else f"{wall:.1f} s", str(m.get("end", "")), redact.redact(m.get("error") or "")[:80])
+        status, last = live_status(manifest_path.parent, m)
+        note = m.get("error") or (f"process gone; last output: {last}" if status == "interrupted" else "")
+        table.add_row(manifest_path.parent.parent.name, manifest_path.parent.name, status,
+                      "" if wall is None else f"{wall:.1f} s", str(m.get("end", "")), redact.redact(note or "")[:120])
     console.print(table if found else f"No cells have run under {run_root}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,8 @@ from typing import Any
 
 from revlib import io, redact
 from revlib.params import Experiment, dump
-from revlib.runs import (RUNNER_ENV, Cell, environment, fingerprint, fingerprint_hash, fingerprint_parts, now, plan,
-                         read_manifest, stale_reasons, write_manifest)
+from revlib.runs import (RUNNER_ENV, Cell, environment, fingerprint, fingerprint_hash, fingerprint_parts, live_status,
+                         now, plan, read_manifest, stale_reasons, write_manifest)
 
 
 TEMPLATES = Path(__file__).parent / "nbconvert_templates"
@@ -26,14 +27,15 @@ class CellFailed(RuntimeError):
 
 
 def cell_state(exp: Experiment, cell: Cell) -> str:
-    """'done' (skippable), 'stale' (done with other inputs), 'failed', 'running' (killed) or 'new'."""
+    """'done' (skippable), 'stale' (done with other inputs), 'failed', 'running', 'interrupted' (its process
+    is gone) or 'new'."""
     manifest = read_manifest(cell.run_dir)
     if not manifest:
         return "new"
     status = manifest.get("status")
     if status == "done":
         return "done" if manifest.get("fingerprint") == fingerprint(exp, cell) else "stale"
-    return status or "new"
+    return live_status(cell.run_dir, manifest)[0]
 
 
 def describe_state(exp: Experiment, cell: Cell) -> str:
@@ -99,7 +101,7 @@ def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, An
     }
     base = {"stage": cell.stage, "cell": cell.name, "values": cell.values, "fingerprint": fp,
             "fingerprint_parts": parts, "inputs": inputs,
-            "start": start, **environment()}
+            "start": start, "pid": os.getpid(), "host": socket.gethostname(), **environment()}
     write_manifest(cell.run_dir, {**base, "status": "running"})
     out_nb = cell.run_dir / f"{cell.stage}.ipynb"
     status, error = "done", None
@@ -167,6 +169,9 @@ def write_index(exp: Experiment) -> Path:
     rows, stage_time = [], {}
     for cell in plan(exp):
         m = read_manifest(cell.run_dir) or {}
+        if m.get("status") == "running":
+            status, last = live_status(cell.run_dir, m)
+            m = {**m, "status": status, "error": m.get("error") or (f"process gone; last output: {last}" if last else None)}
         wall = m.get("wall_time_s")
         if wall is not None and m.get("status") == "done":
             stage_time[cell.stage] = stage_time.get(cell.stage, 0.0) + wall
@@ -191,7 +196,7 @@ def write_index(exp: Experiment) -> Path:
     findings_link = _findings(exp)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(exp.experiment)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.failed td{{background:#fdd}}tr.running td{{background:#ffd}}</style>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.failed td{{background:#fdd}}tr.running td{{background:#ffd}}tr.interrupted td{{background:#fed}}</style>
 </head><body><h1>{html.escape(exp.experiment)}</h1><p>{html.escape(exp.description)}</p>
 {findings_link}
 <h2>Reports</h2><table><tr><th>notebook / cell</th><th>status</th><th>wall time</th><th>finished</th><th>error</th></tr>
