@@ -7,7 +7,7 @@ import random
 from pydantic import Field, model_validator
 
 from revlib.records import Record
-from revlib.tasks.base import TaskFamily, TaskKnobs
+from revlib.tasks.base import Segment, TaskFamily, TaskKnobs
 
 
 class StarKnobs(TaskKnobs):
@@ -76,13 +76,41 @@ class StarGraph(TaskFamily):
     def normalize(self, answer: str) -> str:
         return ",".join(p.strip() for p in answer.strip().rstrip(".").split(",") if p.strip())
 
+    def lookups(self, rec: Record, rng: random.Random) -> list[tuple[str, str]]:
+        """Every well-defined edge look-up of one graph, shuffled: the child of a node, the parent of a node.
+
+        The centre's child is left out: it has `degree` of them, so the look-up has no single answer.
+        """
+        centre = rec.meta["centre"]
+        out = [(f"{a}>", f"{b}") for a, b in rec.meta["edges"] if a != centre]
+        out += [(f"{b}<", f"{a}") for a, b in rec.meta["edges"]]
+        rng.shuffle(out)
+        return out
+
+    @staticmethod
+    def _edge_header(rec: Record) -> str:
+        return "Edges: " + " ".join(f"{x}>{y}" for x, y in rec.meta["edges"]) + "."
+
     def primitive_skills(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
+        """One edge look-up per graph, after the graph's edge list (the first look-up of a document)."""
         lines = []
         for i in range(n):
             rec = self.sample_forward(rng, i)
-            edges = rec.meta["edges"]
-            a, b = rng.choice(edges)
-            text = " ".join(f"{x}>{y}" for x, y in edges)
-            # edge look-ups both ways: the child of a node, and the parent of a node
-            lines.append((f"Edges: {text}. {a}>", f"{b}") if rng.random() < 0.5 else (f"Edges: {text}. {b}<", f"{a}"))
+            prompt, target = self.lookups(rec, rng)[0]
+            lines.append((f"{self._edge_header(rec)}\n{prompt}", target))
         return lines
+
+    def primitive_documents(self, rng: random.Random, n: int, max_pack: int) -> list[list[Segment]]:
+        """One graph per document: its edge list, then 1..max_pack distinct look-ups on it, one per line.
+
+        Many look-ups share one edge list, so most of a document's tokens are looked up in, not read past.
+        """
+        docs = []
+        for i in range(n):
+            rec = self.sample_forward(rng, i)
+            picks = self.lookups(rec, rng)[: rng.randint(1, max_pack)]
+            doc: list[Segment] = [(self._edge_header(rec), False)]
+            for prompt, target in picks:
+                doc += [(f"\n{prompt}", False), (target, True)]
+            docs.append(doc)
+        return docs

@@ -1,0 +1,92 @@
+"""The star graph's pretraining look-ups, its path read-out, and the state check of notebook 07."""
+
+from __future__ import annotations
+
+import random
+
+from revlib import star
+from revlib.tasks import get_task
+
+KNOBS = {"degree": 3, "path_length": 4, "node_count": 50}
+
+
+def _problem():
+    return get_task("star_graph", KNOBS).sample(0, 1)[0]
+
+
+def test_lookups_have_one_answer_each_and_skip_the_centres_children():
+    fam = get_task("star_graph", KNOBS)
+    rec = _problem()
+    edges = {tuple(e) for e in rec.meta["edges"]}
+    centre = rec.meta["centre"]
+    looks = fam.lookups(rec, random.Random(0))
+    # 9 edges: 6 child look-ups (not from the centre) and 9 parent look-ups
+    assert len(looks) == 6 + 9
+    for prompt, target in looks:
+        node, arrow = int(prompt[:-1]), prompt[-1]
+        if arrow == ">":
+            assert node != centre and (node, int(target)) in edges
+        else:
+            assert (int(target), node) in edges
+
+
+def test_documents_label_only_the_lookup_answers_after_one_edge_list():
+    fam = get_task("star_graph", KNOBS)
+    docs = fam.primitive_documents(random.Random(1), 20, 6)
+    assert len(docs) == 20
+    for doc in docs:
+        header, *rest = doc
+        assert header[0].startswith("Edges: ") and header[1] is False
+        assert 1 <= len(rest) // 2 <= 6
+        prompts, answers = rest[0::2], rest[1::2]
+        assert all(not lab and text.startswith("\n") for text, lab in prompts)
+        assert all(lab and text.isdigit() for text, lab in answers)
+        assert len({p for p, _ in prompts}) == len(prompts)  # distinct look-ups
+
+
+def test_path_outcome_tells_valid_wrong_arm_from_invalid_and_correct():
+    rec = _problem()
+    path = rec.meta["path"]
+    edges = rec.meta["edges"]
+    other_first = next(b for a, b in edges if a == path[0] and b != path[1])
+    other_arm = [path[0], other_first]
+    while True:
+        nxt = [b for a, b in edges if a == other_arm[-1]]
+        if not nxt:
+            break
+        other_arm.append(nxt[0])
+    assert star.path_outcome(rec, ",".join(map(str, path))) == {"valid": True, "first_node": True, "correct": True}
+    assert star.path_outcome(rec, ",".join(map(str, other_arm))) == {"valid": True, "first_node": False, "correct": False}
+    # stops early (not at a leaf), or jumps along a missing edge
+    assert not star.path_outcome(rec, ",".join(map(str, path[:-1])))["valid"]
+    jumped = [path[0], path[1], other_arm[-1]]
+    assert star.path_outcome(rec, ",".join(map(str, jumped))) == {"valid": False, "first_node": True, "correct": False}
+    assert star.path_outcome(rec, "") == {"valid": False, "first_node": False, "correct": False}
+
+
+def _result(lookup_acc: float, valid: int, first: int, n: int = 100):
+    row = {"epoch": 4.0, "test": {"n": n, "valid": valid, "first_node": first, "correct": first},
+           "valid_path_rate": valid / n, "first_node_accuracy": first / n, "test_error": 1 - first / n,
+           "critical_token_prob": 0.3, "critical_q_value": 0.9, "start_value": 0.3}
+    result = {"knobs": dict(KNOBS), "base_lookup": {"k": int(lookup_acc * 200), "n": 200, "accuracy": lookup_acc},
+              "sft_curve": [row], "dpo_curves": {"under": [dict(row, dpo_epoch=0)]}, "pairs": {"under": 0},
+              "start_epochs": {"under": 4.0}}
+    result["state"] = star.studied_state(result)
+    return result
+
+
+def test_state_check_says_not_reached_below_either_target():
+    assert star.studied_state(_result(0.95, 80, 33) | {})["reached"]
+    low_lookup = _result(0.55, 80, 33)
+    assert not low_lookup["state"]["reached"] and low_lookup["state"]["text"].startswith("Not reached")
+    assert not _result(0.95, 40, 33)["state"]["reached"]
+
+
+def test_counts_and_metrics_expose_the_learned_state_with_its_counts():
+    result = _result(0.95, 80, 33)
+    counts = star.counts_summary(result)
+    assert counts["base_lookup"] == {"k": 190, "n": 200}
+    assert counts["sft_valid_path"] == {"k": 80, "n": 100} and counts["sft_first_node"] == {"k": 33, "n": 100}
+    assert counts["per_step_dpo"]["under"]["checkpoints"][0]["n"] == 100
+    m = star.metrics(result)
+    assert m["sft/valid_path_rate"] == 0.8 and m["sft/first_node_accuracy"] == 0.33 and m["sft/test_n"] == 100
