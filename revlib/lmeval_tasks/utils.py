@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from typing import Any
 
 from revlib.evaluation import grade
@@ -38,8 +39,35 @@ def process_aime(dataset):
 GPQA_INSTRUCTION = "Answer with the letter of the correct choice."
 
 
+GPQA_HUB_FIELDS = ("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
+_OPTION = re.compile(r"^\s*\(?([A-D])[).:]\s+(.*\S)\s*$", re.M)
+_LETTER = re.compile(r"^\s*\(?([A-D])\)?\s*$")
+
+
+def gpqa_layout(doc: dict[str, Any]) -> str:
+    """'hub' (four answer columns) or 'lettered' (options A-D inside the question, a letter answer); ValueError else."""
+    if all(isinstance(doc.get(f), str) and doc[f].strip() for f in GPQA_HUB_FIELDS):
+        return "hub"
+    question = next((doc[k] for k in ("question", "Question", "problem") if isinstance(doc.get(k), str)), None)
+    answer = next((doc[k] for k in ("answer", "Answer") if isinstance(doc.get(k), str)), None)
+    if question and answer and _LETTER.match(answer) and {m[0] for m in _OPTION.findall(question)} >= {"A", "B", "C", "D"}:
+        return "lettered"
+    raise ValueError(
+        f"neither GPQA layout: the Hub's ({', '.join(GPQA_HUB_FIELDS)}) nor pre-lettered (question with options "
+        f"A) to D) on their own lines, answer a letter A-D); fields present: {sorted(doc)}")
+
+
 def gpqa_choices(doc: dict[str, Any]) -> tuple[list[str], int]:
-    """The four choices in an order fixed by the question text (so every run and backend agrees), and the correct index."""
+    """The four choices and the correct index.
+
+    Hub layout: the correct and three incorrect answers shuffled by random.Random(seed) with seed = the first
+    8 hex digits of sha256(Question), so every run and backend agrees. Pre-lettered layout: the options as
+    the question lists them, the answer letter as given."""
+    if gpqa_layout(doc) == "lettered":
+        question = next(doc[k] for k in ("question", "Question", "problem") if isinstance(doc.get(k), str))
+        options = {letter: text for letter, text in _OPTION.findall(question)}
+        answer = next(doc[k] for k in ("answer", "Answer") if isinstance(doc.get(k), str))
+        return [options[c] for c in "ABCD"], "ABCD".index(_LETTER.match(answer).group(1))
     correct = doc["Correct Answer"].strip()
     choices = [correct] + [doc[f"Incorrect Answer {i}"].strip() for i in (1, 2, 3)]
     seed = int(hashlib.sha256(doc["Question"].encode()).hexdigest()[:8], 16)
@@ -48,13 +76,58 @@ def gpqa_choices(doc: dict[str, Any]) -> tuple[list[str], int]:
 
 
 def process_gpqa(dataset):
-    """GPQA rows (Idavidrein/gpqa, gpqa_diamond, or a local copy): Question, Correct Answer, Incorrect Answer 1-3."""
+    """GPQA rows in either layout (see gpqa_choices): Idavidrein/gpqa's gpqa_diamond, or a local copy."""
     def prepare(doc):
         choices, right = gpqa_choices(doc)
-        lettered = "\n".join(f"{chr(65 + i)}) {c}" for i, c in enumerate(choices))
-        return {"question": f"{doc['Question'].strip()}\n\n{lettered}\n\n{GPQA_INSTRUCTION}",
-                "gold": chr(65 + right), "choices": choices}
+        if gpqa_layout(doc) == "lettered":  # the options are already in the question, lettered as the user wrote them
+            question = next(doc[k] for k in ("question", "Question", "problem") if isinstance(doc.get(k), str)).strip()
+            text = f"{question}\n\n{GPQA_INSTRUCTION}"
+        else:
+            lettered = "\n".join(f"{chr(65 + i)}) {c}" for i, c in enumerate(choices))
+            text = f"{doc['Question'].strip()}\n\n{lettered}\n\n{GPQA_INSTRUCTION}"
+        return {"question": text, "gold": chr(65 + right), "choices": choices}
     return dataset.map(prepare)
+
+
+def check_local_file(task: str, path) -> list[str]:
+    """Why a local benchmark JSONL cannot serve `task`: each problem names the line and the fields expected."""
+    import json
+
+    expected = {"math500": (("problem", "Problem", "question"), ("answer", "Answer")),
+                "aime24": (("problem", "Problem", "question"), ("answer", "Answer"))}
+    problems: list[str] = []
+    rows = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                rows += 1
+                try:
+                    doc = json.loads(line)
+                except json.JSONDecodeError as err:
+                    problems.append(f"{path} line {lineno}: not JSON ({err.msg})")
+                    continue
+                if not isinstance(doc, dict):
+                    problems.append(f"{path} line {lineno}: not a JSON object")
+                    continue
+                if task == "gpqa_diamond":
+                    try:
+                        gpqa_layout(doc)
+                    except ValueError as err:
+                        problems.append(f"{path} line {lineno}: {err}")
+                else:
+                    for names in expected[task]:
+                        if all(doc.get(n) in (None, "") for n in names):
+                            problems.append(f"{path} line {lineno}: no {' / '.join(names)} field; expected fields "
+                                            f"{' + '.join(n[0] for n in expected[task])}; present: {sorted(doc)}")
+                if len(problems) >= 3:  # enough to see the pattern
+                    break
+    except UnicodeDecodeError:
+        return [f"{path}: not UTF-8 text"]
+    if not problems and rows == 0:
+        problems.append(f"{path}: no rows")
+    return problems
 
 
 def doc_to_text(doc: dict[str, Any]) -> str:

@@ -56,6 +56,14 @@ class BenchmarkParams(Strict):
         unused = [t for t in self.local_paths if t not in self.tasks]
         if unused:
             raise ValueError(f"local_paths: {unused} are not among tasks {self.tasks}")
+        for task, path in self.local_paths.items():
+            if task in SYNTHETIC_TASKS:
+                continue
+            from revlib.lmeval_tasks.utils import check_local_file
+
+            bad = check_local_file(task, path)
+            if bad:
+                raise ValueError(f"local_paths.{task}: " + "; ".join(bad))
         if self.temperature == 0 and self.samples > 1:
             raise ValueError("samples > 1 with temperature 0 repeats one greedy answer; set a temperature > 0")
         return self
