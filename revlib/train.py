@@ -411,9 +411,7 @@ def merge_adapter(base: str, adapter: str, target: Path) -> str:
     from revlib import models
 
     target = Path(target)
-    import contextlib
-    with (_main_process_first() if "data" in str(target) else contextlib.nullcontext()):
-        if int(os.environ.get("RANK", "0")) != 0: return str(target)
+    with _main_process_first():
         if not (target / "config.json").exists():
             model = models.load_model(base, dtype="auto")
             merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
@@ -463,7 +461,9 @@ def dpo(
     every = save_every_epochs or params.save_every_epochs
     _free_inference_engines()
     if _launched_elsewhere(params):
-        return launch("dpo", base, pairs, out_dir, params, seed, epochs, every, on_log, sft_adapter=sft_adapter)
+        if sft_adapter:  # the ranks start from the merged SFT, which must exist before any of them loads it
+            base, sft_adapter = merge_adapter(base, sft_adapter, out_dir / MERGED_SFT), None
+        return launch("dpo", base, pairs, out_dir, params, seed, epochs, every, on_log)
 
     trainer, rows = dpo_trainer(base, pairs, out_dir, params, seed, sft_adapter, epochs, every, on_log)
     resume = _resume_point(checkpoint_dir(out_dir))
