@@ -204,7 +204,7 @@ def _callbacks(total_epochs: int, every: int, base: str, lora: bool, on_log: OnL
         def on_epoch_end(self, args, state, control, **kwargs):
             epoch = int(round(state.epoch or 0))
             due = epoch % every == 0 or epoch >= total_epochs or state.global_step >= state.max_steps
-            control.should_save = due
+            control.should_save = due and state.global_step != self.saved_step
             return control
 
         def on_step_end(self, args, state, control, **kwargs):
