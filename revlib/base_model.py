@@ -32,11 +32,11 @@ def task_knobs(exp: Experiment, spec: BaseModelSpec | None = None) -> dict[str, 
     """
     used: dict[str, dict[str, Any]] = {}
     src = exp.data.source
-    if src.kind == "synthetic" and "01_reverse_data" in exp.stages:
+    if src.kind == "synthetic":
         used[src.task] = dict(src.knobs)
-    if exp.negatives is not None and "06_negative_data" in exp.stages:
+    if exp.negatives is not None:
         used.setdefault(exp.negatives.task, {}).update(exp.negatives.knobs)
-    if exp.star_graph is not None and "07_star_graph" in exp.stages:
+    if exp.star_graph is not None:
         used.setdefault("star_graph", {}).update(exp.star_graph.knobs)
     chosen = spec.pretrain.families if spec is not None and spec.pretrain.families else None
     if chosen:
@@ -181,3 +181,14 @@ def load_base(base_run_dir: Path, dtype: str = "auto", device: str | None = None
 
 def base_path(base_run_dir: Path) -> str:
     return io.read_json(Path(base_run_dir) / BASE_JSON)["path_or_id"]
+
+
+# Held-out primitive accuracy a base must reach before SFT can build on it (issue-tested targets).
+PRIMITIVE_TARGETS = {"arith": 0.98, "star_graph": 0.90}
+
+
+def checks(result: BaseResult) -> list:
+    from revlib import learning
+
+    return [learning.accuracy(f"{row['task']} primitive skills (held out)", row["correct"], row["problems"],
+                              row["chance"], PRIMITIVE_TARGETS.get(row["task"], 0.9)) for row in result.accuracy]

@@ -346,3 +346,32 @@ def comparison_figure(frame: pd.DataFrame) -> go.Figure:
                       title="Margin ALP(y+) - ALP(y-) on the test probes: directional vs per-step DPO from the same SFT model",
                       yaxis_title="mean margin (nats per token)", margin=dict(l=50, r=20, t=60, b=40))
     return fig
+
+
+def checks(summary: pd.DataFrame) -> list:
+    """Did the probe models learn? In distribution: SFT raised ALP(y+) (to above -0.5 nats per token) and
+    opened a positive margin, and DPO lowered ALP(y-) (Figure 2's shape)."""
+    from revlib import learning
+
+    idf = summary[summary["distribution"] == "ID"]
+
+    def at(phase: str, metric: str) -> float | None:
+        part = idf[idf["phase"] == phase]
+        if part.empty:
+            return None
+        last = part[part["x"] == part.groupby("pair")["x"].transform("max")]
+        return float(last[metric].mean())
+
+    out = []
+    base, sft = at("base", "alp_chosen"), at("sft", "alp_chosen")
+    if sft is not None:
+        if base is not None:
+            out.append(learning.change("in-distribution ALP(y+), base to last SFT checkpoint", base, sft, +1, 0.5))
+        out.append(learning.Check("in-distribution ALP(y+) after SFT", sft, -0.5, sft > -0.5,
+                                  f"{sft:.3f} nats per token; needs above -0.5 (the response is likely, not just likelier)"))
+        margin = at("sft", "margin")
+        out.append(learning.change("in-distribution margin ALP(y+) - ALP(y-) after SFT", 0.0, margin, +1, 0.05))
+    neg_sft, neg_dpo = at("sft", "alp_rejected"), at("dpo", "alp_rejected")
+    if neg_sft is not None and neg_dpo is not None:
+        out.append(learning.change("in-distribution ALP(y-), last SFT to last DPO checkpoint", neg_sft, neg_dpo, -1, 0.05))
+    return out

@@ -11,6 +11,7 @@ import json
 import math
 import random
 import time
+from pathlib import Path
 
 import torch
 
@@ -82,16 +83,23 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--base-dir", help="save the pretrained base here, or load it if it is there")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     knobs = {"steps": a.steps, "min_value": 1, "max_value": 9, "ops": ["add", "sub"]}
     task = get_task("arith", knobs)
     t0 = time.time()
-    model, tok, _ = pretrain.build_base(
+    if a.base_dir and (Path(a.base_dir) / "config.json").exists():
+        model, tok = models.load_model(a.base_dir), models.load_tokenizer(a.base_dir)
+    else:
+        model, tok, _ = pretrain.build_base(
         {"arith": task}, a.preset, seed=a.seed, numbers=a.numbers, steps=a.pretrain_steps, lr=a.pretrain_lr,
         batch_size=32, corpus_size=20000, max_pack=a.max_pack,
         overrides={k: v for k, v in (("num_hidden_layers", a.layers), ("hidden_size", a.hidden)) if v},
-    )
+        )
+        if a.base_dir:
+            model.save_pretrained(a.base_dir)
+            tok.save_pretrained(a.base_dir)
     t_pre = time.time() - t0
     prim = pretrain.primitive_accuracy(model, tok, {"arith": task.primitive_skills(random.Random("eval"), 200)})
     fwd = task.sample(a.seed + 1, a.sft_n + 100)

@@ -161,6 +161,21 @@ class ModelEval:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+def language_model(model: str, args: dict[str, Any], bp: BenchmarkParams) -> Any:
+    """The lm-eval model to run: for the hf backend an HFLM holding revlib's tokenizer, else the backend name.
+
+    lm-eval would load the tokenizer through AutoTokenizer, which rebuilds an embedded model's tokenizer
+    as Qwen2's (digits split one by one); revlib's loader keeps it exactly as trained.
+    """
+    if model != "hf":
+        return model
+    from lm_eval.models.huggingface import HFLM
+
+    from revlib.models import load_tokenizer
+
+    return HFLM(**{**args, "tokenizer": load_tokenizer(args["tokenizer"]), "batch_size": bp.batch_size})
+
+
 def evaluate(ref: ModelRef, bp: BenchmarkParams, data_dir: Path | None, seed: int = 0,
              work_dir: Path | None = None) -> ModelEval:
     """Run every configured task on one model through lm_eval.simple_evaluate."""
@@ -168,8 +183,9 @@ def evaluate(ref: ModelRef, bp: BenchmarkParams, data_dir: Path | None, seed: in
 
     model, args = model_args(ref, bp, work_dir)
     t0 = time.time()
+    lm = language_model(model, args, bp)
     out = simple_evaluate(
-        model=model, model_args=args, tasks=task_configs(bp, data_dir), task_manager=task_manager(),
+        model=lm, model_args=args if lm is model else None, tasks=task_configs(bp, data_dir), task_manager=task_manager(),
         batch_size=bp.batch_size if bp.backend == "hf" else "auto", limit=bp.limit, log_samples=True,
         apply_chat_template=True, system_instruction=render.DEFAULT_SYSTEM, gen_kwargs=gen_kwargs(bp),
         bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,

@@ -47,6 +47,8 @@ class Experiment(Strict):
     output_dir: ResolvedPath = Field(Path("../outputs"), description="relative to the params file")
     stages: list[StageName] = Field(default_factory=lambda: list(ALL_STAGES), min_length=1)
     budget_minutes: float | None = Field(None, gt=0, description="wall-time budget shown in the index")
+    require_learning: bool = Field(True, description="a stage whose models learned nothing fails, after saving its "
+                                   "results (smoke runs, too short to learn, set false)")
     base_models: list[BaseModelSpec] = Field(min_length=1)
     data: DataParams = DataParams()
     sft: SFTParams | None = None
