@@ -44,12 +44,14 @@ def check_task(task: str, knobs: dict[str, Any]) -> None:
     """Raise ValueError naming an unknown task family or a bad knob, so it fails at check time."""
     from pydantic import ValidationError
 
-    from revlib.tasks import REGISTRY
+    from revlib.tasks import resolve
 
-    if task not in REGISTRY:
-        raise ValueError(f"unknown task {task!r}; registered: {', '.join(sorted(REGISTRY))}")
     try:
-        REGISTRY[task].Knobs.model_validate(knobs)
+        family = resolve(task)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    try:
+        family.Knobs.model_validate(knobs)
     except ValidationError as err:
         problems = "; ".join(f"knobs.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
                              for e in err.errors())
