@@ -116,6 +116,82 @@ def status(run_root: Annotated[Path, typer.Argument(help="outputs/<experiment>")
     console.print(table if found else f"No cells have run under {run_root}")
 
 
+EVAL_BENCHMARKS = ("math500", "aime24", "gpqa_diamond")
+
+
+def eval_params(model: str, benchmarks: list[str], local: dict[str, str], name: str, output_dir: Path,
+                **settings) -> dict:
+    """The params recipe `revlib eval` runs: the model recorded as is by 00, evaluated by 05 as 'base'.
+
+    A LoRA adapter folder (adapter_config.json) is merged into its base first, into <run>/merged_model."""
+    import json
+    import re
+
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "adapter_config.json").exists():
+        from revlib import train
+
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        target = output_dir.resolve() / name / "merged_model"
+        console.print(f"Merging adapter {path} into its base {base} -> {target}", soft_wrap=True)
+        spec = {"name": "model", "source": "local", "path": train.merge_adapter(base, str(path.resolve()), target)}
+    elif path.is_dir():
+        spec = {"name": "model", "source": "local", "path": str(path.resolve())}
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", model):
+        spec = {"name": "model", "source": "hub", "id": model}
+    else:
+        err_console.print(f"[red]{model}[/] is neither a model folder nor a Hub id (owner/name)", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_PARAMS)
+    bench = {"tasks": benchmarks, "models": ["base"],
+             "local_paths": {k: str(Path(v).expanduser().resolve()) for k, v in local.items()},
+             **{k: v for k, v in settings.items() if v is not None}}
+    return {"experiment": name, "description": f"revlib eval {model}", "output_dir": str(output_dir.resolve()),
+            "stages": ["00_base_model", "05_benchmarks"], "base_models": [spec], "benchmarks": bench}
+
+
+@app.command(name="eval")
+def eval_model(
+    model: Annotated[str, typer.Argument(help="a local model folder, a LoRA adapter folder, or a Hub id")],
+    benchmarks: Annotated[list[str], typer.Option("--benchmarks", "-b", help=f"repeat: {', '.join(EVAL_BENCHMARKS)}")],
+    local: Annotated[Optional[list[str]], typer.Option("--local", help="name=path: a local JSONL for a benchmark")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="experiment name (default: eval-<model folder or id>)")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="run directories go under here")] = Path("outputs"),
+    limit: Annotated[Optional[int], typer.Option("--limit", help="problems per benchmark (quick checks)")] = None,
+    max_gen_toks: Annotated[Optional[int], typer.Option("--max-gen-toks", help="most tokens per response")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="hf or vllm")] = None,
+    force: Annotated[bool, typer.Option("--force", help="re-run even if finished")] = False,
+) -> None:
+    """Evaluate one model or adapter through notebook 05 and its lm-eval tasks: the same tables as an experiment.
+
+    The params it runs are written to <output-dir>/<name>.yaml, so `revlib run` on that file repeats it."""
+    import re
+
+    import yaml
+
+    wrong = [b for b in benchmarks if b not in EVAL_BENCHMARKS]
+    pairs = {}
+    for item in local or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            wrong.append(f"--local {item!r} (want name=path)")
+        pairs[key] = value
+    if wrong:
+        err_console.print(f"[bold red]Invalid eval arguments[/]: {', '.join(wrong)}; benchmarks are "
+                          f"{', '.join(EVAL_BENCHMARKS)} (synthetic_* need notebook 01: use a params file)", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_PARAMS)
+    name = name or "eval-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model.rstrip("/")).name or model).strip("-.")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    raw = eval_params(model, benchmarks, pairs, name, output_dir, limit=limit, max_gen_toks=max_gen_toks,
+                      batch_size=batch_size, backend=backend)
+    params_file = output_dir.resolve() / f"{name}.yaml"
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    console.print(f"Params: {params_file}", soft_wrap=True)
+    run(params_file, only=None, force=force, dry_run=False)
+    exp = params_mod.load(params_file)
+    console.print(f"Tables: {exp.run_root / '05_benchmarks' / 'model'}", soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 
