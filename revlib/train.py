@@ -488,7 +488,7 @@ def dpo_trainer(base: str, pairs: list[PreferencePair], out_dir: Path, params: D
         **_common_args(params, out_dir, seed, epochs),
         beta=params.beta,
         max_length=params.max_length,
-        precompute_ref_log_probs=params.precompute_ref_log_probs,
+        precompute_ref_log_probs=_precompute_ref(params),
         model_init_kwargs=_model_kwargs(params),
         **params.trainer,
     )
@@ -501,6 +501,20 @@ def dpo_trainer(base: str, pairs: list[PreferencePair], out_dir: Path, params: D
         callbacks=_callbacks(epochs, every, policy_base, params.lora is not None, on_log),
     )
     return _quiet(trainer), rows
+
+
+def _precompute_ref(params: DPOParams) -> bool:
+    """Whether trl scores the reference once before training.
+
+    Not under DeepSpeed ZeRO-3: trl wraps the model in a second (inference) DeepSpeed engine for that pass,
+    and ZeRO-3's parameter trace then breaks on the first training step ("pop from an empty deque"; seen
+    with 2 processes on DeepSpeed 0.19.8). The reference is the same, scored each step instead.
+    """
+    if params.precompute_ref_log_probs and params.accelerate_config == "zero3":
+        if _is_main_process():
+            print("revlib: precompute_ref_log_probs is off under ZeRO-3; the reference is scored each step", flush=True)
+        return False
+    return params.precompute_ref_log_probs
 
 
 def _dpo_trainer_class():
