@@ -56,6 +56,9 @@ FAULTS = {
     "m37_negative_pool_too_small.yaml": ["negatives: 200 distinct arith problems needed"],
     "m38_unknown_dtype.yaml": ["base_models[0].dtype", "(got 'float8')"],
     "m39_only_comments.yaml": ["the params file is empty"],
+    "m40_base_url_without_scheme.yaml": ["data.teacher.base_url: String should match pattern", "api.deepseek.com/v1"],
+    "m41_empty_lora_targets.yaml": ["sft.lora.target_modules: empty"],
+    "m42_judge_without_model.yaml": ["benchmarks.judge.model: String should have at least 1 character"],
 }
 
 

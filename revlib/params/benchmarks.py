@@ -15,8 +15,9 @@ SYNTHETIC_TASKS = ("synthetic_forward", "synthetic_reverse")
 class JudgeParams(Strict):
     """An OpenAI-compatible chat API asked only about answers math-verify cannot decide."""
 
-    base_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible API root (…/v1)")
-    model: str = Field("gpt-4o-mini", description="the paper's judge")
+    base_url: str = Field("https://api.openai.com/v1", pattern=r"^https?://[^\s/]+",
+                          description="OpenAI-compatible API root (…/v1)")
+    model: str = Field("gpt-4o-mini", min_length=1, description="the paper's judge")
     api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                              description="name of the environment variable holding the key (the key itself is never in params)")
     timeout_s: float = Field(60.0, gt=0, description="total deadline of one request")

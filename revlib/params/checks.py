@@ -151,6 +151,9 @@ def lora_targets(exp: Experiment) -> list[str]:
         p = getattr(exp, section)
         if p is None or p.lora is None or isinstance(p.lora.target_modules, str):
             continue
+        if not p.lora.target_modules:
+            problems.append(f"{section}.lora.target_modules: empty; name modules, or 'all-linear'")
+            continue
         for spec in exp.base_models:
             names = module_names(spec.source, spec.preset, str(spec.path) if spec.path else None)
             if names is None:

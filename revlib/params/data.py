@@ -50,8 +50,8 @@ class OracleTeacher(Strict):
 
 class ApiTeacher(Strict):
     kind: Literal["api"]
-    base_url: str = Field(description="OpenAI-compatible endpoint, e.g. https://api.deepseek.com/v1")
-    model: str = Field(description="model name at that endpoint, e.g. deepseek-reasoner")
+    base_url: str = Field(pattern=r"^https?://[^\s/]+", description="OpenAI-compatible endpoint, e.g. https://api.deepseek.com/v1")
+    model: str = Field(min_length=1, description="model name at that endpoint, e.g. deepseek-reasoner")
     api_key_env: str | None = Field(
         "DEEPSEEK_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="NAME of the environment variable holding the key (never the key); null for a keyless local server")
@@ -69,7 +69,7 @@ class ApiTeacher(Strict):
 
 class HFTeacher(Strict):
     kind: Literal["hf"]
-    model: str = Field(description="Hub id or local folder of the teacher model")
+    model: str = Field(min_length=1, description="Hub id or local folder of the teacher model")
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(4096, ge=1)
     temperature: float = Field(0.6, ge=0)
