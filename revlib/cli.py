@@ -102,8 +102,9 @@ def status(run_root: Annotated[Path, typer.Argument(help="outputs/<experiment>")
         err_console.print(f"[red]No run directory at {run_root}[/]")
         raise typer.Exit(1)
     table = Table(title=str(run_root))
-    for col in ("stage", "cell", "status", "wall time", "end", "error / last output"):
-        table.add_column(col)
+    for col in ("stage", "cell", "status", "wall time", "end"):
+        table.add_column(col, no_wrap=col in ("stage", "cell", "status"))
+    table.add_column("error or last output", ratio=1)
     found = 0
     for manifest_path in sorted(run_root.glob("*/*/manifest.json")):
         m = read_manifest(manifest_path.parent) or {}
