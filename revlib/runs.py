@@ -212,9 +212,22 @@ def code_hashes(notebook: Path) -> dict[str, str]:
     return out
 
 
+_SOURCES: dict[tuple, list[Path]] = {}
+
+
 def revlib_sources(notebook: Path) -> list[Path]:
     """The revlib files a notebook's code reaches: its imports, followed through the package (lazy imports
     inside functions and `-m revlib.x` strings included), plus the data folders those modules read."""
+    package = tuple((str(f), f.stat().st_mtime_ns) for f in sorted(PACKAGE_ROOT.rglob("*.py")))
+    key = (str(notebook), Path(notebook).stat().st_mtime_ns, package)
+    if key not in _SOURCES:
+        for stale in [k for k in _SOURCES if k[2] != package]:  # the package changed: every closure is redone
+            del _SOURCES[stale]
+        _SOURCES[key] = _revlib_sources(notebook)
+    return _SOURCES[key]
+
+
+def _revlib_sources(notebook: Path) -> list[Path]:
     import ast
 
     cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]

@@ -581,7 +581,11 @@ def launch(kind: str, base: str, data: list, out_dir: Path, params: SFTParams | 
                 log.write(line)
                 tail = (tail + [line])[-60:]
                 if line.startswith(LOG_PREFIX):
-                    show(json.loads(line[len(LOG_PREFIX):]))
+                    try:
+                        entry = json.loads(line[len(LOG_PREFIX):])
+                    except json.JSONDecodeError:  # another rank's output cut into the line: the log keeps it
+                        continue
+                    show(entry)
             returncode = proc.wait()
         except BaseException:
             _kill_group(proc)
@@ -631,7 +635,8 @@ def _print_progress(kind: str) -> OnLog:
 
 
 def _print_log_line(entry: dict[str, Any]) -> None:
-    print(LOG_PREFIX + json.dumps(entry, default=float), flush=True)
+    sys.stdout.write(LOG_PREFIX + json.dumps(entry, default=float) + "\n")  # one write: lines stay whole in the pipe
+    sys.stdout.flush()
 
 
 def run_job(job_file: str | Path) -> TrainResult:

@@ -14,7 +14,7 @@ from revlib.params import load
 from revlib.runner import cell_state, describe_state
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = REPO / "params" / "smoke" / "train.yaml"
+SMOKE = REPO / "params" / "smoke" / "benchmarks.yaml"  # stages 00, 01, 02, 03, 05
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def package_copy(tmp_path, monkeypatch):
 
 @pytest.fixture
 def finished(params_copy, package_copy):
-    """Every cell of the smoke training plan recorded as done with today's fingerprint (nothing trained)."""
+    """Every cell of the smoke benchmarks plan recorded as done with today's fingerprint (nothing trained)."""
     params_file = params_copy(SMOKE)
     exp = load(params_file)
     for cell in runs.plan(exp):  # plan order: upstream cells are recorded before the cells that read them
@@ -46,20 +46,29 @@ def states(exp) -> dict[str, str]:
 def test_sources_follow_imports_through_the_package():
     sft = {p.relative_to(runs.PACKAGE_ROOT).as_posix() for p in runs.revlib_sources(runs.NOTEBOOKS / "02_sft.ipynb")}
     assert {"train.py", "launch.py", "render.py"} <= sft  # launch.py only through the `-m revlib.launch` string
-    assert "negatives.py" not in sft and "report.py" not in sft
+    assert "report.py" not in sft and "runs.py" not in sft  # presentation, not results
     bench = {p.relative_to(runs.PACKAGE_ROOT).as_posix() for p in runs.revlib_sources(runs.NOTEBOOKS / "05_benchmarks.ipynb")}
     assert {"evaluation/judge.py", "evaluation/__init__.py", "lmeval_tasks/revlib_math500.yaml"} <= bench
+
+
+def _closures(exp) -> dict[str, set[str]]:
+    return {c.key: set(runs.code_hashes(c.notebook)) for c in runs.plan(exp)}
 
 
 def test_code_fix_makes_only_the_cells_that_run_it_stale(finished, package_copy):
     params_file, exp = finished
     assert set(states(exp).values()) == {"done"}
-    negatives = package_copy / "negatives.py"
-    negatives.write_text(negatives.read_text() + "\n# a fix\n")
+    closures = _closures(exp)
+    # a source some cells of the plan run and others do not
+    candidates = sorted({f for c in closures.values() for f in c if f.startswith("revlib/")})
+    target = next(f for f in candidates if 0 < sum(f in c for c in closures.values()) < len(closures))
+    path = package_copy / target.removeprefix("revlib/")
+    path.write_text(path.read_text() + "\n# a fix\n")
     after = states(exp)
-    assert {k for k, v in after.items() if v == "stale"} == {c.key for c in runs.plan(exp) if c.stage == "03_dpo"}
-    dpo = next(c for c in runs.plan(exp) if c.stage == "03_dpo")
-    assert describe_state(exp, dpo) == "stale (code changed: revlib/negatives.py)"
+    expected = {k for k, files in closures.items() if target in files}
+    assert {k for k, v in after.items() if v == "stale"} == expected
+    cell = next(c for c in runs.plan(exp) if c.key in expected)
+    assert describe_state(exp, cell) == f"stale (code changed: {target})"
 
 
 def test_params_and_upstream_changes_name_themselves(finished):
@@ -86,4 +95,4 @@ def test_check_prints_why_cells_are_stale(finished, package_copy, monkeypatch):
     result = CliRunner().invoke(cli.app, ["check", str(params_file)])
     assert result.exit_code == 0, result.output
     assert "code changed: revlib/train.py" in result.output
-    assert result.output.count("stale") == sum(c.stage in ("02_sft", "03_dpo") for c in runs.plan(exp))
+    assert result.output.count("stale") == sum("revlib/train.py" in files for files in _closures(exp).values())
