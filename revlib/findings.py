@@ -121,12 +121,11 @@ def learned_state(exp: Experiment) -> dict[str, Any]:
         out["negatives_sft_error_by_size"] = {str(r["size"]): r["error"] for r in scaling["rows"] if r["method"] == "sft"}
     star = _star(exp)
     if star:
-        for key, name in (("valid_path_rate", "star_sft_valid_path_rate"), ("first_node_accuracy", "star_sft_first_node_accuracy")):
-            val = (star.get("sft") or {}).get(key)
-            if isinstance(val, dict):
-                val = val.get("rate")
-            if val is not None:
-                out[name] = val
+        for key, name in (("sft_valid_path", "star_sft_valid_path_rate"), ("sft_first_node", "star_sft_first_node_accuracy")):
+            if star.get(key, {}).get("n"):
+                out[name] = star[key]["k"] / star[key]["n"]
+        if "base_lookup_accuracy_star" not in out and star.get("base_lookup", {}).get("n"):
+            out["base_lookup_accuracy_star"] = star["base_lookup"]["k"] / star["base_lookup"]["n"]
     return out
 
 
@@ -307,22 +306,24 @@ def star_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
     look = learned.get("base_lookup_accuracy_star")
     if look is not None and look < 0.9:
         gate = f"the base's edge look-ups are at {look:.0%}, below the 90% the experiment needs"
+    elif not star.get("reached", False):
+        gate = "SFT did not reach the state the paper studies (valid paths, first node at about 1/degree)"
+    by_epoch = {c["epoch"]: c for c in star.get("sft_checkpoints", [])}
     out = []
-    for start in ("under", "over"):
-        res = (star.get("dpo") or {}).get(start)
-        sft = (star.get("dpo_start") or {}).get(start)
-        if not res or not sft:
+    for start, run in (star.get("per_step_dpo") or {}).items():
+        sft = by_epoch.get(run.get("start_epoch"))
+        if not run.get("checkpoints") or sft is None:
             continue
-        k1, n1 = res["correct"], res["n"]
-        k2, n2 = sft["correct"], sft["n"]
+        end = run["checkpoints"][-1]
+        k1, n1, k2, n2 = end["correct"], end["n"], sft["correct"], sft["n"]
         lo, hi = stats.diff_interval(k1, n1, k2, n2)
         eff = k1 / n1 - k2 / n2
         out.append(Claim(
             f"setlur.star_phase_transition.{start}", "setlur",
             f"Per-step DPO from the {start}-trained SFT checkpoint escapes the Clever-Hans plateau (test accuracy jumps)",
             "Figure 8: star graph, per-step DPO from under- and over-trained SFT",
-            f"test accuracy {_fmt_pct(k2 / n2)} at the SFT start → {_fmt_pct(k1 / n1)} after per-step DPO "
-            f"(n={n2}, {n1}); E = {100 * eff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+            f"test accuracy {_fmt_pct(k2 / n2)} at the SFT start (epoch {run['start_epoch']}) → {_fmt_pct(k1 / n1)} after "
+            f"per-step DPO on {run.get('pairs')} pairs (n={n2}, {n1}); E = {100 * eff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]",
             "inconclusive" if gate else verdict(lo, hi, 0.05), eff, (lo, hi), 0.05, gate or ""))
     return out
 

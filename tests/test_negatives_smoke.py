@@ -51,9 +51,14 @@ def test_stages_06_and_07_run_end_to_end(tmp_path):
     for n in (4, 8):
         samples = list(io.read_jsonl(neg / f"n{n}" / "samples.jsonl"))
         assert len(samples) == n * 2 and all("correct" in s and "steps" in s for s in samples)
-        rft = list(io.read_jsonl(neg / f"n{n}" / "rft.jsonl"))
         right = {s["problem_id"] for s in samples if s["correct"]}
-        assert all(r["meta"]["sample"].rsplit("-s", 1)[0] in right for r in rft)
+        own = list(io.read_jsonl(neg / f"n{n}" / "rft_self.jsonl"))  # RFT on D+: only verified own samples
+        assert all(r["meta"]["source"] == "rft" and r["meta"]["sample"].rsplit("-s", 1)[0] in right for r in own)
+        rft = list(io.read_jsonl(neg / f"n{n}" / "rft.jsonl"))  # synthetic positives plus the same own samples
+        assert len(rft) == n + len(own) and sum(r["meta"].get("source") == "rft" for r in rft) == len(own)
+    scaling = io.read_json(neg / "scaling.json")
+    assert "optimizer steps" in scaling["budget_rule"] and {r["method"] for r in scaling["rows"]} >= {"sft", "rft"}
+    assert all(len(v) == 4 for size in scaling["outcomes"].values() for v in size.values() if v)  # n_test outcomes
     star = io.read_json(root / "07_star_graph" / "micro" / "star_results.json")
     assert [r["epoch"] for r in star["sft_curve"]] == [1.0, 2.0]
     assert all(0.0 <= r["critical_token_prob"] <= 1.0 for r in star["sft_curve"])
