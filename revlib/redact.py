@@ -15,7 +15,8 @@ MASK = "[REDACTED]"
 MIN_SECRET_CHARS = 6
 
 _lock = threading.Lock()
-_env_names: set[str] = set()
+# tokens revlib itself tells users to export (gated Hub datasets), beside every api_key_env params name
+_env_names: set[str] = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}
 _values: set[str] = set()
 
 

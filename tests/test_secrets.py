@@ -60,6 +60,8 @@ def test_redact_masks_registered_values(monkeypatch):
     assert redact.redact("x abcdef-123456 y") == f"x {redact.MASK} y"
     assert redact.redact_obj({"a": ["abcdef-123456"]}) == {"a": [redact.MASK]}
     assert redact.redact_bytes(b"abcdef-123456") == redact.MASK.encode()
+    monkeypatch.setenv("HF_TOKEN", "hf_exampleTokenValue123")  # the gated-dataset token, without registering it
+    assert redact.redact("token hf_exampleTokenValue123") == f"token {redact.MASK}"
     monkeypatch.setenv("REVLIB_TEST_SECRET_ENV", "1")  # too short to be a key: nothing is masked
     assert redact.redact("a 1 b") == "a 1 b"
 
