@@ -89,13 +89,12 @@ def chance_accuracy(golds: Sequence[str]) -> float:
 
 def greedy_outcomes(ckpt: Any, records: Sequence[Any], max_new_tokens: int = 64) -> list[bool]:
     """Whether a checkpoint answers each record right, greedily, graded by the record's task family."""
-    from types import SimpleNamespace
-
     from revlib import negatives, scaling
+    from revlib.params.negatives import Sampling
     from revlib.tasks import get_task
 
-    engine = negatives.policy_engine(ckpt, SimpleNamespace(temperature=0.0, max_new_tokens=max_new_tokens,
-                                                           engine="hf", prefix_batch=64), temperature=0.0)
+    engine = negatives.policy_engine(ckpt, Sampling(max_new_tokens=max_new_tokens, engine="hf", prefix_batch=64),
+                                     temperature=0.0)
     out: list[bool] = []
     for name in dict.fromkeys(r.task for r in records):
         group = [r for r in records if r.task == name]
