@@ -105,7 +105,11 @@ def base_lookup(base: str, task: Any, seed: int, n: int = 200) -> dict[str, Any]
     model = models.load_model(base).eval()
     held_out = {"star_graph": task.primitive_skills(random.Random(f"eval:{seed}:star_graph"), n)}
     row = pretrain.primitive_accuracy(model, models.load_tokenizer(base), held_out)[0]
-    return {"k": row["correct"], "n": row["problems"], "accuracy": row["accuracy"], "chance": row["chance"]}
+    card = Path(base) / "card.json"
+    pretrained_on = io.read_json(card).get("families", {}).get("star_graph") if card.exists() else None
+    same_knobs = None if pretrained_on is None else get_task("star_graph", pretrained_on).knobs == task.knobs
+    return {"k": row["correct"], "n": row["problems"], "accuracy": row["accuracy"], "chance": row["chance"],
+            "pretrained_on": pretrained_on, "same_knobs": same_knobs}
 
 
 def run(exp: Any, base: str, out_dir: Path, log=print) -> dict[str, Any]:
@@ -117,6 +121,8 @@ def run(exp: Any, base: str, out_dir: Path, log=print) -> dict[str, Any]:
     task = get_task("star_graph", P.knobs)
     lookup = base_lookup(base, task, seed)
     log(f"base edge look-ups: {lookup['k']}/{lookup['n']} right ({lookup['accuracy']:.1%}; chance {lookup['chance']:.1%})")
+    if lookup["same_knobs"] is False:
+        log(f"the base was pretrained on star graphs with other knobs ({lookup['pretrained_on']}) than this experiment's")
     pool = task.sample(seed + 707, P.n_train + P.n_test)
     test, problems = pool[:P.n_test], pool[P.n_test:]
     probe = test[: P.probe_problems]
@@ -300,3 +306,15 @@ def summary_table(result: dict[str, Any]):
         "first node right": r["test"]["first_node"], "correct": r["test"]["correct"], "test error": r["test_error"],
         "P(critical)": r["critical_token_prob"], "Q(critical)": r["critical_q_value"], "V(start)": r["start_value"],
     } for name, epoch, r in rows])
+
+
+def checks(result: dict[str, Any]) -> list:
+    """Did the run reach the studied state? Base look-ups >= 90% and SFT valid paths >= 70%, above chance."""
+    from revlib import learning
+
+    look = result["base_lookup"]
+    last = result["sft_curve"][-1]["test"]
+    return [
+        learning.accuracy("base edge look-ups (held out)", look["k"], look["n"], look.get("chance", 0.0), LOOKUP_TARGET),
+        learning.accuracy("SFT valid centre-to-leaf paths (greedy, test)", last["valid"], last["n"], 0.0, VALID_TARGET),
+    ]

@@ -76,14 +76,18 @@ def main():
     tok = models.build_tokenizer(pretrain.tokenizer_corpus(families, docs, a.seed), numbers=a.numbers)
     model = models.build_model(a.preset, tok, seed=a.seed, **overrides)
     held_out = {"star_graph": task.primitive_skills(random.Random(f"eval:{a.seed}:star_graph"), 200)}
+    pairs = held_out["star_graph"]
+    by_direction = {"child": [p for p in pairs if p[0].endswith(">")], "parent": [p for p in pairs if p[0].endswith("<")]}
     setting = {k: v for k, v in vars(a).items() if k not in ("threads", "eval_every", "lookup_every")}
     setting["params"] = models.count_parameters(model)
 
     def on_step(step, loss):
         if step % a.lookup_every == 0 or step == a.pretrain_steps:
-            acc = pretrain.primitive_accuracy(model, tok, held_out)[0]["accuracy"]
+            rows = pretrain.primitive_accuracy(model, tok, by_direction)
             model.train()
-            print(json.dumps(dict(setting, phase="pretrain", step=step, loss=round(loss, 4), lookup=acc,
+            split = {r["task"]: r["accuracy"] for r in rows}
+            acc = sum(r["correct"] for r in rows) / sum(r["problems"] for r in rows)
+            print(json.dumps(dict(setting, phase="pretrain", step=step, loss=round(loss, 4), lookup=acc, **split,
                                   s=round(time.time() - t0, 1))), flush=True)
 
     pretrain.pretrain(model, tok, docs, steps=a.pretrain_steps, batch_size=a.pretrain_batch, lr=a.pretrain_lr,

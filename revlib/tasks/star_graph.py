@@ -11,7 +11,7 @@ from revlib.tasks.base import Segment, TaskFamily, TaskKnobs
 
 
 class StarKnobs(TaskKnobs):
-    degree: int = Field(3, ge=2, description="arms leaving the centre")
+    degree: int = Field(2, ge=2, description="arms leaving the centre")
     path_length: int = Field(4, ge=2, description="nodes on an arm, centre included")
     node_count: int = Field(50, ge=4, description="node labels are drawn from 0..node_count-1")
 
@@ -21,6 +21,10 @@ class StarKnobs(TaskKnobs):
         if need > self.node_count:
             raise ValueError(f"node_count must be at least degree*(path_length-1)+1 = {need}")
         return self
+
+
+def edges_text(edges: list) -> str:
+    return " ".join(f"{a}>{b}" for a, b in edges)
 
 
 def _path_str(path: list[int]) -> str:
@@ -42,7 +46,7 @@ class StarGraph(TaskFamily):
         path = arms[goal_arm]
         goal = path[-1]
         pair_id = f"star-{index:06d}"
-        edge_text = " ".join(f"{a}>{b}" for a, b in edges)
+        edge_text = edges_text(edges)
         return Record(
             id=f"{pair_id}-f",
             pair_id=pair_id,
@@ -57,7 +61,7 @@ class StarGraph(TaskFamily):
 
     def invert(self, forward: Record) -> Record:
         path = list(reversed(forward.meta["path"]))
-        edge_text = " ".join(f"{a}>{b}" for a, b in forward.meta["edges"])
+        edge_text = edges_text(forward.meta["edges"])
         return Record(
             id=f"{forward.pair_id}-r",
             pair_id=forward.pair_id,
@@ -89,7 +93,7 @@ class StarGraph(TaskFamily):
 
     @staticmethod
     def _edge_header(rec: Record) -> str:
-        return "Edges: " + " ".join(f"{x}>{y}" for x, y in rec.meta["edges"]) + "."
+        return f"Edges: {edges_text(rec.meta['edges'])}."
 
     def primitive_skills(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
         """One edge look-up per graph, after the graph's edge list (the first look-up of a document)."""
@@ -104,10 +108,16 @@ class StarGraph(TaskFamily):
         """One graph per document: its edge list, then 1..max_pack distinct look-ups on it, one per line.
 
         Many look-ups share one edge list, so most of a document's tokens are looked up in, not read past.
+        The held-out look-ups (`primitive_skills`) are on graphs of the knobs' full size.
         """
+        kn: StarKnobs = self.knobs
+        # graphs of every size up to the knobs: in a small graph a look-up has few candidates, so its
+        # gradient is strong and the look-up circuit forms; it then carries to the full-size graphs
+        sizes = [StarGraph({"degree": d, "path_length": length, "node_count": kn.node_count})
+                 for d in range(2, kn.degree + 1) for length in range(2, kn.path_length + 1)]
         docs = []
         for i in range(n):
-            rec = self.sample_forward(rng, i)
+            rec = rng.choice(sizes).sample_forward(rng, i)
             picks = self.lookups(rec, rng)[: rng.randint(1, max_pack)]
             doc: list[Segment] = [(self._edge_header(rec), False)]
             for prompt, target in picks:
