@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from revlib import runs
@@ -29,7 +30,10 @@ def package_copy(tmp_path, monkeypatch):
 @pytest.fixture
 def finished(params_copy, package_copy):
     """Every cell of the smoke benchmarks plan recorded as done with today's fingerprint (nothing trained)."""
-    params_file = params_copy(SMOKE)
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["benchmarks"]["tasks"] = [t for t in raw["benchmarks"]["tasks"] if t.startswith("synthetic_")]
+    raw["benchmarks"]["local_paths"] = {}  # nothing is evaluated here; the plan and its fingerprints are what count
+    params_file = params_copy(raw)
     exp = load(params_file)
     for cell in runs.plan(exp):  # plan order: upstream cells are recorded before the cells that read them
         parts = runs.fingerprint_parts(exp, cell)
