@@ -171,10 +171,10 @@ def test_dpo_rows_truncate_in_tokens_and_keep_prompt_once(task_tokenizer, pairs)
 
 
 def test_dpo_trainer_uses_params(tiny_model_dir, pairs, tmp_path):
-    params = dpo_params(beta=0.6, max_length=120, max_prompt_length=50, max_steps=3)
+    params = dpo_params(beta=0.6, max_length=200, max_prompt_length=100, max_steps=3)
     trainer, rows = train.dpo_trainer(str(tiny_model_dir), pairs, tmp_path / "run", params, 0, None, 2, 1)
     assert trainer.beta == 0.6 and trainer.args.beta == 0.6
-    assert trainer.args.max_steps == 3 and trainer.data_collator.max_length == 120
+    assert trainer.args.max_steps == 3 and trainer.data_collator.max_length == 200
     assert trainer.precompute_ref_logps and "ref_chosen_logps" in trainer.train_dataset.column_names
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     tok = trainer.processing_class
@@ -182,7 +182,7 @@ def test_dpo_trainer_uses_params(tiny_model_dir, pairs, tmp_path):
         text = tok.decode(ids)
         assert text.count(pairs[0].prompt[-1]["content"][:30]) <= 1
         assert text.count("<|im_start|>user") == 1 and text.count("<|im_start|>assistant") == 1
-    assert batch["input_ids"].shape[1] <= 120
+    assert batch["input_ids"].shape[1] <= 200
     result = train.dpo(str(tiny_model_dir), pairs, tmp_path / "run2", params)
     assert result.final.step == 3
 
