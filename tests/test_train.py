@@ -282,3 +282,47 @@ def test_trainer_passthrough_checked_at_check_time(params_copy, section, entries
                           env={**os.environ, "COLUMNS": "400"})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in " ".join(proc.stderr.split())
+
+
+def test_launched_dpo_starts_from_the_merged_sft(tiny_model_dir, records, pairs, tmp_path, monkeypatch):
+    """Ranks must never race to load merged_sft: the caller merges before `accelerate launch` starts them."""
+    sft = train.sft(str(tiny_model_dir), records[:4], tmp_path / "sft", sft_params(epochs=1))
+    seen = {}
+
+    def fake_launch(kind, base, data, out_dir, params, seed, epochs, every, on_log=None, sft_adapter=None):
+        seen.update(base=base, sft_adapter=sft_adapter, ready=(Path(base) / "config.json").exists())
+        return train.TrainResult([])
+
+    monkeypatch.setattr(train, "launch", fake_launch)
+    train.dpo(str(tiny_model_dir), pairs, tmp_path / "dpo", dpo_params(accelerate_config="ddp", num_processes=2),
+              sft_adapter=sft.final.adapter)
+    assert seen == {"base": str(tmp_path / "dpo" / train.MERGED_SFT), "sft_adapter": None, "ready": True}
+
+
+def test_launch_streams_output_as_it_happens(tmp_path, monkeypatch, capsys):
+    """Each line reaches launch.log and the caller while the processes still run (the child waits for proof)."""
+    proof = tmp_path / "seen"
+    child = (f"import json, os, sys, time\n"
+             f"print({train.LOG_PREFIX!r} + json.dumps({{'step': 1, 'epoch': 0.5, 'loss': 1.0}}), flush=True)\n"
+             f"t = time.time()\n"
+             f"while not os.path.exists({str(proof)!r}):\n"
+             f"    time.sleep(0.05)\n"
+             f"    if time.time() - t > 20: sys.exit(3)\n")
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(train.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", child], **kw))
+    monkeypatch.setattr(train, "load_checkpoints", lambda out_dir: [])
+    out = tmp_path / "run"
+    from revlib import io
+
+    io.write_json(out / "trainer_state.json", {"log_history": []})
+    io.write_json(out / "train_metrics.json", {})
+
+    def on_log(entry):
+        assert entry["loss"] == 1.0
+        assert train.LOG_PREFIX in (out / "launch" / "launch.log").read_text()  # already on disk
+        proof.touch()
+
+    train.launch("sft", "base", [], out, sft_params(accelerate_config="ddp"), 0, 1, 1, on_log=on_log)
+    # without on_log (a notebook cell), each entry is printed as a progress line
+    train.launch("sft", "base", [], out, sft_params(accelerate_config="ddp"), 0, 1, 1)
+    assert "[sft] step 1" in capsys.readouterr().out
