@@ -90,3 +90,24 @@ def test_counts_and_metrics_expose_the_learned_state_with_its_counts():
     assert counts["per_step_dpo"]["under"]["checkpoints"][0]["n"] == 100
     m = star.metrics(result)
     assert m["sft/valid_path_rate"] == 0.8 and m["sft/first_node_accuracy"] == 0.33 and m["sft/test_n"] == 100
+
+
+def test_star_experiment_loads_the_shipped_base_it_was_built_for():
+    from pathlib import Path
+
+    from revlib import base_model, io
+    from revlib.params import load
+
+    repo = Path(__file__).resolve().parent.parent
+    exp = load(repo / "params" / "star-graph.yaml")
+    spec = exp.base_models[0]
+    assert spec.source == "local" and exp.stages == ["00_base_model", "07_star_graph"]
+    card = base_model.verify_shipped(Path(spec.path), spec.sha256)  # raises on a checksum mismatch
+    assert card["sha256"] == spec.sha256 == base_model.folder_sha256(Path(spec.path))
+    # the base was pretrained on star graphs of the experiment's knobs, and learned its look-ups
+    pretrained = get_task("star_graph", card["families"]["star_graph"]).knobs
+    assert pretrained == get_task("star_graph", exp.star_graph.knobs).knobs
+    assert card["primitive_accuracy"]["star_graph"]["accuracy"] >= star.LOOKUP_TARGET
+    built_by = load(repo / "params" / "base-star.yaml").base_models[0]
+    assert Path(built_by.publish_to) == Path(spec.path)
+    assert io.read_json(Path(spec.path) / "card.json")["rebuild"] == "revlib run params/base-star.yaml"
