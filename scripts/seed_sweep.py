@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from revlib import learning, pretrain, stats, train
+from revlib import learning, models, pretrain, stats, train
 from revlib.params import load
 from revlib.params.train import SFTParams
 from revlib.tasks import get_task
@@ -43,12 +43,15 @@ def main() -> None:
         work = Path(a.work) / f"seed{seed}"
         t0 = time.time()
         pt = spec.pretrain
-        model, tok, _ = pretrain.build_base({"arith": task}, spec.preset, seed=seed, steps=pt.steps,
-                                            batch_size=pt.batch_size, lr=pt.lr, corpus_size=pt.corpus_size,
-                                            max_pack=pt.max_pack, numbers=pt.numbers)
         base_dir = work / "base"
-        model.save_pretrained(base_dir)
-        tok.save_pretrained(base_dir)
+        if (base_dir / "config.json").exists():  # a sweep that stopped resumes: the base, then SFT checkpoints
+            model, tok = models.load_model(base_dir), models.load_tokenizer(base_dir)
+        else:
+            model, tok, _ = pretrain.build_base({"arith": task}, spec.preset, seed=seed, steps=pt.steps,
+                                                batch_size=pt.batch_size, lr=pt.lr, corpus_size=pt.corpus_size,
+                                                max_pack=pt.max_pack, numbers=pt.numbers)
+            model.save_pretrained(base_dir)
+            tok.save_pretrained(base_dir)
         held_out = {"arith": task.primitive_skills(random.Random(f"eval:{seed}:arith"), 500)}
         prim = pretrain.primitive_accuracy(model, tok, held_out)[0]
         base_s = time.time() - t0
