@@ -133,7 +133,8 @@ def dpo_checks(log_rows: Sequence[dict[str, Any]], beta: float) -> list[Check]:
     rows = [r for r in log_rows if r.get("logps/rejected") is not None]
     if len(rows) < 2:
         return []
-    tail = rows[-max(1, len(rows) // 10):]  # the last tenth, averaged: single batches are noisy
+    # the last tenth averaged (single batches are noisy); a run of a few steps is judged on its second half
+    tail = rows[len(rows) // 2:] if len(rows) < 20 else rows[-max(1, len(rows) // 10):]
     mean = lambda key, rs: sum(r[key] for r in rs) / len(rs)  # noqa: E731
     return [change("log p(rejected), summed over the response", rows[0]["logps/rejected"], mean("logps/rejected", tail), -1, 1.0),
             change("reward margin beta*(log-ratio chosen - rejected)", 0.0, mean("rewards/margins", tail), 1, 0.1 * beta)]
