@@ -34,7 +34,7 @@ def _results(run_dir, acc: dict[tuple[str, str, str], float], n=200):
 
 @pytest.fixture
 def exp(tmp_path):
-    return load(write_params(PARAMS / "smoke" / "benchmarks.yaml", tmp_path))
+    return load(write_params(PARAMS / "smoke" / "foundation.yaml", tmp_path))
 
 
 def test_claims_from_stage_outputs(exp):
