@@ -187,7 +187,8 @@ def r1k_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
     sft_ok = [learned.get(f"sft_id_accuracy_{d}") for d in ("forward", "reverse")]
     gate = None
     if any(v is not None and v < LEARNED_MIN_ACCURACY for v in sft_ok):
-        gate = f"SFT did not learn its own direction (in-distribution accuracy {sft_ok})"
+        shown = ", ".join(f"{d} {v:.1%}" for d, v in zip(("forward", "reverse"), sft_ok) if v is not None)
+        gate = f"SFT did not learn its own direction well enough (in-distribution accuracy {shown}; the rule needs {LEARNED_MIN_ACCURACY:.0%})"
     T = "synthetic_forward"
     what = "accuracy on T_f (forward test problems, the direction of AIME/MATH500/GPQA questions)"
     out.append(_accuracy_claim(
