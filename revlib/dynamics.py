@@ -348,6 +348,14 @@ def comparison_figure(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def last_checkpoint(frame: pd.DataFrame, phase: str) -> pd.DataFrame | None:
+    """Rows of each (train, test) pair at its last checkpoint of `phase` (scores or summary rows)."""
+    part = frame[frame["phase"] == phase]
+    if part.empty:
+        return None
+    return part[part["x"] == part.groupby("pair")["x"].transform("max")]
+
+
 def checks(summary: pd.DataFrame) -> list:
     """Did the probe models learn? In distribution: SFT raised ALP(y+) (to above -0.5 nats per token) and
     opened a positive margin, and DPO lowered ALP(y-) (Figure 2's shape)."""
@@ -356,11 +364,8 @@ def checks(summary: pd.DataFrame) -> list:
     idf = summary[summary["distribution"] == "ID"]
 
     def at(phase: str, metric: str) -> float | None:
-        part = idf[idf["phase"] == phase]
-        if part.empty:
-            return None
-        last = part[part["x"] == part.groupby("pair")["x"].transform("max")]
-        return float(last[metric].mean())
+        last = last_checkpoint(idf, phase)
+        return None if last is None else float(last[metric].mean())
 
     out = []
     base, sft = at("base", "alp_chosen"), at("sft", "alp_chosen")

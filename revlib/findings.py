@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from revlib import io, stats
+from revlib.dynamics import last_checkpoint
 from revlib.params import Experiment
 
 RULE = ("Each claim is an effect E signed so that E > 0 is the paper's direction, with a 95% interval [lo, hi]. "
@@ -109,8 +110,8 @@ def learned_state(exp: Experiment) -> dict[str, Any]:
     probes = _probe_scores(exp)
     if probes is not None:
         idf = probes[probes["distribution"] == "ID"]
-        sft_last = _last(idf, "sft")
-        dpo_last = _last(idf, "dpo")
+        sft_last = last_checkpoint(idf, "sft")
+        dpo_last = last_checkpoint(idf, "dpo")
         if sft_last is not None:
             out["probe_alp_pos_id_after_sft"] = float(sft_last["alp_chosen"].mean())
             out["probe_margin_id_after_sft"] = float(sft_last["margin"].mean())
@@ -136,15 +137,6 @@ def _probe_scores(exp: Experiment):
     import pandas as pd
 
     return pd.read_parquet(d / "scores.parquet")
-
-
-def _last(frame, phase: str):
-    """Rows of each (train, test) pair at its last checkpoint of `phase`."""
-    part = frame[frame["phase"] == phase]
-    if part.empty:
-        return None
-    last_x = part.groupby("pair")["x"].transform("max")
-    return part[part["x"] == last_x]
 
 
 def _scaling(exp: Experiment) -> dict[str, Any] | None:
@@ -213,8 +205,8 @@ def r1k_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
         idf = probes[probes["distribution"] == "ID"]
         key = ["pair", "example"]
         base = idf[idf["phase"] == "base"].set_index(key)
-        sft = _last(idf, "sft")
-        dpo = _last(idf, "dpo")
+        sft = last_checkpoint(idf, "sft")
+        dpo = last_checkpoint(idf, "dpo")
         if sft is not None and not base.empty:
             s = sft.set_index(key)
             diff = (s["alp_chosen"] - base["alp_chosen"].reindex(s.index)).dropna().tolist()

@@ -8,7 +8,7 @@ which raises (after the results are saved) when a check fails and the experiment
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -77,10 +77,6 @@ def require(checks: Sequence[Check], enforce: bool = True) -> None:
                          + ". Its figures are noise; see the 'Did the models learn?' table for what to change.")
 
 
-def as_json(checks: Sequence[Check]) -> list[dict[str, Any]]:
-    return [asdict(c) for c in checks]
-
-
 def chance_accuracy(golds: Sequence[str]) -> float:
     """Accuracy of always answering the commonest gold answer."""
     golds = list(golds)
@@ -89,7 +85,7 @@ def chance_accuracy(golds: Sequence[str]) -> float:
 
 def greedy_outcomes(ckpt: Any, records: Sequence[Any], max_new_tokens: int = 64) -> list[bool]:
     """Whether a checkpoint answers each record right, greedily, graded by the record's task family."""
-    from revlib import negatives, scaling
+    from revlib import negatives
     from revlib.params.negatives import Sampling
     from revlib.tasks import get_task
 
@@ -98,7 +94,7 @@ def greedy_outcomes(ckpt: Any, records: Sequence[Any], max_new_tokens: int = 64)
     out: list[bool] = []
     for name in dict.fromkeys(r.task for r in records):
         group = [r for r in records if r.task == name]
-        out += scaling.test_outcomes(engine, get_task(name), group)
+        out += negatives.outcomes(engine, get_task(name), group)
     return out
 
 

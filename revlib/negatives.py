@@ -297,11 +297,10 @@ def _percentile(values: Sequence[float], q: float) -> float:
 # ---------------------------------------------------------------- read-outs
 
 
-def error_rate(sampler: Sampler, task: TaskFamily, problems: Sequence[Record], seed: int = 0) -> float:
-    """Fraction of test problems the policy gets wrong (one sample each; greedy when the sampler is)."""
+def outcomes(sampler: Sampler, task: TaskFamily, problems: Sequence[Record], seed: int = 0) -> list[bool]:
+    """Whether each problem is answered correctly (one sample each; greedy when the sampler is)."""
     outs = sampler.sample([(p.question, render.THINK) for p in problems], 1, seed)
-    wrong = sum(not verified(task, p, render.THINK + rows[0]) for p, rows in zip(problems, outs))
-    return wrong / len(problems)
+    return [verified(task, p, render.THINK + rows[0]) for p, rows in zip(problems, outs)]
 
 
 def value_per_step(credits: Sequence[StepCredit]) -> list[dict[str, float]]:

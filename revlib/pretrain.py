@@ -87,6 +87,7 @@ def pretrain(
 
 def primitive_accuracy(model: Any, tokenizer: Any, held_out: dict[str, list[tuple[str, str]]]) -> list[dict[str, Any]]:
     """Greedy exact-match accuracy on held-out single skills; chance is always answering the commonest target."""
+    from revlib.learning import chance_accuracy
     from revlib.models import greedy_complete
 
     rows = []
@@ -94,10 +95,8 @@ def primitive_accuracy(model: Any, tokenizer: Any, held_out: dict[str, list[tupl
         outs = greedy_complete(model, tokenizer, [p for p, _ in pairs], max_new_tokens=8)
         got = [o.strip().split()[0] if o.strip() else "" for o in outs]
         hits = sum(g == t.strip() for g, (_, t) in zip(got, pairs))
-        targets = [t.strip() for _, t in pairs]
-        majority = max(targets.count(t) for t in set(targets)) / len(targets)
         rows.append({"task": name, "problems": len(pairs), "correct": hits, "accuracy": hits / len(pairs),
-                     "chance": majority, "example": f"{pairs[0][0][-40:]}{outs[0][:12]!r}"})
+                     "chance": chance_accuracy([t.strip() for _, t in pairs]), "example": f"{pairs[0][0][-40:]}{outs[0][:12]!r}"})
     return rows
 
 

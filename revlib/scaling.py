@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from revlib import io, negatives, render, stats
 from revlib.records import PreferencePair, Record
-from revlib.rollouts import Sampler
 from revlib.tasks.base import TaskFamily
 
 if TYPE_CHECKING:
@@ -72,12 +71,6 @@ def split_problems(task: TaskFamily, seed: int, sizes: Sequence[int], n_test: in
     """(nested training pool, test set): one draw, so every data size's set extends the smaller ones."""
     pool = task.sample(seed, max(sizes) + n_test)
     return pool[n_test:], pool[:n_test]
-
-
-def test_outcomes(sampler: Sampler, task: TaskFamily, problems: Sequence[Record], seed: int = 0) -> list[bool]:
-    """Whether each test problem is answered correctly (one sample each; greedy when the sampler is)."""
-    outs = sampler.sample([(p.question, render.THINK) for p in problems], 1, seed)
-    return [negatives.verified(task, p, render.THINK + rows[0]) for p, rows in zip(problems, outs)]
 
 
 def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path):
@@ -137,7 +130,7 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Reco
     for method, run in runs.items():
         if run.checkpoint is None:
             continue
-        run.correct = test_outcomes(negatives.policy_engine(run.checkpoint, P, temperature=0.0), task, test, seed + 1)
+        run.correct = negatives.outcomes(negatives.policy_engine(run.checkpoint, P, temperature=0.0), task, test, seed + 1)
         lo, hi = run.interval()
         log(f"n={size}: {method} test error {run.error:.3f} [{lo:.3f}, {hi:.3f}]")
     io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "correct": r.correct} for m, r in runs.items()})
