@@ -92,9 +92,10 @@ def primitive_accuracy(model: Any, tokenizer: Any, held_out: dict[str, list[tupl
 
     rows = []
     for name, pairs in held_out.items():
-        outs = greedy_complete(model, tokenizer, [p for p, _ in pairs], max_new_tokens=8)
-        got = [o.strip().split()[0] if o.strip() else "" for o in outs]
-        hits = sum(g == t.strip() for g, (_, t) in zip(got, pairs))
+        outs = greedy_complete(model, tokenizer, [p for p, _ in pairs], max_new_tokens=12)
+        # a skill's answer may be several words (an operation and its result): all of them must match
+        got = [" ".join(o.split()[: len(t.split())]) for o, (_, t) in zip(outs, pairs)]
+        hits = sum(g == " ".join(t.split()) for g, (_, t) in zip(got, pairs))
         rows.append({"task": name, "problems": len(pairs), "correct": hits, "accuracy": hits / len(pairs),
                      "chance": chance_accuracy([t.strip() for _, t in pairs]), "example": f"{pairs[0][0][-40:]}{outs[0][:12]!r}"})
     return rows

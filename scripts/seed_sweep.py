@@ -32,10 +32,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "docs" / "seed_sweep.jsonl"))
     ap.add_argument("--work", default="/tmp/revlib_seed_sweep")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--directions", nargs="+", default=["forward", "reverse"])
+    ap.add_argument("--epochs", type=int, help="SFT epochs (default: params/demo.yaml's)")
+    ap.add_argument("--curve", action="store_true", help="also score every saved checkpoint in distribution")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     base_exp = load(ROOT / "params" / "base-arith.yaml")
     demo = yaml.safe_load((ROOT / "params" / "demo.yaml").read_text())  # its base is the one this sweep rebuilds
+    if a.epochs:
+        demo["sft"]["epochs"] = a.epochs
     sft_params, n_train, n_test = SFTParams.model_validate(demo["sft"]), demo["data"]["n_train"], demo["data"]["n_test"]
     spec = base_exp.base_models[0]
     task = get_task(demo["data"]["source"]["task"], demo["data"]["source"]["knobs"])
@@ -59,16 +64,18 @@ def main() -> None:
         train_f, test_f = forward[n_test:], forward[:n_test]
         sets = {"forward": (train_f, test_f, [task.invert(r) for r in test_f]),
                 "reverse": ([task.invert(r) for r in train_f], [task.invert(r) for r in test_f], test_f)}
-        for direction, (records, test, cross) in sets.items():
+        for direction, (records, test, cross) in ((d, sets[d]) for d in a.directions):
             t1 = time.time()
             res = train.sft(str(base_dir), records, work / direction, sft_params, seed=seed)
             won = learning.greedy_outcomes(res.final, test)
             won_x = learning.greedy_outcomes(res.final, cross)
             lo, hi = stats.wilson(sum(won), len(won))
+            curve = {c.step: sum(learning.greedy_outcomes(c, test)) / len(test) for c in res.checkpoints[:-1]} if a.curve else {}
             row = {"seed": seed, "direction": direction, "base_primitive_accuracy": prim["accuracy"],
                    "base_seconds": round(base_s, 1), "sft_steps": res.final.step, "sft_seconds": round(time.time() - t1, 1),
                    "id_accuracy": sum(won) / len(won), "id_ci": [round(lo, 4), round(hi, 4)], "n_test": len(won),
-                   "cross_accuracy": sum(won_x) / len(won_x)}
+                   "cross_accuracy": sum(won_x) / len(won_x),
+                   **({"id_accuracy_by_step": curve} if curve else {})}
             print(json.dumps(row), flush=True)
             with open(a.out, "a") as fh:
                 fh.write(json.dumps(row) + "\n")

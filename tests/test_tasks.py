@@ -61,14 +61,34 @@ def test_verify_rejects_wrong_answers_and_normalises_whitespace():
 
 
 def test_primitive_skills_cover_both_directions():
+    """Bare equations and numbered steps after an operation list, forward and inverted alike, every one right."""
+    import re
+
     fam = ArithChain()
     skills = fam.primitive_skills(random.Random(0), 400)
-    ops = {p.split()[1] for p, _ in skills}
-    assert {"+", "-", "*", "/"} <= ops
+    word = {"add": "+", "subtract": "-", "multiply by": "*"}
+    inverse = {"+": "-", "-": "+", "*": "/"}
+    signs = {"bare": set(), "numbered": set()}
+    kinds = {"forward": 0, "inverse": 0}
     for prompt, target in skills:
-        a, op, k, _ = prompt.split()
-        a, k, t = int(a), int(k), int(target)
-        assert {"+": a + k, "-": a - k, "*": a * k, "/": a // k}[op] == t
+        if ":" in prompt:
+            listing, step = prompt.split(": ")
+            ops = dict((int(i), (word[w], int(k))) for i, w, k in re.findall(r"\((\d+)\) ([a-z ]+?) (-?\d+)", listing))
+            i, a, op = re.fullmatch(r"\((\d+)\) (-?\d+) ([-+*/])", step).groups()
+            k, t = target.split(" = ")
+            sym, operand = ops[int(i)]
+            assert int(k) == operand  # the operand is the numbered operation's
+            assert op in (sym, inverse[sym])
+            kinds["forward" if op == sym else "inverse"] += 1
+            signs["numbered"].add(op)
+            a = int(a)
+        else:
+            a, op, k, _ = prompt.split()
+            a, t = int(a), target
+            signs["bare"].add(op)
+        assert {"+": a + int(k), "-": a - int(k), "*": a * int(k), "/": a // int(k)}[op] == int(t)
+    assert {"+", "-", "*", "/"} <= signs["bare"] and {"+", "-", "*", "/"} <= signs["numbered"]
+    assert min(kinds.values()) > 0.4 * sum(kinds.values())  # neither direction favoured
 
 
 def test_unknown_task_and_bad_knobs_are_named():

@@ -101,18 +101,28 @@ class ArithChain(TaskFamily):
         return str(forward.meta["start"])
 
     def primitive_skills(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
-        """Single steps drawn from random chains, so operands follow the task's own distribution."""
+        """Single steps drawn from random chains, so operands follow the task's own distribution.
+
+        Half are bare equations; half are a numbered step after a chain's operation list, which must
+        find its operand by number (the retrieval a chain step makes); the step's sign is given. Steps are drawn at a uniform
+        position and applied forward or inverted with equal odds, so neither direction is favoured.
+        """
         lines = []
         for _ in range(n):
             chain = self.sample_forward(rng, 0)
+            ops = [tuple(o) for o in chain.meta["ops"]]
             a = chain.meta["start"]
             steps = []
-            for op, k in chain.meta["ops"]:
+            for op, k in ops:
                 steps.append((op, a, k, _apply(op, a, k)))
                 a = steps[-1][3]
-            op, a, k, b = rng.choice(steps)
+            i = rng.randrange(len(steps))
+            op, a, k, b = steps[i]
+            inverse = rng.random() < 0.5
+            x, sym, y = (b, _INV[op], a) if inverse else (a, _SYM[op], b)
             if rng.random() < 0.5:
-                lines.append((f"{a} {_SYM[op]} {k} =", f" {b}"))
-            else:  # the inverse step, as reverse chains use it
-                lines.append((f"{b} {_INV[op]} {k} =", f" {a}"))
+                lines.append((f"{x} {sym} {k} =", f" {y}"))
+            else:
+                # the sign is given (it says forward or inverse); the operand is found by its number
+                lines.append((f"{_describe(ops)}: ({i + 1}) {x} {sym}", f" {k} = {y}"))
         return lines
