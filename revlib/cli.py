@@ -56,6 +56,9 @@ def run(
     only: Annotated[Optional[list[str]], typer.Option("--only", "-o", help="run only these stages (e.g. 02_sft or 02)")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-run cells even if their inputs have not changed")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan without running")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1,
+                                      help="cells run at once (a cell waits for the cells it reads); with more than one, "
+                                           "each kernel gets cores/jobs torch threads unless OMP_NUM_THREADS is set")] = 1,
 ) -> None:
     """Execute the experiment's notebooks, one per matrix cell, and export each to HTML."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -84,7 +87,7 @@ def run(
                 progress.advance(overall)
 
         try:
-            run_plan(exp, params_file.resolve(), only=only, force=force, on_event=on_event)
+            run_plan(exp, params_file.resolve(), only=only, force=force, on_event=on_event, jobs=jobs)
         except CellFailed as err:
             write_index(exp)
             err_console.print("[bold red]Stopped:[/] ", end="")

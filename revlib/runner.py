@@ -8,12 +8,13 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from revlib import io, redact
 from revlib.params import Experiment, dump
-from revlib.runs import (RUNNER_ENV, Cell, environment, fingerprint, fingerprint_hash, fingerprint_parts, live_status,
+from revlib.runs import (NOTEBOOKS, RUNNER_ENV, Cell, environment, fingerprint, fingerprint_hash, fingerprint_parts, live_status,
                          now, plan, read_manifest, stale_reasons, write_manifest)
 
 
@@ -58,25 +59,67 @@ def run(
     only: list[str] | None = None,
     force: bool = False,
     on_event: Callable[[str, Cell, dict[str, Any]], None] | None = None,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run every selected cell whose inputs changed; stop at the first failure, naming it."""
+    """Run every selected cell whose inputs changed, up to `jobs` at once (a cell starts once the cells it
+    reads from have finished); after a failure no new cell starts, and the first failure is raised, named."""
     emit = on_event or (lambda *_: None)
     redact.register_params(exp)
-    results = []
-    for cell in select(exp, only):
-        state = cell_state(exp, cell)
-        if state == "done" and not force:
-            emit("skip", cell, {})
-            results.append({"cell": cell.key, "status": "skipped"})
-            continue
-        emit("start", cell, {"state": state})
-        info = execute_cell(exp, params_file, cell)
-        results.append({"cell": cell.key, **info})
-        write_index(exp)
-        emit("end", cell, info)
-        if info["status"] != "done":
-            raise CellFailed(cell, info.get("error", "unknown error"))
+    pending = select(exp, only)
+    selected = {(c.stage, c.name) for c in pending}
+    finished: set[tuple[str, str]] = set()
+    results: list[dict[str, Any]] = []
+    failure: tuple[Cell, dict[str, Any]] | None = None
+    running: dict[Future, Cell] = {}
+    cwd, env = os.getcwd(), {k: os.environ.get(k) for k in (RUNNER_ENV, "OMP_NUM_THREADS")}
+    os.environ[RUNNER_ENV] = "1"
+    if jobs > 1 and env["OMP_NUM_THREADS"] is None:
+        # kernels share the cores: one torch thread each beats oversubscription by far on a small machine
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    # papermill's per-call chdir is process-wide and not thread-safe: the kernels' directory is set once here
+    os.chdir(NOTEBOOKS)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            while running or (pending and failure is None):
+                for cell in list(pending):
+                    if failure is not None or len(running) >= jobs:
+                        break
+                    if any(d in selected and d not in finished for d in cell.deps):
+                        continue
+                    pending.remove(cell)
+                    if cell_state(exp, cell) == "done" and not force:
+                        emit("skip", cell, {})
+                        results.append({"cell": cell.key, "status": "skipped"})
+                        finished.add((cell.stage, cell.name))
+                        continue
+                    emit("start", cell, {"state": cell_state(exp, cell)})
+                    running[pool.submit(execute_cell, exp, params_file, cell)] = cell
+                if not running:
+                    if pending and failure is None and not any(
+                            all(d not in selected or d in finished for d in c.deps) for c in pending):
+                        raise RuntimeError(f"cells wait on cells that cannot finish: {[c.key for c in pending]}")
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cell = running.pop(fut)
+                    info = fut.result()
+                    results.append({"cell": cell.key, **info})
+                    write_index(exp)
+                    emit("end", cell, info)
+                    if info["status"] == "done":
+                        finished.add((cell.stage, cell.name))
+                    elif failure is None:
+                        failure = (cell, info)
+    finally:
+        os.chdir(cwd)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     write_index(exp)
+    if failure is not None:
+        raise CellFailed(failure[0], failure[1].get("error", "unknown error"))
     return results
 
 
@@ -105,24 +148,17 @@ def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, An
     write_manifest(cell.run_dir, {**base, "status": "running"})
     out_nb = cell.run_dir / f"{cell.stage}.ipynb"
     status, error = "done", None
-    old_env = os.environ.get(RUNNER_ENV)
-    os.environ[RUNNER_ENV] = "1"
     try:
+        # the kernel starts in the process's directory, which run() sets to the notebooks' folder
         pm.execute_notebook(
             str(cell.notebook),
             str(out_nb),
             parameters={"params_file": str(params_file), "cell": cell.name, "run_dir": str(cell.run_dir)},
-            cwd=str(cell.notebook.parent),
             progress_bar=False,
             kernel_name="python3",
         )
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
         status, error = "failed", redact.redact(_short_error(err))
-    finally:
-        if old_env is None:
-            os.environ.pop(RUNNER_ENV, None)
-        else:
-            os.environ[RUNNER_ENV] = old_env
     if out_nb.exists():
         _scrub(out_nb)
         try:

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-revlib run params/demo.yaml "$@"
+revlib run params/demo.yaml --jobs 2 "$@"
