@@ -87,3 +87,6 @@ class PerStepDPOParams(Sampling):
     on: list[Literal["forward", "reverse", "half_mix", "mix"]] = Field(
         default_factory=lambda: ["mix"], min_length=1, description="SFT models (by training set) to run it on")
     problems: int = Field(64, ge=1, description="training questions sampled (drawn from the SFT model's own training set)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps of per-step DPO, rounded up to whole epochs "
+                                                     "over its pairs (they are few, so a step budget such as directional "
+                                                     "DPO's, not its epochs); default: dpo.epochs")
