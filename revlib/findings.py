@@ -119,7 +119,7 @@ def learned_state(exp: Experiment) -> dict[str, Any]:
             out["probe_alp_neg_change_dpo"] = float(dpo_last["alp_rejected"].mean() - sft_last["alp_rejected"].mean())
     scaling = _scaling(exp)
     if scaling:
-        out["negatives_sft_error_by_size"] = {str(r["size"]): r["error"] for r in scaling["rows"] if r["method"] == "sft"}
+        out["negatives_sft_error_by_size"] = {str(r["size"]): round(r["error"], 4) for r in scaling["rows"] if r["method"] == "sft"}
     star = _star(exp)
     if star:
         for key, name in (("sft_valid_path", "star_sft_valid_path_rate"), ("sft_first_node", "star_sft_first_node_accuracy")):
