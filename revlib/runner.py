@@ -87,18 +87,19 @@ def run(
                     if any(d in selected and d not in finished for d in cell.deps):
                         continue
                     pending.remove(cell)
-                    if cell_state(exp, cell) == "done" and not force:
+                    state = cell_state(exp, cell)
+                    if state == "done" and not force:
                         emit("skip", cell, {})
                         results.append({"cell": cell.key, "status": "skipped"})
                         finished.add((cell.stage, cell.name))
                         continue
-                    emit("start", cell, {"state": cell_state(exp, cell)})
+                    emit("start", cell, {"state": state})
                     running[pool.submit(execute_cell, exp, params_file, cell)] = cell
                 if not running:
-                    if pending and failure is None and not any(
-                            all(d not in selected or d in finished for d in c.deps) for c in pending):
+                    # a cell's dependencies come before it in the plan, so the pass above started every cell it could
+                    if pending and failure is None:
                         raise RuntimeError(f"cells wait on cells that cannot finish: {[c.key for c in pending]}")
-                    continue
+                    break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
                     cell = running.pop(fut)

@@ -104,8 +104,9 @@ class ArithChain(TaskFamily):
         """Single steps drawn from random chains, so operands follow the task's own distribution.
 
         Half are bare equations; half are a numbered step after a chain's operation list, which must
-        find its operand by number (the retrieval a chain step makes); the step's sign is given. Steps are drawn at a uniform
-        position and applied forward or inverted with equal odds, so neither direction is favoured.
+        find its operand by number (the retrieval a chain step makes); the step's sign is given.
+        Steps are drawn at a uniform position and applied forward or inverted with equal odds, so
+        neither direction is favoured.
         """
         lines = []
         for _ in range(n):
