@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from revlib import io, params
+from revlib.records import read_records
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "params" / "smoke" / "benchmarks.yaml"
@@ -34,6 +35,13 @@ def test_notebook_smoke(tmp_path):
     models = set(zip(results["stage"], results["train_set"]))
     assert models == {("base", "(base)"), ("sft", "forward"), ("sft", "reverse"), ("dpo", "forward")}
     assert (results["problems"] == 4).all() and results["accuracy"].between(0, 1).all()
+    # the task-world benchmark: 2 four-step chains asked both ways, evaluated for every model, judged alive or not
+    assert set(results[results["task"] == "world_longer"]["stage"]) == {"base", "sft", "dpo"}
+    bench = [r.question for r in read_records(run_dir / "world" / "world_longer.jsonl")]
+    assert len(bench) == 4 and all("(4)" in q for q in bench)
+    alive = io.read_json(run_dir / "world.json")
+    assert [w["benchmark"] for w in alive] == ["world_longer"] and 0 <= alive[0]["chance"] <= 1
+    assert alive[0]["alive"] == (alive[0]["best_accuracy"] >= alive[0]["chance"] + 0.2)
     assert results[results["stage"] == "dpo"]["adapter"].notna().all()
     for name in ("table1", "table2"):
         for ext in ("csv", "md", "html"):

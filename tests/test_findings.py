@@ -21,6 +21,94 @@ def test_verdict_rule(lo, hi, delta, expected):
     assert findings.verdict(lo, hi, delta) == expected
 
 
+@pytest.mark.parametrize("effect, lo, hi, delta, expected, note", [
+    (0.05, 0.01, 0.09, 0.02, "reproduced", ""),                        # lo > 0 and E >= δ
+    (0.0004, 0.0, 0.001, 0.05, "not reproduced", ""),                  # the issue's E = +0.000 [+0.000, +0.001]: lo is not > 0
+    (0.0004, 0.0001, 0.001, 0.05, "not reproduced", findings.TOO_SMALL),  # above 0, wholly below δ
+    (0.01, 0.001, 0.06, 0.02, "inconclusive", "below δ"),              # above 0, E < δ, but δ not ruled out
+    (-0.2, -0.3, -0.1, 0.02, "not reproduced", ""),                    # the opposite effect
+])
+def test_decide_needs_the_effect_to_reach_delta(effect, lo, hi, delta, expected, note):
+    v, why = findings.decide(effect, lo, hi, delta)
+    assert v == expected and (note in why if note else why == "")
+    assert findings.verdict(lo, hi, delta, effect) == expected
+
+
+def test_decide_names_a_failed_precondition_and_a_gate_first():
+    v, why = findings.decide(0.3, 0.2, 0.4, 0.02, precondition="a loss to recover")
+    assert v == "inconclusive" and why == "precondition failed: a loss to recover"
+    v, why = findings.decide(0.3, 0.2, 0.4, 0.02, gate="SFT did not learn", precondition="x")
+    assert v == "inconclusive" and why == "SFT did not learn"
+
+
+def _world_run(d, outcomes: dict[tuple[str, str], list[bool]], task="world_long", chance=0.1, alive=True):
+    """05 outputs for one task-world benchmark: results.csv, per-model samples, world.json."""
+    _done(d)
+    rows = []
+    for (stage, train_set), hits in outcomes.items():
+        rows.append({"stage": stage, "train_set": train_set, "task": task, "accuracy": sum(hits) / len(hits),
+                     "problems": len(hits)})
+        io.write_jsonl(d / "samples" / f"{stage}__{train_set}" / f"{task}.jsonl",
+                       [{"doc_id": i, "sample": 0, "correct": h, "gold": str(i % 7)} for i, h in enumerate(hits)])
+    for (stage, train_set), acc in {("sft", "forward"): 0.97, ("sft", "reverse"): 0.96}.items():
+        for t in ("synthetic_forward", "synthetic_reverse"):
+            own = t.endswith(train_set)
+            hits = [True] * (97 if own else 3) + [False] * (3 if own else 97)
+            rows.append({"stage": stage, "train_set": train_set, "task": t, "accuracy": sum(hits) / 100, "problems": 100})
+            io.write_jsonl(d / "samples" / f"{stage}__{train_set}" / f"{t}.jsonl",
+                           [{"doc_id": i, "sample": 0, "correct": h, "gold": str(i % 10)} for i, h in enumerate(hits)])
+    pd.DataFrame(rows).to_csv(d / "results.csv", index=False)
+    best = max(sum(h) / len(h) for h in outcomes.values())
+    io.write_json(d / "world.json", [{"benchmark": task, "n": len(next(iter(outcomes.values()))), "chance": chance,
+                                      "best_accuracy": best, "alive": alive, "what": "longer chains"}])
+
+
+def test_tables_read_on_world_benchmarks_with_the_precondition(exp):
+    d = exp.run_root / "05_benchmarks" / "micro"
+    n = 200
+    same = [i % 2 == 0 for i in range(n)]  # 50%
+    _world_run(d, {("sft", "forward"): same, ("sft", "reverse"): [i % 4 != 0 for i in range(n)],  # 75%
+                   ("sft", "mix"): same, ("sft", "half_mix"): same, ("dpo", "mix"): [True] * n})
+    data = findings.collect(exp)
+    by_id = {c["id"]: c for c in data["claims"]}
+    rev = by_id["r1k.table1.reverse_beats_forward"]
+    assert rev["verdict"] == "reproduced" and abs(rev["effect"] - 0.25) < 1e-9 and "world_long" in rev["measured"]
+    assert by_id["r1k.table1.mixing_hurts"]["verdict"] == "not reproduced"  # identical outcomes: E = 0 [0, 0]
+    rec = by_id["r1k.table2.dpo_recovers_mix"]  # DPO gains 50 points, but mixing lost nothing
+    assert rec["verdict"] == "inconclusive" and rec["note"].startswith("precondition failed: a loss to recover")
+    # benchmarks: the world one and both in-distribution sets, with chance and every model's accuracy
+    bench = {b["name"]: b for b in data["benchmarks"]}
+    assert set(bench) == {"world_long", "synthetic_forward", "synthetic_reverse"}
+    assert bench["world_long"]["in_distribution"] is False and bench["synthetic_forward"]["in_distribution"] is True
+    assert bench["world_long"]["chance"] == 0.1 and bench["synthetic_forward"]["chance"] == 0.1
+    assert bench["world_long"]["accuracy"]["dpo/mix"] == 1.0 and bench["world_long"]["n"] == n
+    for b in data["benchmarks"]:
+        assert set(b) >= {"name", "n", "chance", "in_distribution", "accuracy"}
+    tr = {(t["model"], t["benchmark"]): t for t in data["transfer"]}
+    assert tr[("sft/reverse", "in distribution (T_f, T_r)")]["other_direction"] == 0.03
+    html = findings.render(data)
+    assert "Cross-direction transfer" in html and "outside both training sets" in html
+
+
+def test_recovery_is_judged_when_mixing_did_lose(exp):
+    d = exp.run_root / "05_benchmarks" / "micro"
+    n = 200
+    _world_run(d, {("sft", "forward"): [True] * n, ("sft", "mix"): [i % 2 == 0 for i in range(n)],
+                   ("sft", "reverse"): [True] * n, ("sft", "half_mix"): [True] * n,
+                   ("dpo", "mix"): [i % 4 != 0 for i in range(n)]})
+    by_id = {c["id"]: c for c in findings.collect(exp)["claims"]}
+    assert by_id["r1k.table1.mixing_hurts"]["verdict"] == "reproduced"
+    rec = by_id["r1k.table2.dpo_recovers_mix"]
+    assert rec["verdict"] == "reproduced" and rec["note"] == ""
+
+
+def test_inert_world_benchmarks_decide_nothing(exp):
+    d = exp.run_root / "05_benchmarks" / "micro"
+    _world_run(d, {("sft", "forward"): [False] * 50, ("sft", "reverse"): [True] + [False] * 49}, alive=False)
+    c = {c["id"]: c for c in findings.collect(exp)["claims"]}["r1k.table1.reverse_beats_forward"]
+    assert c["verdict"] == "inconclusive" and "no task-world benchmark is alive" in c["note"]
+
+
 def _done(run_dir, metrics=None):
     run_dir.mkdir(parents=True, exist_ok=True)
     io.write_json(run_dir / "manifest.json", {"status": "done"})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from revlib import render
-from revlib.params.benchmarks import SYNTHETIC_TASKS, BenchmarkParams
+from revlib.params.benchmarks import SYNTHETIC_TASKS, WORLD_PREFIX, BenchmarkParams
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "lmeval_tasks"
 PREFIX = "revlib_"
@@ -62,10 +62,20 @@ def task_config(task: str, local_path: str | Path | None = None, samples: int = 
     return cfg
 
 
-def task_configs(bp: BenchmarkParams, data_dir: Path | None) -> list[dict[str, Any]]:
+def task_configs(bp: BenchmarkParams, data_dir: Path | None, tasks: list[str] | None = None,
+                 world_files: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+    """lm-eval configs of `tasks` (default: every task of `bp`); a world_<name> task is the synthetic task's
+    definition on the file revlib.world wrote for it."""
     manager = task_manager()
     out = []
-    for task in bp.tasks:
+    for task in tasks if tasks is not None else bp.all_tasks:
+        if task.startswith(WORLD_PREFIX):
+            if not world_files or task not in world_files:
+                raise ValueError(f"{task}: no benchmark file (revlib.world.write_all writes it in notebook 05)")
+            cfg = task_config("synthetic_forward", world_files[task], bp.samples, manager)
+            cfg["task"] = lm_eval_name(task)
+            out.append(cfg)
+            continue
         if task in SYNTHETIC_TASKS:
             if data_dir is None:
                 raise ValueError(f"{task} needs notebook 01's run directory")
@@ -177,15 +187,17 @@ def language_model(model: str, args: dict[str, Any], bp: BenchmarkParams) -> Any
 
 
 def evaluate(ref: ModelRef, bp: BenchmarkParams, data_dir: Path | None, seed: int = 0,
-             work_dir: Path | None = None) -> ModelEval:
-    """Run every configured task on one model through lm_eval.simple_evaluate."""
+             work_dir: Path | None = None, tasks: list[str] | None = None,
+             world_files: dict[str, Path] | None = None) -> ModelEval:
+    """Run `tasks` (default: every configured task) on one model through lm_eval.simple_evaluate."""
     from lm_eval import simple_evaluate
 
     model, args = model_args(ref, bp, work_dir)
     t0 = time.time()
     lm = language_model(model, args, bp)
     out = simple_evaluate(
-        model=lm, model_args=args if lm is model else None, tasks=task_configs(bp, data_dir), task_manager=task_manager(),
+        model=lm, model_args=args if lm is model else None, tasks=task_configs(bp, data_dir, tasks, world_files),
+        task_manager=task_manager(),
         batch_size=bp.batch_size if bp.backend == "hf" else "auto", limit=bp.limit, log_samples=True,
         apply_chat_template=True, system_instruction=render.DEFAULT_SYSTEM, gen_kwargs=gen_kwargs(bp),
         bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,

@@ -21,7 +21,7 @@ def grade_response(task: str, response: str, doc: dict[str, Any]) -> grading.Gra
         return grading.grade_math(response, doc["gold"])
     if task == "gpqa_diamond":
         return grading.grade_letter(response, doc["gold"])
-    if task.startswith("synthetic_"):
+    if task.startswith(("synthetic_", "world_")):
         return grading.grade_synthetic(response, doc)
     raise KeyError(f"no grader for task {task!r}")
 

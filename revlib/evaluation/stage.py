@@ -84,22 +84,25 @@ def _files_signature(path: str | None) -> Any:
     return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
-def _task_data(task: str, bp, data_dir: Path | None) -> Any:
-    if task in harness.SYNTHETIC_SETS:
+def _task_data(task: str, bp, data_dir: Path | None, world_files: dict[str, Path] | None = None) -> Any:
+    if world_files and task in world_files:
+        path = world_files[task]
+    elif task in harness.SYNTHETIC_SETS:
         path = Path(data_dir) / "sets" / f"{harness.SYNTHETIC_SETS[task]}.jsonl" if data_dir else None
     else:
         path = bp.local_paths.get(task)
     return io.sha256_file(path) if path and Path(path).exists() else "hub"
 
 
-def store_key(ref: harness.ModelRef, task: str, bp, data_dir: Path | None, seed: int) -> str:
+def store_key(ref: harness.ModelRef, task: str, bp, data_dir: Path | None, seed: int,
+              world_files: dict[str, Path] | None = None) -> str:
     """What one (model, benchmark) evaluation depends on, hashed."""
     from revlib import runs
 
     code = {k: v for k, v in runs.code_hashes(runs.NOTEBOOKS / "05_benchmarks.ipynb").items()
             if k.startswith("revlib/") and k not in POSTPROCESSING}
-    settings = bp.model_dump(mode="json", exclude={"tasks", "models", "judge", "local_paths"})
-    parts = {"task": task, "data": _task_data(task, bp, data_dir), "settings": settings, "seed": seed, "code": code,
+    settings = bp.model_dump(mode="json", exclude={"tasks", "models", "judge", "local_paths", "world"})
+    parts = {"task": task, "data": _task_data(task, bp, data_dir, world_files), "settings": settings, "seed": seed, "code": code,
              "model": {k: _files_signature(getattr(ref, k)) for k in ("pretrained", "adapter", "tokenizer")}}
     return io.sha256_text(json.dumps(parts, sort_keys=True, default=str))[:24]
 
@@ -126,6 +129,7 @@ class StageResult:
     table2: tables.Table
     seconds: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)  # model/benchmark pairs read from the store, not evaluated
+    world: list[dict[str, Any]] = field(default_factory=list)  # revlib.world.summary: chance, best, alive per benchmark
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -134,6 +138,8 @@ class StageResult:
             out[f"accuracy/{key}"] = r["accuracy"]
             out[f"problems/{key}"] = int(r["problems"])
         out["seconds"] = sum(self.seconds.values())
+        for w in self.world:
+            out[f"world_alive/{w['benchmark']}"] = w["alive"]
         return out
 
 
@@ -143,31 +149,35 @@ def _slug(text: str) -> str:
 
 def run(ctx: Any, refs: list[harness.ModelRef] | None = None,
         on_model: Callable[[harness.ModelRef, harness.ModelEval], None] | None = None) -> StageResult:
+    from revlib import world
+
     bp = ctx.exp.benchmarks
-    needs_data = any(t.startswith("synthetic_") for t in bp.tasks)
+    needs_data = any(t.startswith("synthetic_") for t in bp.tasks) or bool(bp.world)
     data_dir = ctx.upstream("01_reverse_data") if needs_data else None
+    world_files = world.write_all(ctx.exp, data_dir, ctx.dir / "world")
+    tasks_all = bp.all_tasks
     store = ctx.exp.run_root / EVAL_STORE
     judge = make_judge(bp, ctx.exp.run_root / "teacher_cache")
     refs = refs if refs is not None else models_to_evaluate(ctx)
     rows, seconds, reused = [], {}, []
     for ref in refs:
         tag = _slug(f"{ref.label}__{ref.train_set}")
-        keys = {task: store_key(ref, task, bp, data_dir, ctx.exp.seed) for task in bp.tasks}
+        keys = {task: store_key(ref, task, bp, data_dir, ctx.exp.seed, world_files) for task in tasks_all}
         entries = {task: _load_entry(store / key) for task, key in keys.items()}
         missing = [task for task, entry in entries.items() if entry is None]
         t0 = time.time()
         if missing:
-            ev = harness.evaluate(ref, bp.model_copy(update={"tasks": missing}), data_dir, seed=ctx.exp.seed,
-                                  work_dir=ctx.dir / "work" / tag)
+            ev = harness.evaluate(ref, bp, data_dir, seed=ctx.exp.seed, work_dir=ctx.dir / "work" / tag,
+                                  tasks=missing, world_files=world_files)
             shutil.rmtree(ctx.dir / "work" / tag, ignore_errors=True)  # merged weights, if any: derived and large
             for task in missing:
                 _save_entry(store / keys[task], ref, task, ev.samples[task], ev.lm_eval_acc.get(task), ev.seconds)
                 entries[task] = _load_entry(store / keys[task])
-        reused += [f"{tag}/{task}" for task in bp.tasks if task not in missing]
+        reused += [f"{tag}/{task}" for task in tasks_all if task not in missing]
         seconds[tag] = time.time() - t0
         ev = harness.ModelEval(ref, {t: e["lm_eval_acc"] for t, e in entries.items()},
                                {t: e["samples"] for t, e in entries.items()}, seconds[tag])
-        for task in bp.tasks:
+        for task in tasks_all:
             samples = entries[task]["samples"]
             scored = score.score_samples(task, samples, judge)
             io.write_jsonl(ctx.dir / "samples" / tag / f"{task}.jsonl", scored)
@@ -178,12 +188,17 @@ def run(ctx: Any, refs: list[harness.ModelRef] | None = None,
             on_model(ref, ev)
     results = pd.DataFrame(rows)
     io.write_text(ctx.dir / "results.csv", results.to_csv(index=False))
-    t1, t2 = tables.table1(results, bp.tasks), tables.table2(results, bp.tasks)
+    t1, t2 = tables.table1(results, tasks_all), tables.table2(results, tasks_all)
     for t in (t1, t2):
         t.write(ctx.dir)
         io.write_text(ctx.dir / f"headline_{t.name}.html", t.html())
+    from revlib.records import read_records
+
+    what = {world.WORLD_PREFIX + w.name: w.what for w in bp.world}
+    alive = world.summary(results, {t: read_records(p) for t, p in world_files.items()}, what)
+    io.write_json(ctx.dir / "world.json", alive)
     io.write_json(ctx.dir / "seconds.json", seconds)
     io.write_json(ctx.dir / "reused.json", reused)
     if judge is not None:
         judge.close()
-    return StageResult(results, t1, t2, seconds, reused)
+    return StageResult(results, t1, t2, seconds, reused, alive)

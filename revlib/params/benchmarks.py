@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -23,6 +23,22 @@ class JudgeParams(Strict):
     timeout_s: float = Field(60.0, gt=0, description="total deadline of one request")
     max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts and malformed replies (with backoff)")
     budget_requests: int | None = Field(None, ge=0, description="stop after this many paid requests; cached verdicts are free")
+
+
+class WorldBenchmark(Strict):
+    """A task-world benchmark outside both training sets (the role AIME, MATH500 and GPQA play for the paper):
+    chains drawn with other knobs than the training data's, or a question neither direction was trained on."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="shown in the tables as world_<name>")
+    knobs: dict[str, Any] = Field(default_factory=dict, description="over data.source.knobs (e.g. steps: 4)")
+    query: Literal["both", "forward", "reverse", "middle"] = Field(
+        "both", description="both: each chain asked forward and as its reverse twin (equal shares, so neither "
+                            "direction's model is favoured); middle: the value after an inner step, given start and result")
+    n: int = Field(200, ge=2, description="problems (for 'both': n/2 chains, each asked both ways)")
+    what: str = Field("", description="what the benchmark measures (shown on the findings page)")
+
+
+WORLD_PREFIX = "world_"
 
 
 class BenchmarkParams(Strict):
@@ -48,6 +64,14 @@ class BenchmarkParams(Strict):
     merge_adapter: bool = Field(False, description="merge LoRA into its base before evaluating (faster generation; "
                                                    "vllm then needs no max_lora_rank); default: pass the adapter as is")
     judge: JudgeParams | None = Field(None, description="optional LLM judge for undecided math answers")
+    world: list[WorldBenchmark] = Field(default_factory=list, description="task-world benchmarks outside both training "
+                                        "sets, built by 05 from the data source's task family; findings read Tables 1 "
+                                        "and 2 out on them")
+
+    @property
+    def all_tasks(self) -> list[str]:
+        """`tasks` and then each world benchmark as world_<name>."""
+        return list(self.tasks) + [WORLD_PREFIX + w.name for w in self.world]
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -65,6 +89,9 @@ class BenchmarkParams(Strict):
             bad = check_local_file(task, path)
             if bad:
                 raise ValueError(f"local_paths.{task}: " + "; ".join(bad))
+        names = [w.name for w in self.world]
+        if len(set(names)) != len(names):
+            raise ValueError(f"world: benchmark names must be unique, got {names}")
         if self.temperature == 0 and self.samples > 1:
             raise ValueError("samples > 1 with temperature 0 repeats one greedy answer; set a temperature > 0")
         return self

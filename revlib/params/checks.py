@@ -24,6 +24,12 @@ def training(exp: Experiment) -> list[str]:
     return problems
 
 
+def resolve_family(task: str):
+    from revlib.tasks import resolve
+
+    return resolve(task)
+
+
 def tasks(exp: Experiment) -> list[str]:
     """negatives and star_graph name a task family and its knobs like data.source does: check them the same way."""
     from revlib.params.common import check_task
@@ -34,6 +40,18 @@ def tasks(exp: Experiment) -> list[str]:
         checks.append(("negatives", exp.negatives.task, exp.negatives.knobs))
     if exp.star_graph is not None:
         checks.append(("star_graph", "star_graph", exp.star_graph.knobs))
+    if exp.benchmarks is not None and exp.benchmarks.world and "05_benchmarks" in exp.stages:
+        src = exp.data.source
+        if src.kind != "synthetic":
+            problems.append(f"benchmarks.world: task-world benchmarks need a synthetic data source, not {src.kind!r}")
+        else:
+            for i, w in enumerate(exp.benchmarks.world):
+                checks.append((f"benchmarks.world[{i}] ({w.name})", src.task, {**src.knobs, **w.knobs}))
+                if w.query == "middle" and not hasattr(resolve_family(src.task), "middle"):
+                    problems.append(f"benchmarks.world[{i}] ({w.name}): query 'middle' needs a task family with a "
+                                    f"middle() method; {src.task!r} has none")
+                if w.query == "middle" and {**src.knobs, **w.knobs}.get("steps", 3) < 2:
+                    problems.append(f"benchmarks.world[{i}] ({w.name}): query 'middle' needs chains of 2 or more steps")
     for where, task, knobs in checks:
         try:
             check_task(task, knobs)

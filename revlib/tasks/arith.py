@@ -22,12 +22,23 @@ class ArithKnobs(TaskKnobs):
     max_value: int = Field(20, description="largest start value and operand")
     ops: list[Op] = Field(default_factory=lambda: ["add", "sub", "mul"], min_length=1)
     max_multiplier: int = Field(3, ge=2, description="largest operand of a multiplication")
+    min_start: int | None = Field(None, description="smallest start value; empty: min_value (benchmarks shift it)")
+    max_start: int | None = Field(None, description="largest start value; empty: max_value")
+    max_abs_value: int | None = Field(None, ge=1, description="redraw a chain whose start or any value exceeds this "
+                                                               "in size (keeps a benchmark inside the numbers a base knows)")
 
     @model_validator(mode="after")
     def _range(self):
         if self.min_value > self.max_value:
             raise ValueError("min_value must not exceed max_value")
+        if self.start_range[0] > self.start_range[1]:
+            raise ValueError("min_start must not exceed max_start")
         return self
+
+    @property
+    def start_range(self) -> tuple[int, int]:
+        return (self.min_value if self.min_start is None else self.min_start,
+                self.max_value if self.max_start is None else self.max_start)
 
 
 def _apply(op: str, value: int, k: int) -> int:
@@ -43,14 +54,26 @@ class ArithChain(TaskFamily):
     name = "arith"
     Knobs = ArithKnobs
 
-    def sample_forward(self, rng: random.Random, index: int) -> Record:
+    def _draw(self, rng: random.Random) -> tuple[int, list[tuple[str, int]]]:
         kn: ArithKnobs = self.knobs
-        start = rng.randint(kn.min_value, kn.max_value)
-        ops = []
-        for _ in range(kn.steps):
-            op = rng.choice(kn.ops)
-            k = rng.randint(2, kn.max_multiplier) if op == "mul" else rng.randint(kn.min_value, kn.max_value)
-            ops.append((op, k))
+        for _ in range(10_000):
+            start = rng.randint(*kn.start_range)
+            ops = []
+            for _ in range(kn.steps):
+                op = rng.choice(kn.ops)
+                k = rng.randint(2, kn.max_multiplier) if op == "mul" else rng.randint(kn.min_value, kn.max_value)
+                ops.append((op, k))
+            if kn.max_abs_value is None:
+                return start, ops
+            values = [start]
+            for op, k in ops:
+                values.append(_apply(op, values[-1], k))
+            if max(abs(v) for v in values) <= kn.max_abs_value:
+                return start, ops
+        raise ValueError(f"arith: no chain within max_abs_value={kn.max_abs_value} in 10,000 draws; widen it")
+
+    def sample_forward(self, rng: random.Random, index: int) -> Record:
+        start, ops = self._draw(rng)
         lines, value = [], start
         for i, (op, k) in enumerate(ops, 1):
             new = _apply(op, value, k)
@@ -96,6 +119,28 @@ class ArithChain(TaskFamily):
             gold=str(value),
             meta=dict(forward.meta),
         )
+
+    def middle(self, forward: Record, step: int) -> Record:
+        """The unknown in the middle: start, operations and result are given; asks for the value after `step`.
+
+        Neither training direction asks this, and both can answer it in the shared step grammar: forward from the
+        start through step `step`, or backward from the result through the later steps. The gold chain is the
+        forward one.
+        """
+        ops = [tuple(o) for o in forward.meta["ops"]]
+        if not 1 <= step < len(ops):
+            raise ValueError(f"middle: step must be between 1 and {len(ops) - 1} (a chain of {len(ops)} operations)")
+        lines, value = [], forward.meta["start"]
+        for i, (op, k) in enumerate(ops[:step], 1):
+            new = _apply(op, value, k)
+            lines.append(f"({i}) {value} {_SYM[op]} {k} = {new}")
+            value = new
+        return Record(
+            id=f"{forward.pair_id}-m{step}", pair_id=forward.pair_id, direction="forward", task=self.name,
+            question=(f"Start from {forward.meta['start']}. After applying in order: {_describe(ops)}, the result is "
+                      f"{forward.meta['result']}. What is the value after step ({step})?"),
+            reasoning="\n".join(lines), answer=str(value), gold=str(value),
+            meta={**forward.meta, "query": "middle", "step": step})
 
     def premise(self, forward: Record) -> str:
         return str(forward.meta["start"])
