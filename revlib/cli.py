@@ -99,6 +99,28 @@ def run(
 
 
 @app.command()
+def seeds(
+    params_file: Annotated[Path, typer.Argument(help="experiment YAML")],
+    seed: Annotated[Optional[list[int]], typer.Option("--seed", "-s", help="a seed to run (repeat; default 0 1 2)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="cells run at once, as for `revlib run`")] = 1,
+) -> None:
+    """Run the experiment's claims at several seeds (own data split and training seed each) and write
+    outputs/<experiment>/seeds.html: each claim's verdict per seed, flips marked."""
+    from revlib import seeds as seeds_mod
+
+    exp = _load(params_file)
+    chosen = seed or [0, 1, 2]
+    t0 = time.time()
+    try:
+        page = seeds_mod.sweep(params_file, chosen, jobs=jobs)
+    except ValueError as err:
+        err_console.print(f"[bold red]Error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"[green]Finished[/] {exp.experiment} at seeds {chosen} in {(time.time() - t0) / 60:.1f} min. "
+                  f"Verdicts across seeds: {page}", soft_wrap=True)
+
+
+@app.command()
 def status(run_root: Annotated[Path, typer.Argument(help="outputs/<experiment>")]) -> None:
     """Show every cell's status and wall time from the manifests under a run directory."""
     if not run_root.is_dir():

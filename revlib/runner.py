@@ -231,6 +231,8 @@ def write_index(exp: Experiment) -> Path:
                    if budget_s else f"<p>Total {total / 60:.1f} min.</p>")
     headline = _headline_tables(exp)
     findings_link = _findings(exp)
+    if (exp.run_root / "seeds.html").exists():  # written by `revlib seeds`
+        findings_link += '<p><a href="seeds.html">Verdicts across seeds</a>: each claim\'s verdict per seed, flips marked.</p>'
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(exp.experiment)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.failed td{{background:#fdd}}tr.running td{{background:#ffd}}tr.interrupted td{{background:#fed}}</style>
