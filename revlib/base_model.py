@@ -183,8 +183,10 @@ def base_path(base_run_dir: Path) -> str:
     return io.read_json(Path(base_run_dir) / BASE_JSON)["path_or_id"]
 
 
-# Held-out primitive accuracy a base must reach before SFT can build on it (issue-tested targets).
-PRIMITIVE_TARGETS = {"arith": 0.98, "star_graph": 0.90}
+# Held-out primitive accuracy a base must reach before SFT can build on it (issue-tested targets). The star base's
+# look-ups are reported against chance only: the 12,000-step base answered 96% of them but SFT from it wrote valid
+# paths 1% of the time, the 6,000-step one 72.5% and 78% (docs/star_search.md); 07 gates on the SFT state instead.
+PRIMITIVE_TARGETS = {"arith": 0.98, "star_graph": None}
 
 
 def checks(result: BaseResult) -> list:

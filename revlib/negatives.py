@@ -158,12 +158,18 @@ def rft_records(samples: Sequence[Sample], problems: Sequence[Record], k: int) -
 
 
 def estimate_values(sampler: Sampler, task: TaskFamily, problems: Sequence[Record], samples: Sequence[Sample],
-                    rollouts: int, seed: int) -> list[StepCredit]:
-    """Value of every step prefix of every sample = success rate of `rollouts` continuations from it.
+                    rollouts: int, seed: int, best_of: int | None = None) -> list[StepCredit]:
+    """Value of every step prefix of every sample, from `rollouts` continuations of it.
 
+    best_of None: the success rate of the continuations (the policy's own value). best_of K: the value
+    under the best-of-K policy, as Setlur et al. credit steps (their §6): the continuations are cut
+    into groups of K, and the value is the share of groups in which at least one continuation is
+    right (with rollouts == K, 1 when any of the K is right, else 0).
     All prefixes go to the sampler in one call (identical prefixes once), so an engine can batch
     them and reuse each prefix's key-value cache across its rollouts.
     """
+    if best_of is not None and (best_of < 1 or rollouts % best_of):
+        raise ValueError(f"rollouts ({rollouts}) must be a positive multiple of best_of ({best_of})")
     by_id = {p.id: p for p in problems}
     requests: dict[tuple[str, str], int] = {}
     for s in samples:
@@ -175,8 +181,14 @@ def estimate_values(sampler: Sampler, task: TaskFamily, problems: Sequence[Recor
     q_to_problem = {p.question: p for p in problems}
     verdicts: list[tuple[float, list[str]]] = []
     for (q, prefix), rows in zip(keys, conts):
-        wins = [c for c in rows if verified(task, q_to_problem[q], prefix + c)]
-        verdicts.append((len(wins) / len(rows), wins))
+        hits = [verified(task, q_to_problem[q], prefix + c) for c in rows]
+        wins = [c for c, hit in zip(rows, hits) if hit]
+        if best_of is None:
+            value = len(wins) / len(rows)
+        else:
+            groups = [hits[i:i + best_of] for i in range(0, len(hits), best_of)]
+            value = sum(any(g) for g in groups) / len(groups)
+        verdicts.append((value, wins))
     credits = []
     for s in samples:
         q = by_id[s.problem_id].question
@@ -194,23 +206,39 @@ def critical_step(advantages: Sequence[float], mode: str = "first_below", thresh
     """1-based index of the critical step, or None when no step qualifies.
 
     first_below: the first step whose advantage is below `threshold`; most_negative: the step
-    with the lowest advantage, if it is negative at all.
+    with the lowest advantage, if it is negative at all; first_pit (Setlur et al.'s critical step,
+    after Hwang et al.'s "first pit"): the first step at which the value Q(i) = Q(0) + the sum of the
+    first i advantages reaches its lowest point over steps 1..L, if that step lowers the value.
     """
+    if mode == "first_pit":
+        q, qs = 0.0, []
+        for a in advantages:
+            q += a
+            qs.append(round(q, 9))  # values are multiples of 1/M: undo float drift before comparing
+        if not qs:
+            return None
+        c = qs.index(min(qs))
+        return c + 1 if advantages[c] < 0 else None
     if mode == "first_below":
         return next((i + 1 for i, a in enumerate(advantages) if a < threshold), None)
     if mode == "most_negative":
         if not advantages or min(advantages) >= 0:
             return None
         return min(range(len(advantages)), key=lambda i: (advantages[i], i)) + 1
-    raise ValueError(f"unknown critical_step mode {mode!r}; choose first_below or most_negative")
+    raise ValueError(f"unknown critical_step mode {mode!r}; choose first_pit, first_below or most_negative")
 
 
 # ---------------------------------------------------------------- pairs
 
 
 def per_step_pairs(credits: Sequence[StepCredit], problems: Sequence[Record], mode: str = "first_below",
-                   threshold: float = -0.5, seed: int = 0) -> list[PreferencePair]:
+                   threshold: float = -0.5, seed: int = 0, rejected: str = "full") -> list[PreferencePair]:
     """Per-step DPO pairs at the critical step of each incorrect sample.
+
+    rejected "full": the sample's whole response; "step": the sample cut right after its critical
+    step, left open (no end-of-turn: `meta.open_rejected`), the paper's pair (Setlur et al. after
+    Hwang et al.: the correct continuation of the prefix against the negative ending at that step), so
+    the loss pushes down the critical step, not the steps and answer that follow it.
 
     How the shared prefix reaches trl: the prompt is the question alone, and chosen and
     rejected are whole assistant turns that both START with the identical text
@@ -234,17 +262,20 @@ def per_step_pairs(credits: Sequence[StepCredit], problems: Sequence[Record], mo
         c = critical_step(cr.advantages, mode, threshold)
         if c is None or not cr.successes[c - 1]:
             continue
+        if rejected not in ("full", "step"):
+            raise ValueError(f"unknown rejected {rejected!r}; choose full or step")
         prefix = s.prefix(c - 1)
         chosen = prefix + rng.choice(cr.successes[c - 1])
-        rejected = s.text
-        if chosen == rejected:
-            continue
+        bad = s.text if rejected == "full" else s.prefix(c)
+        if chosen == bad or (rejected == "step" and chosen.startswith(bad)):
+            continue  # the chosen continuation repeats the critical step: no contrast at that step
         prob = by_id[s.problem_id]
         pairs.append(PreferencePair(
             id=f"{s.id}-step{c}", prompt=render.prompt_messages(prob.question),
-            chosen=[{"role": "assistant", "content": chosen}], rejected=[{"role": "assistant", "content": rejected}],
+            chosen=[{"role": "assistant", "content": chosen}], rejected=[{"role": "assistant", "content": bad}],
             kind="per_step", prefix=prefix, step_index=c,
-            meta={"advantages": cr.advantages, "values": cr.values, "problem": prob.id},
+            meta={"advantages": cr.advantages, "values": cr.values, "problem": prob.id,
+                  "open_rejected": rejected == "step"},
         ))
     return pairs
 
@@ -371,8 +402,8 @@ def direction_aware_pairs(sft_ckpt: Checkpoint, records: Sequence[Record], param
         group = [p for p in problems if p.task == name]
         group_samples = sample_policy(policy, fam, group, params.samples_per_problem, seed, params.step_split)
         samples += group_samples
-        credits += estimate_values(policy, fam, group, group_samples, params.rollouts, seed)
-    pairs = per_step_pairs(credits, problems, params.critical_step, params.advantage_threshold, seed)
+        credits += estimate_values(policy, fam, group, group_samples, params.rollouts, seed, params.best_of)
+    pairs = per_step_pairs(credits, problems, params.critical_step, params.advantage_threshold, seed, params.rejected)
     direction = {p.id: p.direction for p in problems}
     stats: dict[str, Any] = {"problems": len(problems), "samples": len(samples),
                              "positives": sum(s.correct for s in samples), "pairs": len(pairs)}

@@ -34,8 +34,11 @@ NAMES = {"sft": "SFT (synthetic positives)", "rft": "RFT (synthetic + own positi
 
 def budget_rule(P: NegativeParams) -> str:
     return (f"every SFT-type run (SFT, RFT, RFT on D+, advantage-filtered RFT) trains {P.sft_steps} optimizer steps "
-            f"from the base, and every DPO run (naive, per-step) {P.dpo_steps} steps from the SFT checkpoint, "
-            "whatever the data size; each model answers the same test problems greedily once")
+            f"from the base, whatever the data size; every DPO run (naive, per-step) makes {P.dpo_epochs} passes over "
+            f"its own pairs from the SFT checkpoint (so its steps grow with its pairs), and a DPO method with fewer "
+            f"than {P.min_pairs} pairs at a size is not trained there; each model answers the same test problems "
+            f"greedily once, and up to {P.kept_skill_problems} of its size's training problems for the kept-skill check "
+            f"(greedy accuracy at most {P.kept_skill_drop:.0%} below SFT's, else the row says it broke the policy)")
 
 
 @dataclass
@@ -47,6 +50,9 @@ class MethodRun:
     examples: int
     correct: list[bool] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
+    train_correct: list[bool] = field(default_factory=list)  # greedy, on the size's first training problems
+    steps: int | None = None  # optimizer steps it trained
+    note: str = ""  # why it was not trained
 
     @property
     def error(self) -> float | None:
@@ -82,8 +88,20 @@ def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path):
 
 
 def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path):
-    params = exp.dpo.model_copy(update={"max_steps": exp.negatives.dpo_steps, "save_every_epochs": 10**6})
-    return negatives.dpo_from(ckpt, pairs, out_dir, params, exp.seed, epochs=1, save_every_epochs=10**6)
+    P = exp.negatives
+    params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": P.dpo_epochs})
+    return negatives.dpo_from(ckpt, pairs, out_dir, params, exp.seed, epochs=P.dpo_epochs, save_every_epochs=P.dpo_epochs)
+
+
+def kept_skill(run: MethodRun, sft: MethodRun, max_drop: float) -> dict[str, Any] | None:
+    """Whether a method kept SFT's skill: its greedy accuracy on the size's training problems against SFT's."""
+    if not run.train_correct or not sft.train_correct:
+        return None
+    n, acc, base = len(run.train_correct), sum(run.train_correct), sum(sft.train_correct)
+    ok = acc / n >= base / n - max_drop
+    return {"train_accuracy": acc / n, "sft_train_accuracy": base / n, "n": n, "kept": ok,
+            "text": f"training problems {acc}/{n} vs SFT {base}/{n}" + ("" if ok else f": broke the policy "
+                                                                            f"(fell more than {max_drop:.0%})")}
 
 
 def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Record], test: list[Record], size: int,
@@ -102,7 +120,7 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Reco
     log(f"n={size}: the SFT policy's {len(samples)} samples hold {positives} positives")
     credits: list[negatives.StepCredit] = []
     if {"per_step_dpo", "adv_rft"} & set(P.methods):
-        credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed)
+        credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed, P.best_of)
         io.write_jsonl(out_dir / "step_values.jsonl",
                        ({"sample": c.sample.id, "correct": c.sample.correct, "values": c.values,
                          "advantages": c.advantages} for c in credits))
@@ -117,43 +135,69 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Reco
     if "naive_dpo" in P.methods:
         data["naive_dpo"] = negatives.naive_pairs(samples, problems, seed)
     if "per_step_dpo" in P.methods:
-        data["per_step_dpo"] = negatives.per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold, seed)
+        data["per_step_dpo"] = negatives.per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold, seed,
+                                                        P.rejected)
     for method, items in data.items():
         io.write_jsonl(out_dir / f"{method}.jsonl", (x.model_dump(mode="json") for x in items))
         runs[method] = MethodRun(method, size, len(items))
         if not items:
+            runs[method].note = "no training data"
             log(f"n={size}: {method} has no training data; its point is left out")
+            continue
+        if method in DPO_METHODS and len(items) < P.min_pairs:
+            runs[method].note = f"not trained: {len(items)} pairs, fewer than {P.min_pairs}"
+            log(f"n={size}: {method} has {len(items)} pairs, fewer than {P.min_pairs}; its point is left out")
             continue
         res = _dpo(exp, sft.final, items, out_dir / method) if method in DPO_METHODS else \
             _sft(exp, base, items, out_dir / method)
         runs[method].checkpoint = res.final
+        runs[method].steps = res.final.step
+    runs["sft"].steps = sft.final.step
+    check = problems[: P.kept_skill_problems]
     for method, run in runs.items():
         if run.checkpoint is None:
             continue
-        run.correct = negatives.outcomes(negatives.policy_engine(run.checkpoint, P, temperature=0.0), task, test, seed + 1)
+        engine = negatives.policy_engine(run.checkpoint, P, temperature=0.0)
+        run.correct = negatives.outcomes(engine, task, test, seed + 1)
+        run.train_correct = negatives.outcomes(engine, task, check, seed + 1)
         lo, hi = run.interval()
-        log(f"n={size}: {method} test error {run.error:.3f} [{lo:.3f}, {hi:.3f}]")
-    io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "correct": r.correct} for m, r in runs.items()})
+        log(f"n={size}: {method} ({run.examples} examples, {run.steps} steps) test error {run.error:.3f} "
+            f"[{lo:.3f}, {hi:.3f}]; training problems {sum(run.train_correct)}/{len(run.train_correct)}")
+    io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "steps": r.steps, "note": r.note,
+                                                  "correct": r.correct, "train_correct": r.train_correct}
+                                              for m, r in runs.items()})
     return SizeResult(size, runs, positives, len(samples) - positives, credits)
 
 
 # ---------------------------------------------------------------- read-outs
 
 
-def table(results: Sequence[SizeResult]) -> list[dict[str, Any]]:
-    """One row per (size, method): error with its interval, training examples, McNemar p against SFT."""
+def table(results: Sequence[SizeResult], max_drop: float = 0.15) -> list[dict[str, Any]]:
+    """One row per (size, method): error with its interval, training examples (pairs for DPO), optimizer steps,
+    McNemar p against SFT, the kept-skill check, and why a method was not trained."""
     rows = []
     for res in results:
         sft = res.runs["sft"]
         for method, run in res.runs.items():
-            row: dict[str, Any] = {"size": res.size, "method": method, "examples": run.examples,
+            row: dict[str, Any] = {"size": res.size, "method": method, "examples": run.examples, "steps": run.steps,
                                    "error": run.error, "n_test": len(run.correct)}
             if run.correct:
                 row["error_lo"], row["error_hi"] = run.interval()
             if method != "sft" and run.correct and sft.correct:
                 row["p_vs_sft"] = stats.mcnemar(run.correct, sft.correct)
+            kept = kept_skill(run, sft, max_drop) if method != "sft" else None
+            if kept is not None:
+                row["train_accuracy"], row["kept_skill"] = kept["train_accuracy"], kept["kept"]
+            elif method == "sft" and run.train_correct:
+                row["train_accuracy"] = sum(run.train_correct) / len(run.train_correct)
+            row["note"] = run.note or (kept["text"] if kept is not None and not kept["kept"] else "")
             rows.append(row)
     return rows
+
+
+def per_step_pairs_by_size(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Per-step DPO pairs built at each size (trained or not)."""
+    return {str(r["size"]): r["examples"] for r in rows if r["method"] == "per_step_dpo"}
 
 
 def sft_size_to_match(sizes: Sequence[float], sft_errors: Sequence[float], target_error: float) -> float | None:
@@ -169,19 +213,65 @@ def sft_size_to_match(sizes: Sequence[float], sft_errors: Sequence[float], targe
     return None
 
 
-def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.1, alpha: float = 0.05
-               ) -> list[dict[str, Any]]:
+def _multiple(sizes: Sequence[float], sft_errors: Sequence[float], size: float, err: float) -> float:
+    """SFT data to match `err`, over `size`: inf beyond SFT's best point, 0 when worse than its every point."""
+    need = sft_size_to_match(sizes, sft_errors, err)
+    if need is not None:
+        return need / size
+    if err < min(sft_errors):
+        return math.inf
+    if err > max(sft_errors):
+        return 0.0
+    return math.nan  # equal to a flat stretch of the curve
+
+
+def multiple_interval(outcomes: dict[int, dict[str, Sequence[bool]]], method: str, size: int, boot: int = 2000,
+                      seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of the efficiency multiple at `size`, resampling the test problems.
+
+    Every model answered the same test problems, so one resample of problem indices is applied to SFT at
+    every size and to the method at once (the curves stay paired). Resamples beyond SFT's curve count as
+    inf (above its largest size) or 0 (worse than its smallest), so the bounds say where the interval leaves it.
+    """
+    import numpy as np
+
+    sft = {n: np.asarray(o["sft"], bool) for n, o in outcomes.items() if o.get("sft")}
+    mine = outcomes.get(size, {}).get(method)
+    if len(sft) < 2 or not mine:
+        return None
+    mine = np.asarray(mine, bool)
+    sizes = sorted(sft)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(mine), size=(boot, len(mine)))
+    sft_err = np.stack([1 - sft[n][idx].mean(1) for n in sizes], 1)
+    my_err = 1 - mine[idx].mean(1)
+    vals = np.array([_multiple(sizes, list(e), size, m) for e, m in zip(sft_err, my_err)])
+    vals = vals[~np.isnan(vals)]
+    if not len(vals):
+        return None
+    return float(np.percentile(vals, 2.5, method="lower")), float(np.percentile(vals, 97.5, method="higher"))
+
+
+def _fmt_multiple(x: float, bound: float) -> str:
+    return f"> {bound:.2f}x" if math.isinf(x) else f"< {bound:.2f}x" if x == 0 else f"{x:.2f}x"
+
+
+def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.1, alpha: float = 0.05,
+               outcomes: dict[int, dict[str, Sequence[bool]]] | None = None) -> list[dict[str, Any]]:
     """At each size: how much synthetic data SFT needs to match `method`, or why that is not measurable.
 
     Measurable only when both curves are measured, SFT's curve falls by at least `min_drop` over the
     sizes (a flat curve maps every error to any size), and the method differs from SFT at that size
     (McNemar p < alpha). A method better than SFT's best point gives a lower bound ("> k x").
+    With `outcomes` (size -> method -> per-test-problem correctness), each measured multiple gets a 95%
+    bootstrap interval over the test problems (`multiple_lo`, `multiple_hi`).
     """
     sft = sorted((r["size"], r["error"]) for r in rows if r["method"] == "sft" and r["error"] is not None)
-    mine = sorted((r["size"], r["error"], r.get("p_vs_sft")) for r in rows if r["method"] == method and r["error"] is not None)
+    mine = sorted((r["size"], r["error"], r.get("p_vs_sft"), r.get("kept_skill")) for r in rows
+                  if r["method"] == method and r["error"] is not None)
     out = []
     drop = (sft[0][1] - min(e for _, e in sft)) if sft else 0.0
-    for size, err, p in mine:
+    for size, err, p, kept in mine:
         row = {"size": size, "method": method, "error": err, "sft_error": dict(sft).get(size), "p_vs_sft": p}
         if len(sft) < 2 or drop < min_drop:
             row.update(multiple=None, reading=f"not measurable: SFT's curve is flat (falls {drop:.2f} < {min_drop})")
@@ -198,6 +288,13 @@ def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.
             else:
                 bound = min(s for s, _ in sft) / size
                 row.update(multiple=None, reading=f"< {bound:.2f}x: worse than SFT at every measured size")
+            ci = multiple_interval(outcomes, method, size) if outcomes else None
+            if ci is not None:
+                row["multiple_lo"], row["multiple_hi"] = ci
+                hi_bound, lo_bound = max(s for s, _ in sft) / size, min(s for s, _ in sft) / size
+                row["reading"] += f" [95% {_fmt_multiple(ci[0], lo_bound)}, {_fmt_multiple(ci[1], hi_bound)}]"
+        if kept is False:
+            row["reading"] += "; it broke the policy (kept-skill check failed)"
         out.append(row)
     return out
 

@@ -142,8 +142,8 @@ def run(exp: Any, base: str, out_dir: Path, log=print) -> dict[str, Any]:
         d = out_dir / f"dpo_from_{label}"
         policy = negatives.policy_engine(start, P, cache_dir=d / "rollout_cache")
         samples = negatives.sample_policy(policy, task, problems, P.samples_per_problem, seed, P.step_split)
-        credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed)
-        pairs = negatives.per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold, seed)
+        credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed, P.best_of)
+        pairs = negatives.per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold, seed, P.rejected)
         io.write_jsonl(d / "pairs.jsonl", (p.model_dump(mode="json") for p in pairs))
         pair_counts[label] = len(pairs)
         sample_counts[label] = {"n": len(samples), "correct": sum(s.correct for s in samples),
@@ -176,26 +176,25 @@ def _at_epoch(checkpoints: list, epoch: int):
     return min(checkpoints, key=lambda c: (abs(c.epoch - epoch), c.epoch))
 
 
-LOOKUP_TARGET = 0.9
 VALID_TARGET = 0.7
+FIRST_NODE_TOLERANCE = 0.15  # the first node right within this of 1/degree: the Clever-Hans state
 
 
 def studied_state(result: dict[str, Any]) -> dict[str, Any]:
-    """Whether this run reached the state the paper studies: look-ups learned, SFT paths valid, first node ~1/degree."""
+    """Whether this run reached the state the paper studies: SFT writes valid paths (at least 70% of the time) but
+    picks the goal's arm only about 1/degree of the time (within 15 points). The base's look-up accuracy is
+    reported, not required: a base that answers fewer look-ups in its own format can still carry them into SFT."""
     last = result["sft_curve"][-1]
     degree = result["knobs"]["degree"]
-    lookup_ok = result["base_lookup"]["accuracy"] >= LOOKUP_TARGET
     valid_ok = last["valid_path_rate"] >= VALID_TARGET
-    reached = lookup_ok and valid_ok
-    if reached:
-        text = (f"Reached: the base looks edges up ({result['base_lookup']['accuracy']:.0%}), SFT writes valid paths "
-                f"{last['valid_path_rate']:.0%} of the time, and picks the goal's arm {last['first_node_accuracy']:.0%} of "
-                f"the time (1/degree = {1 / degree:.0%}).")
-    else:
-        text = (f"Not reached: base look-ups {result['base_lookup']['accuracy']:.0%} (target {LOOKUP_TARGET:.0%}), SFT "
-                f"valid paths {last['valid_path_rate']:.0%} (target {VALID_TARGET:.0%}). The per-step DPO numbers below "
-                "do not test the paper's claim.")
-    return {"reached": reached, "lookup_ok": lookup_ok, "valid_ok": valid_ok, "one_over_degree": 1 / degree,
+    first_ok = abs(last["first_node_accuracy"] - 1 / degree) <= FIRST_NODE_TOLERANCE
+    reached = valid_ok and first_ok
+    said = (f"base look-ups {result['base_lookup']['accuracy']:.0%}, SFT writes valid paths {last['valid_path_rate']:.0%} "
+            f"of the time (target {VALID_TARGET:.0%}) and picks the goal's arm {last['first_node_accuracy']:.0%} of the "
+            f"time (1/degree = {1 / degree:.0%}, within {FIRST_NODE_TOLERANCE:.0%} needed)")
+    text = (f"Reached: {said}." if reached else
+            f"Not reached: {said}. The per-step DPO numbers below do not test the paper's claim.")
+    return {"reached": reached, "valid_ok": valid_ok, "first_node_ok": first_ok, "one_over_degree": 1 / degree,
             "text": text}
 
 
@@ -309,12 +308,19 @@ def summary_table(result: dict[str, Any]):
 
 
 def checks(result: dict[str, Any]) -> list:
-    """Did the run reach the studied state? Base look-ups >= 90% and SFT valid paths >= 70%, above chance."""
+    """Did the run reach the studied state? Base look-ups above chance (reported, no target), SFT valid paths
+    >= 70%, and SFT's first node within 15 points of 1/degree."""
     from revlib import learning
 
     look = result["base_lookup"]
-    last = result["sft_curve"][-1]["test"]
+    last = result["sft_curve"][-1]
+    degree = result["knobs"]["degree"]
+    first, t = last["first_node_accuracy"], last["test"]
     return [
-        learning.accuracy("base edge look-ups (held out)", look["k"], look["n"], look.get("chance", 0.0), LOOKUP_TARGET),
-        learning.accuracy("SFT valid centre-to-leaf paths (greedy, test)", last["valid"], last["n"], 0.0, VALID_TARGET),
+        learning.accuracy("base edge look-ups (held out; reported, no target)", look["k"], look["n"], look.get("chance", 0.0)),
+        learning.accuracy("SFT valid centre-to-leaf paths (greedy, test)", t["valid"], t["n"], 0.0, VALID_TARGET),
+        learning.Check("SFT first node after the centre right about 1/degree (the Clever-Hans state)", first, 1 / degree,
+                       abs(first - 1 / degree) <= FIRST_NODE_TOLERANCE,
+                       f"{t['first_node']}/{t['n']} = {first:.1%} against 1/degree = {1 / degree:.1%}; needs it within "
+                       f"{FIRST_NODE_TOLERANCE:.0%}"),
     ]

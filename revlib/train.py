@@ -88,10 +88,16 @@ def sft_rows(tokenizer: Any, records: list[Record], max_length: int) -> list[dic
     return rows
 
 
-def tokenize_messages(tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]]) -> tuple[list[int], list[int]]:
-    """(prompt ids with the generation header, completion ids) by the same split as render.tokenize_example."""
+def tokenize_messages(tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]],
+                      open_end: bool = False) -> tuple[list[int], list[int]]:
+    """(prompt ids with the generation header, completion ids) by the same split as render.tokenize_example.
+
+    open_end: the completion's last message is left open (no end-of-turn token after it), for a response
+    cut mid-way such as a per-step DPO rejected that ends at its critical step.
+    """
     prompt_ids = render._ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))
-    full_ids = render._ids(tokenizer.apply_chat_template(prompt + completion, tokenize=True))
+    full_ids = render._ids(tokenizer.apply_chat_template(prompt + completion, tokenize=True,
+                                                         **({"continue_final_message": True} if open_end else {})))
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("chat template does not extend the prompt with the assistant turn")
     return prompt_ids, full_ids[len(prompt_ids):]
@@ -109,7 +115,8 @@ def dpo_rows(tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_p
     rows = []
     for pair in pairs:
         prompt_ids, chosen_ids = tokenize_messages(tokenizer, pair.prompt, pair.chosen)
-        prompt_again, rejected_ids = tokenize_messages(tokenizer, pair.prompt, pair.rejected)
+        prompt_again, rejected_ids = tokenize_messages(tokenizer, pair.prompt, pair.rejected,
+                                                       open_end=bool(pair.meta.get("open_rejected")))
         assert prompt_again == prompt_ids
         prompt_ids = prompt_ids[-max_prompt_length:]
         room = max_length - len(prompt_ids)

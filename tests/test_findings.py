@@ -157,3 +157,57 @@ def test_claims_are_inconclusive_when_sft_did_not_learn(exp):
 
 def test_no_finished_stage_writes_no_page(exp):
     assert findings.write(exp) is None
+
+
+def _star_json(d, under: tuple[int, int], over: tuple[int, int], valid=80, first=45, reached=True):
+    """07's star.json: SFT checkpoints at epochs 4 and 12, per-step DPO from each (start correct -> end correct)."""
+    _done(d)
+    ck = lambda epoch, correct: {"epoch": epoch, "n": 100, "correct": correct, "valid": valid, "first_node": first}  # noqa: E731
+    io.write_json(d / "star.json", {
+        "base_lookup": {"k": 145, "n": 200}, "sft_valid_path": {"k": valid, "n": 100},
+        "sft_first_node": {"k": first, "n": 100}, "degree": 2, "reached": reached,
+        "sft_checkpoints": [ck(4.0, under[0]), ck(12.0, over[0])],
+        "per_step_dpo": {"under": {"start_epoch": 4.0, "pairs": 300, "checkpoints": [ck(4.0, under[0]), ck(3.0, under[1])]},
+                         "over": {"start_epoch": 12.0, "pairs": 250, "checkpoints": [ck(12.0, over[0]), ck(3.0, over[1])]}}})
+
+
+def test_star_rows_judge_the_phase_transition_and_learned_keys(exp):
+    d = exp.run_root / "07_star_graph" / "micro"
+    _star_json(d, under=(15, 90), over=(35, 36))
+    data = findings.collect(exp)
+    L = data["learned"]
+    assert L["star_base_lookup_accuracy"] == 0.725 and L["star_degree"] == 2
+    assert L["star_sft_valid_path_rate"] == 0.8 and L["star_sft_first_node_accuracy"] == 0.45
+    by_id = {c["id"]: c for c in data["claims"]}
+    assert by_id["setlur.star_phase_transition.under"]["verdict"] == "reproduced"  # 15% -> 90%
+    assert by_id["setlur.star_phase_transition.under_vs_over"]["verdict"] == "reproduced"  # +75 vs +1 points
+    _star_json(d, under=(15, 5), over=(35, 36))  # no jump: from the under-trained start it fell
+    by_id = {c["id"]: c for c in findings.collect(exp)["claims"]}
+    assert by_id["setlur.star_phase_transition.under"]["verdict"] == "not reproduced"
+    assert by_id["setlur.star_phase_transition.under_vs_over"]["verdict"] != "reproduced"
+    # a base below 90% look-ups no longer gates the row; an SFT that missed the state does
+    _star_json(d, under=(15, 90), over=(35, 36), valid=40, reached=False)
+    row = {c["id"]: c for c in findings.collect(exp)["claims"]}["setlur.star_phase_transition.under"]
+    assert row["verdict"] == "inconclusive" and "did not reach the state" in row["note"]
+
+
+def test_negatives_rows_name_pair_counts_and_left_out_points(exp):
+    d = exp.run_root / "06_negative_data" / "micro"
+    _done(d)
+    n = 200
+    sft = {64: [i % 10 < 2 for i in range(n)], 128: [i % 10 < 6 for i in range(n)], 256: [i % 10 < 8 for i in range(n)]}
+    rows, outcomes = [], {}
+    for size, o in sft.items():
+        rows.append({"size": size, "method": "sft", "examples": size, "error": 1 - sum(o) / n, "note": ""})
+        outcomes[str(size)] = {"sft": o, "per_step_dpo": o if size > 64 else []}
+        pairs = {64: 12, 128: 80, 256: 150}[size]
+        rows.append({"size": size, "method": "per_step_dpo", "examples": pairs,
+                     "error": None if size == 64 else 1 - sum(o) / n,
+                     "note": "not trained: 12 pairs, fewer than 50" if size == 64 else ""})
+    io.write_json(d / "scaling.json", {"rows": rows, "outcomes": outcomes, "efficiency": {}})
+    data = findings.collect(exp)
+    assert data["learned"]["negatives_per_step_pairs_by_size"] == {"64": 12, "128": 80, "256": 150}
+    row = {c["id"]: c for c in data["claims"]}["setlur.per_step_8x"]
+    assert "n=64: not trained: 12 pairs, fewer than 50" in row["measured"]
+    assert "pairs by size: n=64: 12, n=128: 80, n=256: 150" in row["measured"]
+    assert row["effect"] == 0.0  # pooled over the sizes it was trained at only

@@ -106,6 +106,61 @@ def test_critical_step_modes():
         neg.critical_step([0.0], "worst")
 
 
+def test_first_pit_is_the_first_step_where_the_value_is_lowest():
+    # values 0.8 -> 0.2 -> 0.6 -> 0.0 -> 0.0: the lowest value (0.0) is first reached at step 3
+    assert neg.critical_step([-0.6, 0.4, -0.6, 0.0], "first_pit") == 3
+    # the deepest single drop (step 1) is not the pit when the value later falls lower; most_negative takes it
+    assert neg.critical_step([-0.6, 0.4, -0.6, 0.0], "most_negative") == 1
+    # ties at the bottom: the first; float drift (0.1 + 0.2 - 0.3) does not move it
+    assert neg.critical_step([-1.0, 0.0, 0.0], "first_pit") == 1
+    # 0.1 + 0.2 - 0.3 is 5.6e-17 in floats: the value at step 3 ties the one at step 5, and the first one is the pit
+    assert neg.critical_step([0.1, 0.2, -0.3, 0.3, -0.3], "first_pit") == 3
+    assert neg.critical_step([0.2, -0.2, 0.0], "first_pit") == 2  # lowest over steps 1..L, reached by a drop
+    assert neg.critical_step([0.0, 0.0], "first_pit") is None and neg.critical_step([], "first_pit") is None
+
+
+def test_best_of_k_values_count_groups_with_a_success(task):
+    problems = task.sample(0, 6)
+    policy = ScriptedArithPolicy(problems, p_success=0.3)
+    samples = [neg.parse_sample(task, p, _response_wrong_at(p, 2), 0) for p in problems]
+    mean = neg.estimate_values(policy, task, problems, samples, rollouts=400, seed=0)
+    bok = neg.estimate_values(policy, task, problems, samples, rollouts=400, seed=0, best_of=5)
+    for m, b in zip(mean, bok):
+        assert m.values[0] == pytest.approx(0.3, abs=0.08)
+        # the best-of-5 policy succeeds unless all 5 fail: 1 - 0.7^5 = 0.83
+        assert b.values[0] == pytest.approx(1 - 0.7 ** 5, abs=0.1)
+        assert b.values[2:] == [0.0] * 4 and neg.critical_step(b.advantages, "first_pit") == 2
+    one = neg.estimate_values(policy, task, problems, samples, rollouts=5, seed=0, best_of=5)
+    assert all(v in (0.0, 1.0) for cr in one for v in cr.values)
+    with pytest.raises(ValueError, match="multiple of best_of"):
+        neg.estimate_values(policy, task, problems, samples, rollouts=6, seed=0, best_of=5)
+
+
+def test_step_pairs_reject_the_negative_ending_at_its_critical_step(task, task_tokenizer):
+    from revlib import train
+    from revlib.params.negatives import Sampling
+
+    problems = task.sample(3, 4)
+    policy = ScriptedArithPolicy(problems, p_success=0.8)
+    samples = [neg.parse_sample(task, p, _response_wrong_at(p, 3), 0) for p in problems]
+    credits = neg.estimate_values(policy, task, problems, samples, rollouts=10, seed=0, best_of=5)
+    pairs = neg.per_step_pairs(credits, problems, "first_pit", rejected="step")
+    assert len(pairs) == len(problems)
+    for pair, s in zip(pairs, samples):
+        assert pair.step_index == 3 and pair.meta["open_rejected"]
+        assert pair.rejected[0]["content"] == s.prefix(3) == pair.prefix + s.steps[2] + "\n"
+    rows = train.dpo_rows(task_tokenizer, pairs, 512, 256)
+    for row, pair in zip(rows, pairs):
+        rejected = task_tokenizer.decode(row["rejected_ids"])
+        chosen = task_tokenizer.decode(row["chosen_ids"])
+        assert rejected.endswith(pair.rejected[0]["content"]) and "<|im_end|>" not in rejected  # left open
+        assert "<|im_end|>" in chosen  # the chosen answer is a whole turn
+    with pytest.raises(ValueError, match="rejected"):
+        neg.per_step_pairs(credits, problems, "first_pit", rejected="half")
+    with pytest.raises(ValueError, match="multiple of best_of"):
+        Sampling(rollouts=6, best_of=5)
+
+
 def test_rft_keeps_only_verified_positives_deduplicated(task):
     problems = task.sample(2, 3)
     p0, p1, p2 = problems

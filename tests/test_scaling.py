@@ -51,3 +51,45 @@ def test_mcnemar_and_intervals():
     assert lo < 0.9 < hi and 0.77 < lo < 0.8
     lo, hi = stats.diff_interval(45, 50, 25, 50)
     assert 0.2 < lo < 0.4 < hi < 0.6
+
+
+def test_multiple_interval_brackets_the_point_reading_and_leaves_the_curve_when_it_should():
+    n = 400
+    # SFT errors 0.8 / 0.6 / 0.4 at 100 / 200 / 400 on the same test problems; the method at 100: error 0.6
+    sft = {100: [i % 5 == 0 for i in range(n)], 200: [i % 5 < 2 for i in range(n)], 400: [i % 5 < 3 for i in range(n)]}
+    mine = [i % 5 in (0, 3) for i in range(n)]
+    outcomes = {size: {"sft": o} for size, o in sft.items()}
+    outcomes[100]["per_step_dpo"] = mine
+    lo, hi = scaling.multiple_interval(outcomes, "per_step_dpo", 100, boot=500)
+    assert lo < 2.0 < hi and 1.2 < lo and hi < 3.5
+    rows = _rows({k: 1 - sum(v) / n for k, v in sft.items()}, {100: 1 - sum(mine) / n})
+    out = scaling.efficiency(rows, "per_step_dpo", outcomes=outcomes)
+    assert out[0]["multiple"] == pytest.approx(2.0) and abs(out[0]["multiple_lo"] - lo) < 0.2 and "[95% " in out[0]["reading"]
+    # a method better than SFT's best point: the upper bound leaves the curve (inf), read as "> 4.00x"
+    outcomes[100]["per_step_dpo"] = [i % 10 != 0 for i in range(n)]
+    lo, hi = scaling.multiple_interval(outcomes, "per_step_dpo", 100, boot=200)
+    assert hi == float("inf") and lo == float("inf")
+    assert scaling.multiple_interval({100: {"sft": sft[100]}}, "per_step_dpo", 100) is None  # one SFT point
+
+
+def test_kept_skill_check_names_a_broken_policy():
+    sft = scaling.MethodRun("sft", 64, 64, train_correct=[True] * 90 + [False] * 10)
+    kept = scaling.MethodRun("per_step_dpo", 64, 120, train_correct=[True] * 80 + [False] * 20)
+    broke = scaling.MethodRun("naive_dpo", 64, 120, train_correct=[True] * 70 + [False] * 30)
+    assert scaling.kept_skill(kept, sft, 0.15)["kept"]
+    out = scaling.kept_skill(broke, sft, 0.15)
+    assert not out["kept"] and "broke the policy" in out["text"] and out["train_accuracy"] == 0.7
+    assert scaling.kept_skill(scaling.MethodRun("rft", 64, 0), sft, 0.15) is None  # not trained: nothing to check
+    res = scaling.SizeResult(64, {"sft": sft, "naive_dpo": broke, "per_step_dpo": kept,
+                                  "rft": scaling.MethodRun("rft", 64, 10, note="not trained: 10 pairs, fewer than 50")},
+                             positives=1, negatives=1)
+    for m, r in res.runs.items():
+        r.correct = [True, False]
+    rows = {r["method"]: r for r in scaling.table([res])}
+    assert rows["naive_dpo"]["kept_skill"] is False and "broke the policy" in rows["naive_dpo"]["note"]
+    assert rows["per_step_dpo"]["kept_skill"] is True and rows["per_step_dpo"]["note"] == ""
+    assert rows["rft"]["note"].startswith("not trained") and rows["sft"]["train_accuracy"] == 0.9
+    assert scaling.per_step_pairs_by_size(list(rows.values())) == {"64": 120}
+    eff = scaling.efficiency(_rows({64: 0.8, 128: 0.5, 256: 0.3}, {}) + [dict(rows["naive_dpo"], error=0.5,
+                                                                         p_vs_sft=0.001)], "naive_dpo")
+    assert eff[0]["reading"].endswith("it broke the policy (kept-skill check failed)")

@@ -75,11 +75,23 @@ def _result(lookup_acc: float, valid: int, first: int, n: int = 100):
     return result
 
 
-def test_state_check_says_not_reached_below_either_target():
+def test_state_check_needs_valid_paths_and_a_first_node_near_one_over_degree():
     assert star.studied_state(_result(0.95, 80, 33) | {})["reached"]
+    # look-up accuracy is reported, not required: a 55% base that SFT carries into valid paths reaches the state
     low_lookup = _result(0.55, 80, 33)
-    assert not low_lookup["state"]["reached"] and low_lookup["state"]["text"].startswith("Not reached")
-    assert not _result(0.95, 40, 33)["state"]["reached"]
+    assert low_lookup["state"]["reached"] and "base look-ups 55%" in low_lookup["state"]["text"]
+    few_valid = _result(0.95, 40, 33)
+    assert not few_valid["state"]["reached"] and few_valid["state"]["text"].startswith("Not reached")
+    # SFT that already picks the right arm (80% against 1/3) is not the Clever-Hans state; 18% is 15.3 points off
+    assert not _result(0.95, 90, 80)["state"]["reached"]
+    assert not _result(0.95, 90, 18)["state"]["reached"] and _result(0.95, 90, 19)["state"]["reached"]
+
+
+def test_checks_gate_on_valid_paths_and_the_first_node_not_on_lookups():
+    passed = {c.what.split(" (")[0]: c.passed for c in star.checks(_result(0.55, 80, 33))}
+    assert all(passed.values()), passed
+    failed = [c.what for c in star.checks(_result(0.95, 80, 70)) if not c.passed]
+    assert len(failed) == 1 and "first node" in failed[0]
 
 
 def test_counts_and_metrics_expose_the_learned_state_with_its_counts():
@@ -107,7 +119,9 @@ def test_star_experiment_loads_the_shipped_base_it_was_built_for():
     # the base was pretrained on star graphs of the experiment's knobs, and learned its look-ups
     pretrained = get_task("star_graph", card["families"]["star_graph"]).knobs
     assert pretrained == get_task("star_graph", exp.star_graph.knobs).knobs
-    assert card["primitive_accuracy"]["star_graph"]["accuracy"] >= star.LOOKUP_TARGET
+    skill = card["primitive_accuracy"]["star_graph"]
+    assert skill["accuracy"] > skill["chance"] + 0.5  # far above chance (no longer a 90% target: docs/star_search.md)
     built_by = load(repo / "params" / "base-star.yaml").base_models[0]
+    assert card["pretrain"]["steps"] == built_by.pretrain.steps  # the shipped base is the one its params build
     assert Path(built_by.publish_to) == Path(spec.path)
     assert io.read_json(Path(spec.path) / "card.json")["rebuild"] == "revlib run params/base-star.yaml"

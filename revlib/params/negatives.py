@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from revlib.params.common import Strict
 
 Method = Literal["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo", "adv_rft"]
-CriticalStep = Literal["first_below", "most_negative"]
+CriticalStep = Literal["first_pit", "first_below", "most_negative"]
 
 
 class VLLMSettings(Strict):
@@ -28,12 +28,23 @@ class Sampling(Strict):
     temperature: float = Field(1.0, gt=0, description="sampling temperature of samples and rollouts")
     rollouts: int = Field(4, ge=1, description="Monte-Carlo rollouts per step prefix (M)")
     max_new_tokens: int = Field(64, ge=1, description="tokens per sample or rollout")
-    critical_step: CriticalStep = Field("first_below", description="first step below the threshold, or the most negative")
+    critical_step: CriticalStep = Field("first_below", description="first_pit (Setlur et al.: the first step where the "
+                                        "value reaches its lowest), first step below the threshold, or the most negative")
     advantage_threshold: float = Field(-0.5, ge=-1, le=0, description="for first_below")
+    best_of: int | None = Field(None, ge=1, description="value a prefix under the best-of-K policy (Setlur et al. §6): "
+                                "the share of groups of K rollouts with a right one; empty: the rollouts' success rate")
+    rejected: Literal["full", "step"] = Field("full", description="per-step pairs' rejected response: the whole sample, "
+                                              "or the sample ending at its critical step (the paper's pair)")
     step_split: Literal["task", "line", "sentence"] = Field("task", description="task splitter, or per line/sentence (free text)")
     engine: Literal["hf", "vllm", "auto"] = Field("hf", description="rollout engine; auto: vLLM when installed")
     prefix_batch: int = Field(16, ge=1, description="prefixes prefilled together by the HF engine")
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings")
+
+    @model_validator(mode="after")
+    def _groups(self):
+        if self.best_of is not None and self.rollouts % self.best_of:
+            raise ValueError(f"rollouts ({self.rollouts}) must be a multiple of best_of ({self.best_of})")
+        return self
 
 
 class _Rollouts(Sampling):
@@ -51,7 +62,12 @@ class NegativeParams(Sampling):
     methods: list[Method] = Field(default_factory=lambda: ["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo",
                                                            "adv_rft"], min_length=1)
     sft_steps: int = Field(300, ge=1, description="the budget rule: optimizer steps of every SFT-type run at every size")
-    dpo_steps: int = Field(50, ge=1, description="the budget rule: optimizer steps of every DPO run at every size")
+    dpo_epochs: int = Field(3, ge=1, description="the budget rule: passes of every DPO run over its own pairs")
+    min_pairs: int = Field(50, ge=1, description="a DPO method with fewer pairs at a size is not trained there "
+                           "(its row says so): a handful of pairs measures a starved optimiser, not the method")
+    kept_skill_drop: float = Field(0.15, ge=0, le=1, description="kept-skill check: a method's greedy accuracy on its "
+                                   "size's training problems may fall at most this far below SFT's; else it broke the policy")
+    kept_skill_problems: int = Field(100, ge=1, description="training problems the kept-skill check answers (at most the size)")
     adv_percentile: float = Field(50.0, ge=0, le=100, description="advantage-filtered RFT keeps positives whose lowest "
                                   "step advantage reaches this percentile over all responses (Figure 11)")
     value_problems: int = Field(16, ge=0, description="test problems for the value-per-step read-out (Figure 7); 0: skip")
