@@ -64,6 +64,8 @@ class BaseResult:
 def build(exp: Experiment, spec: BaseModelSpec, out_dir: Path, on_step=None) -> BaseResult:
     if spec.source == "embedded":
         return _build_embedded(exp, spec, out_dir, on_step)
+    if spec.source == "gguf":
+        return _build_from_gguf(spec, out_dir)
     ident = str(spec.path) if spec.source == "local" else spec.id
     card = verify_shipped(Path(ident), spec.sha256) if spec.source == "local" else None
     model = models.load_model(ident, revision=spec.revision, dtype=spec.dtype)
@@ -76,6 +78,24 @@ def build(exp: Experiment, spec: BaseModelSpec, out_dir: Path, on_step=None) -> 
         accuracy = pretrain.primitive_accuracy(model, models.load_tokenizer(ident), _held_out(families, exp.seed, 200))
     io.write_json(out_dir / BASE_JSON, ref)
     return BaseResult(ref, accuracy=accuracy)
+
+
+def _build_from_gguf(spec: BaseModelSpec, out_dir: Path) -> BaseResult:
+    """De-quantise the GGUF file once into `out_dir/model`; its card records the file, checksum, dtype and size."""
+    from revlib import gguf_source
+
+    target = spec.gguf_target()
+    sha = gguf_source.verify(target, spec.sha256)
+    dtype = "float32" if spec.dtype == "auto" else spec.dtype
+    converted = gguf_source.convert(target, out_dir / "model", dtype)
+    card = {"name": spec.name, "source": "gguf", **gguf_source.describe(target, sha, converted),
+            "package": spec.package, "converted_sha256": folder_sha256(out_dir / "model")}
+    io.write_json(out_dir / "model" / CARD_JSON, card)
+    ref = {"source": "gguf", "path_or_id": str(out_dir / "model"), "revision": None,
+           "parameters": converted.parameters, "architecture": converted.architecture, "dtype": dtype,
+           "sha256": sha, "gguf_file": str(target), "vocab_size": converted.vocab_size}
+    io.write_json(out_dir / BASE_JSON, ref)
+    return BaseResult(ref)
 
 
 def _held_out(families: dict[str, Any], seed: int, n: int) -> dict[str, list[tuple[str, str]]]:

@@ -112,7 +112,8 @@ def stage_checkpoints(exp: Experiment, base: str, upstream: Callable[[str, str],
         x = 0
         if exp.probes.include_base:
             out.append(ProbeCheckpoint(train_set, "base", 0.0, 0, 0, Path(base), base, None))
-        for phase, stage in (("sft", "02_sft"), ("dpo", "03_dpo")):
+        stages = [("sft", "02_sft")] + ([("dpo", "03_dpo")] if exp.dpo and train_set in exp.dpo.on else [])
+        for phase, stage in stages:
             for ck in train.load_checkpoints(upstream(stage, f"{model}__{train_set}")):
                 x += 1
                 out.append(ProbeCheckpoint(train_set, phase, ck.epoch, ck.step, x, Path(ck.path), ck.base, ck.adapter))
@@ -143,7 +144,8 @@ def load_probe_items(exp: Experiment, data_dir: Path, tokenizer: Any) -> tuple[l
         for r in recs:
             unique.setdefault(r.id, r)
     records = list(unique.values())
-    items = probes.build_items(tokenizer, records, records, exp.probes.max_response_tokens)
+    items = probes.build_items(tokenizer, records, records, exp.probes.max_response_tokens,
+                               extras=exp.probes.extra_probes)
     return items, {t: [r.id for r in sets[t]] for t in test_sets(exp)}
 
 
@@ -165,6 +167,7 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
     # the model a checkpoint needs loaded: its base for an adapter, itself for a full model
     order = sorted(checkpoints, key=lambda c: (str(c.base if c.adapter else c.path), c.adapter is not None,
                                                c.train_set, c.x))
+    frozen = shared_lower_layers(checkpoints)
     try:
         for ck in order:
             if not wanted[ck.train_set]:
@@ -174,7 +177,7 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
             else:
                 start = time.perf_counter()
                 with bank.use(ck) as model:
-                    scores = scorer.score(model, items)
+                    scores = scorer.score(model, items, frozen_below=frozen)
                 elapsed = time.perf_counter() - start
                 seconds += elapsed
                 if ck.phase == "base":
@@ -193,7 +196,7 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
                                  "direction": it.direction, "task": it.task, **{k: v for k, v in s.row().items() if k != "id"}})
     finally:
         bank.close()
-    stats = {"scoring_seconds": seconds, "response_tokens_scored": scorer.tokens_scored,
+    stats = {"scoring_seconds": seconds, "response_tokens_scored": scorer.tokens_scored, "shared_lower_layers": frozen,
              "tokens_per_second": probes.tokens_per_second(scorer.tokens_scored, seconds),
              "base_loads": bank.base_loads, "adapter_loads": bank.adapter_loads}
     pair_rank = {pair_name(t, s): i for i, (t, s) in enumerate(p.pairs)}
@@ -204,12 +207,27 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
     return frame, stats
 
 
+def shared_lower_layers(checkpoints: list[ProbeCheckpoint]) -> int:
+    """How many lower decoder layers every checkpoint shares with the base: LoRA adapters on upper layers only
+    (the DPO base is a merge of such an adapter, checked by the scorer's fingerprint); 0 when any is a full model."""
+    from revlib import train
+
+    trained = [c for c in checkpoints if c.phase != "base"]
+    if not trained or any(c.adapter is None for c in trained):
+        return 0
+    return min(train.adapter_lowest_layer(c.adapter) for c in trained)
+
+
+EXTRA_METRICS = ["alp_irrelevant", "alp_shuffled", "alp_argmax"]
+
+
 def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean ALP(y+), ALP(y-) and margin per (train, test) pair and checkpoint."""
     keys = ["pair", "train_set", "test_set", "distribution", "x", "checkpoint", "phase", "epoch"]
+    extra = {m: (m, "mean") for m in EXTRA_METRICS if m in scores}
     out = (scores.groupby(keys, sort=False)
            .agg(alp_chosen=("alp_chosen", "mean"), alp_rejected=("alp_rejected", "mean"),
-                margin=("margin", "mean"), margin_std=("margin", "std"), examples=("example", "count"))
+                margin=("margin", "mean"), margin_std=("margin", "std"), examples=("example", "count"), **extra)
            .reset_index())
     pair_order = {name: i for i, name in enumerate(dict.fromkeys(scores["pair"]))}  # as the scores list them
     return (out.assign(_rank=out["pair"].map(pair_order)).sort_values(["_rank", "x"], kind="stable")
@@ -356,9 +374,9 @@ def last_checkpoint(frame: pd.DataFrame, phase: str) -> pd.DataFrame | None:
     return part[part["x"] == part.groupby("pair")["x"].transform("max")]
 
 
-def checks(summary: pd.DataFrame) -> list:
-    """Did the probe models learn? In distribution: SFT raised ALP(y+) (to above -0.5 nats per token) and
-    opened a positive margin, and DPO lowered ALP(y-) (Figure 2's shape)."""
+def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | None = -0.5) -> list:
+    """Did the probe models learn? In distribution: SFT raised ALP(y+) by at least `min_rise` (and above
+    `min_after_sft`, where a bar is set) and opened a positive margin, and DPO lowered ALP(y-) (Figure 2's shape)."""
     from revlib import learning
 
     idf = summary[summary["distribution"] == "ID"]
@@ -371,12 +389,61 @@ def checks(summary: pd.DataFrame) -> list:
     base, sft = at("base", "alp_chosen"), at("sft", "alp_chosen")
     if sft is not None:
         if base is not None:
-            out.append(learning.change("in-distribution ALP(y+), base to last SFT checkpoint", base, sft, +1, 0.5))
-        out.append(learning.Check("in-distribution ALP(y+) after SFT", sft, -0.5, sft > -0.5,
-                                  f"{sft:.3f} nats per token; needs above -0.5 (the response is likely, not just likelier)"))
+            out.append(learning.change("in-distribution ALP(y+), base to last SFT checkpoint", base, sft, +1, min_rise))
+        if min_after_sft is not None:
+            out.append(learning.Check("in-distribution ALP(y+) after SFT", sft, min_after_sft, sft > min_after_sft,
+                                      f"{sft:.3f} nats per token; needs above {min_after_sft:g} (the response is "
+                                      "likely, not just likelier)"))
         margin = at("sft", "margin")
         out.append(learning.change("in-distribution margin ALP(y+) - ALP(y-) after SFT", 0.0, margin, +1, 0.05))
     neg_sft, neg_dpo = at("sft", "alp_rejected"), at("dpo", "alp_rejected")
     if neg_sft is not None and neg_dpo is not None:
         out.append(learning.change("in-distribution ALP(y-), last SFT to last DPO checkpoint", neg_sft, neg_dpo, -1, 0.05))
     return out
+
+
+# ---------------------------------------------------------------- where the mass goes (r1k abstract; Ren & Sutherland)
+
+MASS_SERIES = [("alp_chosen", "y+"), ("alp_rejected", "y−"), ("alp_irrelevant", "another question's y+ (irrelevant)"),
+               ("alp_shuffled", "y+ shuffled"), ("alp_argmax", "argmax token along y+")]
+
+
+def mass_figure(summary: pd.DataFrame, train_set: str = "mix") -> go.Figure | None:
+    """ALP of y+, y-, an irrelevant response, shuffled y+ and the argmax token, across SFT then DPO, in distribution.
+
+    DPO "shifts the probability mass toward irrelevant outputs" (r1k) and squeezes it into the argmax
+    token (Ren & Sutherland): both show as lines rising while y+ and y- fall.
+    """
+    part = summary[(summary["train_set"] == train_set) & (summary["distribution"] == "ID")]
+    if part.empty or "alp_irrelevant" not in part:
+        return None
+    part = part.sort_values("x")
+    fig = go.Figure()
+    for metric, label in MASS_SERIES:
+        if metric in part:
+            fig.add_trace(go.Scatter(x=part["x"], y=part[metric], mode="lines+markers", name=label,
+                                     hovertemplate=f"{label}: %{{y:.4f}}<extra>%{{text}}</extra>", text=part["checkpoint"]))
+    fig.update_xaxes(tickvals=part["x"], ticktext=part["checkpoint"], tickangle=-45)
+    last_sft = part.loc[part["phase"] != "dpo", "x"].max()
+    if part["phase"].eq("dpo").any():
+        fig.add_vline(x=last_sft + 0.5, line=dict(color="grey", dash="dot"), annotation_text="SFT | DPO")
+    fig.update_layout(title=f"Where the mass goes: D_{SHORT[train_set]} on T_{SHORT[train_set]}, SFT then DPO",
+                      yaxis_title="mean log p per token", template="plotly_white", height=420,
+                      legend=dict(orientation="h", y=-0.3), margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+def mass_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Change of each probe's ALP under DPO (last SFT to last DPO checkpoint), in distribution."""
+    rows = []
+    idf = summary[summary["distribution"] == "ID"]
+    sft, dpo = last_checkpoint(idf, "sft"), last_checkpoint(idf, "dpo")
+    if sft is None or dpo is None:
+        return pd.DataFrame()
+    for pair in dpo["pair"].unique():
+        a, b = sft[sft["pair"] == pair].iloc[0], dpo[dpo["pair"] == pair].iloc[0]
+        for metric, label in MASS_SERIES:
+            if metric in a and pd.notna(a[metric]):
+                rows.append({"pair": pair, "probe": label, "after SFT": a[metric], "after DPO": b[metric],
+                             "change under DPO": b[metric] - a[metric]})
+    return pd.DataFrame(rows)

@@ -98,6 +98,9 @@ def greedy_outcomes(ckpt: Any, records: Sequence[Any], max_new_tokens: int = 64)
     return out
 
 
+# On real text the loss has no known floor: it must fall by this fraction of its first value (held-out ALP in 04
+# is the real test of learning there)
+REAL_TEXT_LOSS_FALL = 0.05
 CHECK_PROBLEMS = 100  # held-out problems a training stage answers to show it learned
 ID_TEST_SET = {"forward": "test_forward", "reverse": "test_reverse", "half_mix": "test_mix", "mix": "test_mix"}
 
@@ -135,9 +138,13 @@ def sft_checks(ckpt: Any, data_dir: Any, train_set: str, log_rows: Sequence[dict
     """02: in-distribution greedy accuracy against chance, and the loss against its floor."""
     checks = []
     rows = [r for r in log_rows if r.get("loss") is not None]
-    if len(rows) >= 2:
-        checks.append(loss("SFT loss", rows[0]["loss"], rows[-1]["loss"]))
     picked = _in_distribution(data_dir, train_set)
+    if len(rows) >= 2 and picked:
+        checks.append(loss("SFT loss", rows[0]["loss"], rows[-1]["loss"]))
+    elif len(rows) >= 2:  # real text: no floor is known, and single batches vary; the last quarter's mean
+        tail = rows[-max(1, len(rows) // 4):]
+        checks.append(loss("SFT loss (real text: mean of the last quarter of steps)", rows[0]["loss"],
+                           sum(r["loss"] for r in tail) / len(tail), fraction=REAL_TEXT_LOSS_FALL))
     if picked:
         won = greedy_outcomes(ckpt, picked)
         checks.append(accuracy(f"greedy accuracy on {ID_TEST_SET[train_set]} (in distribution)", sum(won), len(won),

@@ -44,6 +44,15 @@ class ProbeItem:
     prompt_ids: tuple[int, ...]
     chosen_ids: tuple[int, ...]
     rejected_ids: tuple[int, ...]
+    # further responses scored beside y+ and y- (where the probability mass goes): name -> token ids
+    extras: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def responses(self) -> list[tuple[str, tuple[int, ...]]]:
+        return [("chosen", self.chosen_ids), ("rejected", self.rejected_ids), *self.extras]
+
+
+# The extra probes: another question's y+, y+ with its tokens shuffled; "argmax" is scored along y+ itself.
+EXTRA_PROBES = ("irrelevant", "shuffled")
 
 
 @dataclass
@@ -55,6 +64,9 @@ class ItemScore:
     n_rejected: int
     token_logps_chosen: np.ndarray | None = None
     token_logps_rejected: np.ndarray | None = None
+    extra_sums: dict[str, float] = field(default_factory=dict)
+    extra_counts: dict[str, int] = field(default_factory=dict)
+    sum_argmax: float | None = None  # sum over y+'s positions of the most likely token's log p (teacher-forced)
 
     @property
     def alp_chosen(self) -> float:
@@ -68,10 +80,22 @@ class ItemScore:
     def margin(self) -> float:
         return self.alp_chosen - self.alp_rejected
 
+    def alp_extra(self, name: str) -> float:
+        return self.extra_sums[name] / self.extra_counts[name]
+
+    @property
+    def alp_argmax(self) -> float | None:
+        return None if self.sum_argmax is None else self.sum_argmax / self.n_chosen
+
     def row(self) -> dict[str, Any]:
-        return {"id": self.id, "alp_chosen": self.alp_chosen, "alp_rejected": self.alp_rejected,
-                "margin": self.margin, "n_chosen": self.n_chosen, "n_rejected": self.n_rejected,
-                "sum_chosen": self.sum_chosen, "sum_rejected": self.sum_rejected}
+        out = {"id": self.id, "alp_chosen": self.alp_chosen, "alp_rejected": self.alp_rejected,
+               "margin": self.margin, "n_chosen": self.n_chosen, "n_rejected": self.n_rejected,
+               "sum_chosen": self.sum_chosen, "sum_rejected": self.sum_rejected}
+        for name in self.extra_sums:
+            out[f"alp_{name}"] = self.alp_extra(name)
+        if self.sum_argmax is not None:
+            out["alp_argmax"] = self.alp_argmax
+        return out
 
 
 def build_items(
@@ -80,11 +104,14 @@ def build_items(
     twins: Sequence[Record],
     max_response_tokens: int,
     system: str | None = render.DEFAULT_SYSTEM,
+    extras: bool = False,
 ) -> list[ProbeItem]:
     """Tokenize each test record with y+ = its own response and y- = its twin's (the directional preference).
 
     `twins` must hold, for every record, the record of the other direction with the same pair_id
-    (the records themselves may be part of it, as with a mixed test set).
+    (the records themselves may be part of it, as with a mixed test set). With `extras`, each item
+    also carries an irrelevant response (y+ of the next record of the same direction, another
+    question's answer) and y+ with its tokens shuffled (seeded by the record's id).
     """
     if max_response_tokens < 1:
         raise ValueError(f"max_response_tokens must be >= 1, got {max_response_tokens}")
@@ -105,7 +132,30 @@ def build_items(
             raise ValueError(f"probe {rec.id}: empty response after rendering")
         items.append(ProbeItem(rec.id, rec.pair_id, rec.direction, rec.task, tuple(prompt), tuple(chosen),
                                tuple(rejected)))
-    return items
+    return with_extras(items) if extras else items
+
+
+def with_extras(items: Sequence[ProbeItem]) -> list[ProbeItem]:
+    """Each item with an irrelevant response (the next item of its direction with another pair's y+) and
+    its own y+ shuffled. A direction with a single item has no other question to borrow from."""
+    import random
+
+    out = []
+    by_direction: dict[str, list[ProbeItem]] = {}
+    for it in items:
+        by_direction.setdefault(it.direction, []).append(it)
+    for it in items:
+        group = [g for g in by_direction[it.direction] if g.pair_id != it.pair_id]
+        if not group:
+            raise ValueError(f"probe {it.id}: no other {it.direction} probe to borrow an irrelevant response from")
+        order = by_direction[it.direction]
+        donor = next(g for g in order[order.index(it) + 1:] + order if g.pair_id != it.pair_id)
+        shuffled = list(it.chosen_ids)
+        random.Random(f"shuffle:{it.id}").shuffle(shuffled)
+        out.append(ProbeItem(it.id, it.pair_id, it.direction, it.task, it.prompt_ids, it.chosen_ids, it.rejected_ids,
+                             (("irrelevant", donor.chosen_ids[: len(it.chosen_ids)] or donor.chosen_ids),
+                              ("shuffled", tuple(shuffled)))))
+    return out
 
 
 def _other(direction: str) -> str:
@@ -143,7 +193,7 @@ class _Row:
     tokens: list[int]
     positions: list[int]
     branch: list[int]                      # 0 prompt, 1.. response branch
-    # per scored token: (row index that predicts it, target id, which response: 0 chosen / 1 rejected)
+    # per scored token: (row index that predicts it, target id, which response: 0 chosen, 1 rejected, 2.. extras)
     targets: list[tuple[int, int, int]] = field(default_factory=list)
 
 
@@ -151,7 +201,7 @@ def _rows(items: Sequence[ProbeItem], share: bool) -> list[_Row]:
     rows = []
     for i, it in enumerate(items):
         p = list(it.prompt_ids)
-        branches = [(0, list(it.chosen_ids)), (1, list(it.rejected_ids))]
+        branches = [(w, list(ids)) for w, (_, ids) in enumerate(it.responses())]
         groups = [branches] if share else [[b] for b in branches]
         for group in groups:
             row = _Row(i, list(p), list(range(len(p))), [0] * len(p))
@@ -225,9 +275,19 @@ class Scorer:
         self.logit_chunk = logit_chunk
         self.share_prompt = share_prompt
         self.tokens_scored = 0  # response tokens, summed over calls (for throughput)
+        self._cache_key: tuple | None = None
+        self._cache: dict[int, torch.Tensor] = {}
 
     @torch.no_grad()
-    def score(self, model: Any, items: Sequence[ProbeItem], keep_token_logps: bool = False) -> list[ItemScore]:
+    def score(self, model: Any, items: Sequence[ProbeItem], keep_token_logps: bool = False,
+              frozen_below: int = 0) -> list[ItemScore]:
+        """Scores of every item's responses.
+
+        `frozen_below` k > 0 says the checkpoints scored with this scorer share the embeddings and
+        decoder layers 0..k-1 (LoRA on upper layers only, or a merge of such an adapter): the hidden
+        states after layer k-1 are computed once per batch and reused while those weights are the
+        same (checked by a fingerprint of them), and only layers k.. run per checkpoint.
+        """
         model.eval()
         causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         cfg = causal_lm.config
@@ -238,50 +298,109 @@ class Scorer:
         dev = next(causal_lm.parameters()).device
         dtype = next(causal_lm.parameters()).dtype
         share = should_share_prompt(items, self.share_prompt)
+        n_resp = max(len(it.responses()) for it in items) if items else 2
+        k = frozen_below if 0 < frozen_below < len(backbone.layers) else 0
+        cache = self._prefix_cache(backbone, items, share, k) if k else None
 
-        sums = np.zeros((len(items), 2))
-        counts = np.zeros((len(items), 2), dtype=np.int64)
+        sums = np.zeros((len(items), n_resp))
+        counts = np.zeros((len(items), n_resp), dtype=np.int64)
+        argmax = np.zeros(len(items))
         tokens: list[list[np.ndarray | None]] = [[None, None] for _ in items]
-        for batch in _batches(_rows(items, share), self.token_budget):
+        for b, batch in enumerate(_batches(_rows(items, share), self.token_budget)):
             length = len(batch[0].tokens)
             ids = torch.zeros((len(batch), length), dtype=torch.long)
             pos = torch.zeros((len(batch), length), dtype=torch.long)
             for r, row in enumerate(batch):
                 ids[r, :len(row.tokens)] = torch.tensor(row.tokens)
                 pos[r, :len(row.tokens)] = torch.tensor(row.positions)
-            hidden = backbone(input_ids=ids.to(dev), position_ids=pos.to(dev),
-                              attention_mask=_mask(batch, length, attn, dtype, dev), use_cache=False).last_hidden_state
+            mask = _mask(batch, length, attn, dtype, dev)
+            if cache is None:
+                hidden = backbone(input_ids=ids.to(dev), position_ids=pos.to(dev), attention_mask=mask,
+                                  use_cache=False).last_hidden_state
+            else:
+                if b not in cache:
+                    cache[b] = _run_layers(backbone, slice(0, k), mask, pos.to(dev), input_ids=ids.to(dev))
+                hidden = _run_layers(backbone, slice(k, None), mask, pos.to(dev), inputs_embeds=cache[b])
             # flat index of each predicting position, its target and where the result goes
             where = torch.tensor([r * length + t[0] for r, row in enumerate(batch) for t in row.targets], device=dev)
             target = torch.tensor([t[1] for row in batch for t in row.targets], device=dev)
-            logps = self._target_logps(hidden.reshape(-1, hidden.shape[-1]), head, where, target).cpu().numpy()
-            k = 0
+            logps, best = self._target_logps(hidden.reshape(-1, hidden.shape[-1]), head, where, target)
+            logps, best = logps.cpu().numpy(), best.cpu().numpy()
+            k_row = 0
             for row in batch:
                 which = np.array([t[2] for t in row.targets])
-                vals = logps[k:k + len(which)]
-                k += len(which)
-                for w in (0, 1):
+                vals, tops = logps[k_row:k_row + len(which)], best[k_row:k_row + len(which)]
+                k_row += len(which)
+                for w in range(n_resp):
                     sel = vals[which == w]
                     if len(sel):
                         sums[row.item, w] += sel.sum()
                         counts[row.item, w] += len(sel)
-                        if keep_token_logps:
+                        if w == 0:
+                            argmax[row.item] += tops[which == 0].sum()
+                        if keep_token_logps and w < 2:
                             tokens[row.item][w] = sel
             self.tokens_scored += len(target)
-        return [ItemScore(it.id, float(sums[i, 0]), float(sums[i, 1]), int(counts[i, 0]), int(counts[i, 1]),
-                          *(tokens[i] if keep_token_logps else (None, None))) for i, it in enumerate(items)]
+        out = []
+        for i, it in enumerate(items):
+            names = [name for name, _ in it.extras]
+            out.append(ItemScore(it.id, float(sums[i, 0]), float(sums[i, 1]), int(counts[i, 0]), int(counts[i, 1]),
+                                 *(tokens[i] if keep_token_logps else (None, None)),
+                                 extra_sums={n: float(sums[i, 2 + j]) for j, n in enumerate(names)},
+                                 extra_counts={n: int(counts[i, 2 + j]) for j, n in enumerate(names)},
+                                 sum_argmax=float(argmax[i])))
+        return out
+
+    def _prefix_cache(self, backbone: Any, items: Sequence[ProbeItem], share: bool, k: int) -> dict[int, torch.Tensor]:
+        """The per-batch hidden states after layer k-1, kept while the weights below layer k stay the same."""
+        key = (tuple(it.id for it in items), share, self.token_budget, k, _lower_fingerprint(backbone, k))
+        if self._cache_key != key:
+            self._cache_key, self._cache = key, {}
+        return self._cache
 
     def _target_logps(self, hidden: torch.Tensor, head: torch.nn.Module, where: torch.Tensor,
-                      target: torch.Tensor) -> torch.Tensor:
-        """log p(target) at each predicting position, projecting through the head `logit_chunk` rows at a time."""
+                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(target) and the largest log p at each predicting position, through the head `logit_chunk` rows at a time."""
         out = torch.empty(len(where), dtype=torch.float32, device=hidden.device)
+        top = torch.empty(len(where), dtype=torch.float32, device=hidden.device)
         chunk = self.logit_chunk or auto_logit_chunk(head.weight.shape[0], hidden.device)
         for s in range(0, len(where), chunk):
             h = hidden.index_select(0, where[s:s + chunk])
             logits = head(h).float()
             tgt = target[s:s + chunk]
-            out[s:s + len(tgt)] = logits.gather(1, tgt[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
-        return out
+            lse = torch.logsumexp(logits, dim=-1)
+            out[s:s + len(tgt)] = logits.gather(1, tgt[:, None])[:, 0] - lse
+            top[s:s + len(tgt)] = logits.max(dim=-1).values - lse
+        return out, top
+
+
+def _run_layers(backbone: Any, layers: slice, mask: torch.Tensor, positions: torch.Tensor, **inputs: Any) -> torch.Tensor:
+    """The backbone with only `layers` of its decoder stack: from token ids (the lower part, returning the hidden
+    state before the final norm) or from the hidden state after the layer below (the upper part, normed)."""
+    full = backbone.layers
+    captured: dict[str, torch.Tensor] = {}
+    lower = layers.stop is not None
+    hook = backbone.norm.register_forward_pre_hook(lambda _m, args: captured.update(h=args[0])) if lower else None
+    try:
+        backbone.layers = torch.nn.ModuleList(list(full)[layers])
+        out = backbone(position_ids=positions, attention_mask=mask, use_cache=False, **inputs).last_hidden_state
+    finally:
+        backbone.layers = full
+        if hook is not None:
+            hook.remove()
+    return captured["h"] if lower else out
+
+
+def _lower_fingerprint(backbone: Any, k: int) -> str:
+    """A hash of the embeddings and decoder layers 0..k-1 (their exact bytes)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    params = list(backbone.get_input_embeddings().parameters()) + [p for layer in list(backbone.layers)[:k]
+                                                                  for p in layer.parameters()]
+    for p in params:
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def auto_logit_chunk(vocab_size: int, device: torch.device) -> int:

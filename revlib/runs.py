@@ -87,7 +87,7 @@ def plan(exp: Experiment) -> list[Cell]:
                 deps = [("00_base_model", m), ("01_reverse_data", DATA_CELL)]
                 if exp.probes.models == "stages":  # the probe models are 02's and 03's own checkpoints
                     deps += [("02_sft", f"{m}__{s}") for s in exp.probes.train_sets]
-                    deps += [("03_dpo", f"{m}__{s}") for s in exp.probes.train_sets]
+                    deps += [("03_dpo", f"{m}__{s}") for s in exp.probes.train_sets if exp.dpo and s in exp.dpo.on]
                 if exp.dpo and exp.dpo.per_step:  # the probes compare the two DPO variants side by side
                     deps += [("02_sft", f"{m}__{s}") for s in exp.dpo.per_step.on]
                     deps += [("03_dpo", name) for name, v in dpo_cells(exp, m) if v["train_set"] in exp.dpo.per_step.on]

@@ -256,12 +256,31 @@ def _model_kwargs(params: SFTParams | DPOParams) -> dict[str, Any]:
     return {"dtype": torch.bfloat16 if params.bf16 else torch.float32, "attn_implementation": attn}
 
 
-def _lora_config(params: SFTParams | DPOParams):
+def _lora_config(params: SFTParams | DPOParams, base: str):
     from peft import LoraConfig
 
     lo = params.lora
+    layers = None
+    if lo.top_layers:
+        from transformers import AutoConfig
+
+        n = AutoConfig.from_pretrained(str(base)).num_hidden_layers
+        if lo.top_layers > n:
+            raise ValueError(f"lora.top_layers {lo.top_layers} exceeds the {n} decoder layers of {base}")
+        layers = list(range(n - lo.top_layers, n))
     return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules,
-                      task_type="CAUSAL_LM")
+                      layers_to_transform=layers, layers_pattern="layers" if layers else None, task_type="CAUSAL_LM")
+
+
+def adapter_lowest_layer(adapter: str | Path | None) -> int:
+    """The lowest decoder layer a LoRA adapter changes (0 when it changes every layer, or is not an adapter)."""
+    config = Path(adapter) / "adapter_config.json" if adapter else None
+    if config is None or not config.is_file():
+        return 0
+    layers = json.loads(config.read_text()).get("layers_to_transform")
+    if isinstance(layers, int):
+        layers = [layers]
+    return min(layers) if layers else 0
 
 
 def _common_args(params: SFTParams | DPOParams, out_dir: Path, seed: int, epochs: int) -> dict[str, Any]:
@@ -402,7 +421,7 @@ def sft_trainer(base: str, records: list[Record], out_dir: Path, params: SFTPara
         args=config,
         train_dataset=_dataset(rows),
         processing_class=tokenizer,
-        peft_config=_lora_config(params) if params.lora else None,
+        peft_config=_lora_config(params, base) if params.lora else None,
         callbacks=_callbacks(epochs, every, str(base), params.lora is not None, on_log),
     )
     return _quiet(trainer), rows
@@ -504,7 +523,7 @@ def dpo_trainer(base: str, pairs: list[PreferencePair], out_dir: Path, params: D
         args=config,
         train_dataset=_dataset(rows, out_dir / "launch"),
         processing_class=tokenizer,
-        peft_config=_lora_config(params) if params.lora else None,
+        peft_config=_lora_config(params, policy_base) if params.lora else None,
         callbacks=_callbacks(epochs, every, policy_base, params.lora is not None, on_log),
     )
     return _quiet(trainer), rows

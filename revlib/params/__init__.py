@@ -73,8 +73,8 @@ class Experiment(Strict):
             if missing:
                 problems.append(f"dpo.on: {missing} not among sft.train_sets {self.sft.train_sets}")
         if self.probes and self.probes.models == "stages" and "04_probe_dynamics" in self.stages:
-            for section, have in (("sft.train_sets", self.sft.train_sets if self.sft else []),
-                                  ("dpo.on", self.dpo.on if self.dpo else [])):
+            # a probe-training set without DPO is scored across its SFT checkpoints only
+            for section, have in (("sft.train_sets", self.sft.train_sets if self.sft else []),):
                 missing = [s for s in self.probes.train_sets if s not in have]
                 if missing:
                     problems.append(f"probes.models 'stages' scores 02/03 models of {missing}, not in {section}")

@@ -24,15 +24,21 @@ class Pretrain(Strict):
 
 class BaseModelSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="short name used in cell names")
-    source: Literal["embedded", "hub", "local"] = "embedded"
+    source: Literal["embedded", "hub", "local", "gguf"] = "embedded"
     preset: str = Field("tiny", description="size preset of an embedded model (revlib.models.PRESETS)")
     id: str | None = Field(None, description="Hub id, for source: hub")
     revision: str = Field("main", description="Hub revision, for source: hub")
-    path: ExistingPath | None = Field(None, description="checkpoint folder, for source: local")
+    path: ExistingPath | None = Field(None, description="checkpoint folder, for source: local; the .gguf file, for "
+                                      "source: gguf")
+    package: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",
+                                description="for source: gguf, an installed package that ships the file (found, "
+                                "never imported)")
+    file: str | None = Field(None, pattern=r"^[^/\\]+\.gguf$", description="for source: gguf, the file's name inside `package`")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     pretrain: Pretrain = Pretrain()
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
-                               description="for source: local, the checksum the folder's card must match")
+                               description="for source: local, the checksum the folder's card must match; for source: "
+                               "gguf, the file's own sha256")
     publish_to: ResolvedPath | None = Field(None, description="for source: embedded, also write the built model "
                                             "and its card here (a shipped base, like a Hub checkpoint)")
 
@@ -44,10 +50,31 @@ class BaseModelSpec(Strict):
             raise ValueError("source 'hub' needs 'id'")
         if self.source == "local" and self.path is None:
             raise ValueError("source 'local' needs 'path'")
-        if self.sha256 and self.source != "local":
-            raise ValueError("sha256 applies to source 'local' (a shipped base folder)")
+        if self.sha256 and self.source not in ("local", "gguf"):
+            raise ValueError("sha256 applies to source 'local' (a shipped base folder) or 'gguf' (the file)")
+        if self.source == "gguf":
+            self._check_gguf()
+        elif self.package or self.file:
+            raise ValueError("package and file apply to source 'gguf'")
         if self.publish_to and self.source != "embedded":
             raise ValueError("publish_to applies to source 'embedded'")
         if self.source == "embedded" and self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         return self
+
+    def _check_gguf(self) -> None:
+        from revlib import gguf_source
+
+        if (self.path is None) == (self.package is None):
+            raise ValueError("source 'gguf' needs exactly one of 'path' (the .gguf file) or 'package' with 'file'")
+        if self.package and not self.file:
+            raise ValueError("source 'gguf' with 'package' needs 'file', the .gguf file's name inside it")
+        try:
+            gguf_source.verify(gguf_source.locate(self.path, self.package, self.file), self.sha256)
+        except gguf_source.GGUFError as err:
+            raise ValueError(str(err)) from None
+
+    def gguf_target(self):
+        from revlib import gguf_source
+
+        return gguf_source.locate(self.path, self.package, self.file)

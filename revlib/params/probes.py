@@ -37,6 +37,12 @@ class ProbeParams(Strict):
     share_prompt: Literal["auto", "always", "never"] = Field(
         "auto", description="score chosen and rejected in one row sharing the prompt; auto: when prompts are long enough")
     score_dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="weights while scoring")
+    extra_probes: bool = Field(True, description="also score where the mass goes: another question's response "
+                               "(irrelevant), y+ with its tokens shuffled, and the argmax token along y+")
+    min_alp_rise: float = Field(0.5, gt=0, description="learning check: in-distribution ALP(y+) must rise at least "
+                                "this much from the base to the last SFT checkpoint (nats per token)")
+    min_alp_after_sft: float | None = Field(-0.5, description="learning check: in-distribution ALP(y+) after SFT "
+                                            "must exceed this; null: no such bar (real text has no known floor)")
     include_base: bool = Field(True, description="also score the base model before SFT (the x axis starts there)")
     sft_epochs: int = Field(12, ge=1, description="paper: 12")
     sft_save_every: int = Field(2, ge=1, description="paper: every 2 epochs")

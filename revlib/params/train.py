@@ -27,6 +27,9 @@ class Lora(Strict):
     alpha: int = Field(16, ge=1, description="LoRA alpha (paper: 512)")
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    top_layers: int | None = Field(None, ge=1, description="LoRA on the top N decoder layers only (peft "
+                                   "layers_to_transform): the backward pass stops there, and 04 scores the shared "
+                                   "lower layers once; null: every layer")
 
 
 # trl config fields revlib sets itself, by the params field that sets them (or why revlib keeps them), so a
