@@ -160,10 +160,13 @@ def dpo_checks(log_rows: Sequence[dict[str, Any]], beta: float) -> list[Check]:
     rows = [r for r in log_rows if r.get("logps/rejected") is not None]
     if len(rows) < 2:
         return []
-    # the last tenth averaged (single batches are noisy); a run of a few steps is judged on its second half
-    tail = rows[len(rows) // 2:] if len(rows) < 20 else rows[-max(1, len(rows) // 10):]
+    # the first and last tenths averaged (single batches are noisy: the mix model's rejected log p varies by +-20 nats
+    # between batches at step 1); a run of a few steps is judged on its first step against its second half
+    short = len(rows) < 20
+    head = rows[:1] if short else rows[:max(1, len(rows) // 10)]
+    tail = rows[len(rows) // 2:] if short else rows[-max(1, len(rows) // 10):]
     mean = lambda key, rs: sum(r[key] for r in rs) / len(rs)  # noqa: E731
-    return [change("log p(rejected), summed over the response", rows[0]["logps/rejected"], mean("logps/rejected", tail), -1, 1.0),
+    return [change("log p(rejected), summed over the response", mean("logps/rejected", head), mean("logps/rejected", tail), -1, 1.0),
             change("reward margin beta*(log-ratio chosen - rejected)", 0.0, mean("rewards/margins", tail), 1, 0.1 * beta)]
 
 
