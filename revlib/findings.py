@@ -156,6 +156,8 @@ def learned_state(exp: Experiment) -> dict[str, Any]:
     """The `learned` object: whether each stage's models learned, as numbers."""
     out: dict[str, Any] = {}
     d = _stage_dir(exp, "00_base_model")
+    if d is not None and (d / "base.json").exists() and io.read_json(d / "base.json").get("sha256"):
+        out["base_model_sha256"] = io.read_json(d / "base.json")["sha256"]  # a GGUF base: the file's own
     if d is not None:
         m = io.read_json(d / "metrics.json")
         for key, name in (("primitive_accuracy/arith", "base_primitive_accuracy_arith"),
@@ -173,6 +175,10 @@ def learned_state(exp: Experiment) -> dict[str, Any]:
         idf = probes[probes["distribution"] == "ID"]
         sft_last = last_checkpoint(idf, "sft")
         dpo_last = last_checkpoint(idf, "dpo")
+        base_rows = idf[idf["phase"] == "base"]
+        if not base_rows.empty:
+            out["probe_alp_pos_id_base"] = float(base_rows["alp_chosen"].mean())
+        out["probe_test_n"] = int(probes["example"].nunique())
         if sft_last is not None:
             out["probe_alp_pos_id_after_sft"] = float(sft_last["alp_chosen"].mean())
             out["probe_margin_id_after_sft"] = float(sft_last["margin"].mean())
@@ -307,8 +313,11 @@ def r1k_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
     probes = _probe_scores(exp)
     if probes is not None:
         pgate = gate
-        if learned.get("probe_alp_pos_id_after_sft") is not None and learned["probe_alp_pos_id_after_sft"] < -2.0:
-            pgate = (pgate + "; " if pgate else "") + "probe models did not learn (ALP(y+) in distribution below -2)"
+        after, before = learned.get("probe_alp_pos_id_after_sft"), learned.get("probe_alp_pos_id_base")
+        bar = exp.probes.min_alp_rise if exp.probes else 0.5
+        if after is not None and before is not None and after - before < bar:
+            pgate = (pgate + "; " if pgate else "") + (f"probe models did not learn (in-distribution ALP(y+) rose "
+                                                       f"{after - before:+.3f} from the base; needs {bar:g})")
         idf = probes[probes["distribution"] == "ID"]
         key = ["pair", "example"]
         base = idf[idf["phase"] == "base"].set_index(key)
@@ -345,6 +354,17 @@ def r1k_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
             out.append(_alp_claim("r1k.fig2c.dpo_lowers_chosen_too", "DPO also lowers the preferred response: mass moves to other outputs",
                                   "Figure 2(a)/(c): ALP(y+) falls under DPO while the margin grows", pos, 0.05,
                                   "ALP(y+) after SFT minus after DPO, in distribution", pgate))
+            if "alp_irrelevant" in s:
+                irr = (d["alp_irrelevant"].reindex(s.index) - s["alp_irrelevant"]).dropna().tolist()
+                top = (d["alp_argmax"].reindex(s.index) - s["alp_argmax"]).dropna().tolist()
+                claim = _alp_claim("r1k.abstract.dpo_mass_to_irrelevant",
+                                   "DPO shifts probability mass toward irrelevant outputs (Ren & Sutherland's squeezing)",
+                                   "abstract: no figure; here another question's y+ and the argmax token along y+",
+                                   irr, 0.05, "ALP(another question's y+) after DPO minus after SFT, in distribution", pgate)
+                if top:
+                    claim.measured += f"; the argmax token along y+ moved {sum(top) / len(top):+.3f} nats/token"
+                out.append(claim)
+    _beside_release(out)
     variant = table_claim(
         "ours.direction_aware_per_step", "Direction-aware per-step DPO beats directional DPO on the mix SFT model (our hypothesis)",
         "beyond both papers", ("dpo_per_step", "mix"), ("dpo", "mix"))
@@ -352,6 +372,29 @@ def r1k_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
         variant.paper = "ours"
     out.append(variant)
     return [c for c in out if c is not None]
+
+
+def _beside_release(claims: list[Claim | None]) -> None:
+    """Each Figure 2 row gets the r1k authors' released Qwen2.5-7B effect beside it (their T: probe set or held out,
+    the release does not say), and a note when that effect is itself below the row's δ."""
+    from revlib import paper_reference
+
+    end = paper_reference.endpoints()
+    ff, mm = end["(D_f, T_f)"], end["(D_m, T_m)"]
+    released = {
+        "r1k.fig2a.sft_raises_chosen": (ff["sft_change_alp_chosen"], "(D_f, T_f) ALP(y+) epoch 1 to 6"),
+        "r1k.fig2b.dpo_lowers_rejected": (-mm["dpo_change_alp_rejected"], "(D_m, T_m) ALP(y−) fall over 7 DPO epochs"),
+        "r1k.fig2c.dpo_lowers_chosen_too": (-mm["dpo_change_alp_chosen"], "(D_m, T_m) ALP(y+) fall over 7 DPO epochs"),
+        "r1k.fig2.mix_weakens_distinction": ((ff["margin"] + end["(D_r, T_r)"]["margin"]) / 2 - mm["margin"],
+                                             "pure-set margins minus the D_m margin after 6 SFT epochs"),
+    }
+    for c in claims:
+        if c is None or c.id not in released:
+            continue
+        value, what = released[c.id]
+        c.paper_figure += f" · authors' release (Qwen2.5-7B): {what} E = {value:+.3f}"
+        if c.delta is not None and value < c.delta:
+            c.note = (c.note + "; " if c.note else "") + f"the authors' own released effect ({value:+.3f}) is below δ"
 
 
 def setlur_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
@@ -423,6 +466,15 @@ def star_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
             end = run["checkpoints"][-1]
             gains[start] = (end["correct"], end["n"], sft["correct"], sft["n"], run)
     fig = "Figure 8: star graph, per-step DPO from under- and over-trained SFT"
+
+    def kept(start: str) -> str:
+        """The kept-skill check: per-step DPO may lower the valid-path rate by at most 15 points."""
+        run = gains[start][4]
+        first, last = run["checkpoints"][0], run["checkpoints"][-1]
+        v0, v1 = first["valid"] / first["n"], last["valid"] / last["n"]
+        verdict = "kept" if v1 >= v0 - 0.15 else "broke the policy"
+        return f"; valid paths {v0:.0%} → {v1:.0%} ({verdict}: may fall at most 15 points)"
+
     out = []
     if "under" in gains:
         k1, n1, k2, n2, run = gains["under"]
@@ -433,7 +485,7 @@ def star_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
             "Per-step DPO from the under-trained SFT checkpoint escapes the Clever-Hans plateau (test accuracy jumps)",
             fig, f"test accuracy {_fmt_pct(k2 / n2)} at the SFT start (epoch {run['start_epoch']:g}) → {_fmt_pct(k1 / n1)} "
                  f"after per-step DPO on {run.get('pairs')} pairs (n={n2}, {n1}); E = {100 * eff:+.1f} pts "
-                 f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                 f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" + kept("under"),
             *_vn(decide(eff, lo, hi, 0.05, gate), eff, (lo, hi), 0.05)))
     if "under" in gains and "over" in gains:
         (a1, m1, a0, m0, ru), (b1, l1, b0, l0, ro) = gains["under"], gains["over"]
@@ -448,7 +500,7 @@ def star_claims(exp: Experiment, learned: dict[str, Any]) -> list[Claim]:
             fig, f"gain in test accuracy from the under-trained start (epoch {ru['start_epoch']:g}, {ru.get('pairs')} pairs) "
                  f"{100 * gu:+.1f} pts, from the over-trained start (epoch {ro['start_epoch']:g}, {ro.get('pairs')} pairs) "
                  f"{100 * go:+.1f} pts; E = {100 * eff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] (normal interval, "
-                 "the four rates taken as independent)",
+                 "the four rates taken as independent); from under:" + kept("under")[1:] + "; from over:" + kept("over")[1:],
             *_vn(decide(eff, lo, hi, 0.05, gate), eff, (lo, hi), 0.05)))
     if not out:  # 07 ran but per-step DPO has nothing to score: the row still says why
         pairs = {k: v.get("pairs") for k, v in (star.get("per_step_dpo") or {}).items()}

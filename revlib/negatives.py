@@ -117,6 +117,21 @@ def sample_policy(sampler: Sampler, task: TaskFamily, problems: Sequence[Record]
             for i, c in enumerate(conts)]
 
 
+def cap_negatives(samples: Sequence[Sample], k: int | None) -> list[Sample]:
+    """Every positive, and at most the first k incorrect samples of each problem (None: all)."""
+    if k is None:
+        return list(samples)
+    seen: dict[str, int] = defaultdict(int)
+    out = []
+    for s in samples:
+        if not s.correct:
+            seen[s.problem_id] += 1
+            if seen[s.problem_id] > k:
+                continue
+        out.append(s)
+    return out
+
+
 def write_samples(path: str | Path, samples: Sequence[Sample]) -> Path:
     return io.write_jsonl(path, (asdict(s) | {"id": s.id} for s in samples))
 
@@ -369,6 +384,46 @@ def dpo_from(ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, dpo_p
                          epochs=epochs, save_every_epochs=save_every_epochs, on_log=on_log)
     return train.dpo(str(ckpt.path), pairs, out_dir, dpo_params, seed=seed, epochs=epochs,
                      save_every_epochs=save_every_epochs, on_log=on_log)
+
+
+def split_pairs(pairs: Sequence[PreferencePair], share: float, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(training pairs, held-out pairs): about `share` of the problems, with all their pairs, are held out, so a
+    held-out pair never shares its question with a training pair."""
+    if not 0 <= share < 1:
+        raise ValueError(f"held-out share must be in [0, 1), got {share}")
+    problems = sorted({p.meta.get("problem", p.id) for p in pairs})
+    rng = random.Random(f"held_out:{seed}")
+    held = set(rng.sample(problems, round(share * len(problems)))) if share else set()
+    return ([p for p in pairs if p.meta.get("problem", p.id) not in held],
+            [p for p in pairs if p.meta.get("problem", p.id) in held])
+
+
+def dpo_pair_loss(policy: Checkpoint, reference: Checkpoint, pairs: Sequence[PreferencePair], dpo_params: DPOParams) -> float:
+    """Mean sigmoid DPO loss of `pairs` for a policy checkpoint against its reference, tokenized as DPO trains them."""
+    import torch
+
+    from revlib import train
+
+    if not pairs:
+        raise ValueError("no pairs to score")
+    models = [train.load_model_for(c)[0] for c in (policy, reference)]
+    tokenizer = train.load_model_for(reference)[1]
+    rows = train.dpo_rows(tokenizer, list(pairs), dpo_params.max_length, dpo_params.max_prompt_length)
+
+    @torch.no_grad()
+    def logp(model: Any, prompt: list[int], response: list[int]) -> float:
+        ids = torch.tensor([prompt + response])
+        out = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        pos = torch.arange(len(prompt) - 1, len(prompt) + len(response) - 1)
+        return out[pos, torch.tensor(response)].sum().item()
+
+    losses = []
+    for r in rows:
+        (pc, pr), (rc, rr) = [(logp(m, r["prompt_ids"], r["chosen_ids"]), logp(m, r["prompt_ids"], r["rejected_ids"]))
+                              for m in models]
+        margin = dpo_params.beta * ((pc - rc) - (pr - rr))
+        losses.append(-torch.nn.functional.logsigmoid(torch.tensor(margin)).item())
+    return sum(losses) / len(losses)
 
 
 # ---------------------------------------------------------------- direction-aware per-step DPO (03, beyond both papers)

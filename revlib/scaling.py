@@ -33,9 +33,12 @@ NAMES = {"sft": "SFT (synthetic positives)", "rft": "RFT (synthetic + own positi
 
 
 def budget_rule(P: NegativeParams) -> str:
+    dpo = (f"makes up to {P.dpo_epochs} passes over its own pairs less the {P.held_out_pairs:.0%} of problems held out, "
+           "and keeps the pass with the lowest DPO loss on the held-out pairs (early stopping)" if P.held_out_pairs else
+           f"makes {P.dpo_epochs} passes over its own pairs")
     return (f"every SFT-type run (SFT, RFT, RFT on D+, advantage-filtered RFT) trains {P.sft_steps} optimizer steps "
-            f"from the base, whatever the data size; every DPO run (naive, per-step) makes {P.dpo_epochs} passes over "
-            f"its own pairs from the SFT checkpoint (so its steps grow with its pairs), and a DPO method with fewer "
+            f"from the base, whatever the data size; every DPO run (naive, per-step) starts from the SFT checkpoint and "
+            f"{dpo} (so its steps grow with its pairs), and a DPO method with fewer "
             f"than {P.min_pairs} pairs at a size is not trained there; each model answers the same test problems "
             f"greedily once, and up to {P.kept_skill_problems} of its size's training problems for the kept-skill check "
             f"(greedy accuracy at most {P.kept_skill_drop:.0%} below SFT's, else the row says it broke the policy)")
@@ -52,6 +55,7 @@ class MethodRun:
     checkpoint: Checkpoint | None = None
     train_correct: list[bool] = field(default_factory=list)  # greedy, on the size's first training problems
     steps: int | None = None  # optimizer steps it trained
+    dpo: dict[str, Any] = field(default_factory=dict)  # DPO: training / held-out pairs, the pass kept, held-out losses
     note: str = ""  # why it was not trained
 
     @property
@@ -87,10 +91,26 @@ def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path):
     return train.sft(base, records, out_dir, params, seed=exp.seed, epochs=1, save_every_epochs=10**6)
 
 
-def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path):
+def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, log: Callable[[str], None] = print
+         ) -> tuple[Checkpoint, dict[str, Any]]:
+    """DPO from the SFT checkpoint under the budget rule: (the kept checkpoint, how it was chosen).
+
+    With `held_out_pairs`, the pairs of a share of the problems are held out, every pass over the rest is
+    checkpointed, and the pass with the lowest held-out DPO loss is kept (early stopping); else the last pass.
+    """
     P = exp.negatives
-    params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": P.dpo_epochs})
-    return negatives.dpo_from(ckpt, pairs, out_dir, params, exp.seed, epochs=P.dpo_epochs, save_every_epochs=P.dpo_epochs)
+    train_pairs, held = negatives.split_pairs(pairs, P.held_out_pairs, exp.seed)
+    every = 1 if held else P.dpo_epochs
+    params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": every})
+    res = negatives.dpo_from(ckpt, train_pairs, out_dir, params, exp.seed, epochs=P.dpo_epochs, save_every_epochs=every)
+    info: dict[str, Any] = {"train_pairs": len(train_pairs), "held_out_pairs": len(held)}
+    if not held:
+        return res.final, info | {"epoch": res.final.epoch}
+    losses = {c.epoch: negatives.dpo_pair_loss(c, ckpt, held, exp.dpo) for c in res.checkpoints}
+    best = min(res.checkpoints, key=lambda c: (round(losses[c.epoch], 6), c.epoch))
+    log(f"{out_dir.name}: held-out DPO loss by pass {', '.join(f'{e:g}: {v:.4f}' for e, v in losses.items())}; "
+        f"kept pass {best.epoch:g}")
+    return best, info | {"epoch": best.epoch, "held_out_loss": {str(k): v for k, v in losses.items()}}
 
 
 def kept_skill(run: MethodRun, sft: MethodRun, max_drop: float) -> dict[str, Any] | None:
@@ -114,10 +134,12 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Reco
     sft = _sft(exp, base, problems, out_dir / "sft")
     runs["sft"] = MethodRun("sft", size, len(problems), checkpoint=sft.final)
     policy = negatives.policy_engine(sft.final, P, cache_dir=out_dir / "rollout_cache")
-    samples = negatives.sample_policy(policy, task, problems, P.samples_per_problem, seed, P.step_split)
+    drawn = negatives.sample_policy(policy, task, problems, P.samples_per_problem, seed, P.step_split)
+    samples = negatives.cap_negatives(drawn, P.max_negatives)
     negatives.write_samples(out_dir / "samples.jsonl", samples)
     positives = sum(s.correct for s in samples)
-    log(f"n={size}: the SFT policy's {len(samples)} samples hold {positives} positives")
+    log(f"n={size}: the SFT policy's {len(drawn)} samples hold {positives} positives and {len(drawn) - positives} "
+        f"negatives, {len(samples) - positives} kept (at most {P.max_negatives or 'all'} per problem)")
     credits: list[negatives.StepCredit] = []
     if {"per_step_dpo", "adv_rft"} & set(P.methods):
         credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed, P.best_of)
@@ -148,10 +170,12 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Reco
             runs[method].note = f"not trained: {len(items)} pairs, fewer than {P.min_pairs}"
             log(f"n={size}: {method} has {len(items)} pairs, fewer than {P.min_pairs}; its point is left out")
             continue
-        res = _dpo(exp, sft.final, items, out_dir / method) if method in DPO_METHODS else \
-            _sft(exp, base, items, out_dir / method)
-        runs[method].checkpoint = res.final
-        runs[method].steps = res.final.step
+        if method in DPO_METHODS:
+            kept, runs[method].dpo = _dpo(exp, sft.final, items, out_dir / method, log)
+        else:
+            kept = _sft(exp, base, items, out_dir / method).final
+        runs[method].checkpoint = kept
+        runs[method].steps = kept.step
     runs["sft"].steps = sft.final.step
     check = problems[: P.kept_skill_problems]
     for method, run in runs.items():
@@ -163,7 +187,7 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Reco
         lo, hi = run.interval()
         log(f"n={size}: {method} ({run.examples} examples, {run.steps} steps) test error {run.error:.3f} "
             f"[{lo:.3f}, {hi:.3f}]; training problems {sum(run.train_correct)}/{len(run.train_correct)}")
-    io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "steps": r.steps, "note": r.note,
+    io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "steps": r.steps, "note": r.note, "dpo": r.dpo,
                                                   "correct": r.correct, "train_correct": r.train_correct}
                                               for m, r in runs.items()})
     return SizeResult(size, runs, positives, len(samples) - positives, credits)
@@ -181,6 +205,9 @@ def table(results: Sequence[SizeResult], max_drop: float = 0.15) -> list[dict[st
         for method, run in res.runs.items():
             row: dict[str, Any] = {"size": res.size, "method": method, "examples": run.examples, "steps": run.steps,
                                    "error": run.error, "n_test": len(run.correct)}
+            if run.dpo:
+                row["dpo_epoch_kept"] = run.dpo.get("epoch")
+                row["held_out_pairs"] = run.dpo.get("held_out_pairs")
             if run.correct:
                 row["error_lo"], row["error_hi"] = run.interval()
             if method != "sft" and run.correct and sft.correct:

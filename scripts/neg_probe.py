@@ -27,10 +27,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--rollouts", type=int, default=5)
     ap.add_argument("--sft-steps", type=int, default=None)
+    ap.add_argument("--max-negatives", type=int, default=8)
     ap.add_argument("--out", default="/tmp/neg_probe")
     a = ap.parse_args()
     exp = load(a.params)
     P = exp.negatives.model_copy(update={"samples_per_problem": a.samples, "rollouts": a.rollouts,
+                                         "max_negatives": a.max_negatives,
                                          **({"sft_steps": a.sft_steps} if a.sft_steps else {})})
     exp = exp.model_copy(update={"negatives": P})
     task = get_task(P.task, P.knobs)
@@ -45,7 +47,8 @@ def main() -> None:
     print(f"test error {1 - sum(greedy) / len(greedy):.3f} ({time.time() - t:.0f} s)", flush=True)
     t = time.time()
     policy = negatives.policy_engine(sft.final, P, cache_dir=out / "rollout_cache")
-    samples = negatives.sample_policy(policy, task, problems, P.samples_per_problem, exp.seed)
+    samples = negatives.cap_negatives(negatives.sample_policy(policy, task, problems, P.samples_per_problem, exp.seed),
+                                      P.max_negatives)
     pos = sum(s.correct for s in samples)
     print(f"sampling {len(samples)}: {pos} positives ({time.time() - t:.0f} s)", flush=True)
     t = time.time()

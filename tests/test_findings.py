@@ -211,3 +211,14 @@ def test_negatives_rows_name_pair_counts_and_left_out_points(exp):
     assert "n=64: not trained: 12 pairs, fewer than 50" in row["measured"]
     assert "pairs by size: n=64: 12, n=128: 80, n=256: 150" in row["measured"]
     assert row["effect"] == 0.0  # pooled over the sizes it was trained at only
+
+
+def test_star_rows_say_when_per_step_dpo_broke_the_policy(exp):
+    d = exp.run_root / "07_star_graph" / "micro"
+    _star_json(d, under=(15, 40), over=(35, 36))
+    raw = io.read_json(d / "star.json")
+    raw["per_step_dpo"]["under"]["checkpoints"][-1]["valid"] = 50  # 80% -> 50% valid paths
+    io.write_json(d / "star.json", raw)
+    by_id = {c["id"]: c for c in findings.collect(exp)["claims"]}
+    assert "valid paths 80% → 50% (broke the policy" in by_id["setlur.star_phase_transition.under"]["measured"]
+    assert "from over: valid paths 80% → 80% (kept" in by_id["setlur.star_phase_transition.under_vs_over"]["measured"]

@@ -161,6 +161,16 @@ def test_step_pairs_reject_the_negative_ending_at_its_critical_step(task, task_t
         Sampling(rollouts=6, best_of=5)
 
 
+def test_cap_negatives_keeps_every_positive_and_the_first_k_negatives_per_problem(task):
+    p0, p1 = task.sample(5, 2)
+    good = lambda p: render.assistant_content(p.reasoning, p.answer)  # noqa: E731
+    samples = [neg.parse_sample(task, p0, _response_wrong_at(p0, 1 + i % 2), i) for i in range(5)]
+    samples += [neg.parse_sample(task, p0, good(p0), 5), neg.parse_sample(task, p1, _response_wrong_at(p1, 1), 0)]
+    kept = neg.cap_negatives(samples, 2)
+    assert [(s.problem_id, s.index) for s in kept] == [(p0.id, 0), (p0.id, 1), (p0.id, 5), (p1.id, 0)]
+    assert neg.cap_negatives(samples, None) == samples
+
+
 def test_rft_keeps_only_verified_positives_deduplicated(task):
     problems = task.sample(2, 3)
     p0, p1, p2 = problems
@@ -247,3 +257,37 @@ def test_step_splitting_modes(task):
     prob = task.sample(0, 1)[0]
     s = neg.parse_sample(task, prob, render.THINK + "One. Two.\nThree" + render.ANSWER_SEP + "Answer: 4", 0, "sentence")
     assert [s.prefix(i)[len(render.THINK):] for i in range(4)] == ["", "One. ", "One. Two.\n", "One. Two.\nThree"]
+
+
+def test_held_out_pairs_split_by_problem_and_the_dpo_loss_of_the_reference_is_log_2(task, tiny_model_dir):
+    import math
+    from pathlib import Path
+
+    import torch
+
+    from revlib import models
+    from revlib.params.train import DPOParams
+    from revlib.train import Checkpoint
+
+    problems = task.sample(3, 10)
+    policy = ScriptedArithPolicy(problems, p_success=0.8)
+    samples = [neg.parse_sample(task, p, _response_wrong_at(p, 2 + i % 2), i) for p in problems for i in range(2)]
+    credits = neg.estimate_values(policy, task, problems, samples, rollouts=5, seed=0, best_of=5)
+    pairs = neg.per_step_pairs(credits, problems, "first_pit", rejected="step")
+    train_pairs, held = neg.split_pairs(pairs, 0.3, seed=0)
+    assert len({p.meta["problem"] for p in held}) == 3 and len(train_pairs) + len(held) == len(pairs)
+    assert not {p.meta["problem"] for p in held} & {p.meta["problem"] for p in train_pairs}
+    assert neg.split_pairs(pairs, 0.0, 0) == (pairs, [])
+    ref = Checkpoint(Path(tiny_model_dir), 0.0, 0, str(tiny_model_dir), None)
+    params = DPOParams(max_length=256, max_prompt_length=128, beta=0.5)
+    assert neg.dpo_pair_loss(ref, ref, held, params) == pytest.approx(math.log(2), abs=1e-5)
+    # a policy that moved: the loss differs from log 2 (a random perturbation of the weights)
+    moved = Path(tiny_model_dir).parent / "moved"
+    m = models.load_model(tiny_model_dir)
+    with torch.no_grad():
+        for w in m.parameters():
+            w.add_(torch.randn_like(w) * 0.05, alpha=1.0)
+    m.save_pretrained(moved)
+    models.load_tokenizer(tiny_model_dir).save_pretrained(moved)
+    other = Checkpoint(moved, 1.0, 1, str(moved), None)
+    assert abs(neg.dpo_pair_loss(other, ref, held, params) - math.log(2)) > 1e-3

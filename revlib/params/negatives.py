@@ -59,10 +59,15 @@ class NegativeParams(Sampling):
                                   description="synthetic (oracle) training problems per point of the scaling curve")
     n_test: int = Field(100, ge=1)
     rft_k: int = Field(2, ge=1, description="verified positives kept per problem for RFT")
+    max_negatives: int | None = Field(None, ge=1, description="incorrect samples kept per problem (the paper: up to 8); "
+                                      "empty: all of them")
     methods: list[Method] = Field(default_factory=lambda: ["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo",
                                                            "adv_rft"], min_length=1)
     sft_steps: int = Field(300, ge=1, description="the budget rule: optimizer steps of every SFT-type run at every size")
-    dpo_epochs: int = Field(3, ge=1, description="the budget rule: passes of every DPO run over its own pairs")
+    dpo_epochs: int = Field(3, ge=1, description="the budget rule: passes of every DPO run over its own training pairs "
+                            "(the most, with held_out_pairs)")
+    held_out_pairs: float = Field(0.0, ge=0, lt=1, description="share of each DPO method's problems whose pairs are held "
+                                  "out for early stopping: the pass with the lowest held-out DPO loss is kept; 0: the last")
     min_pairs: int = Field(50, ge=1, description="a DPO method with fewer pairs at a size is not trained there "
                            "(its row says so): a handful of pairs measures a starved optimiser, not the method")
     kept_skill_drop: float = Field(0.15, ge=0, le=1, description="kept-skill check: a method's greedy accuracy on its "
