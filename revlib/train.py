@@ -260,16 +260,31 @@ def _lora_config(params: SFTParams | DPOParams, base: str):
     from peft import LoraConfig
 
     lo = params.lora
-    layers = None
+    layers, targets = None, lo.target_modules
     if lo.top_layers:
         from transformers import AutoConfig
 
-        n = AutoConfig.from_pretrained(str(base)).num_hidden_layers
+        config = AutoConfig.from_pretrained(str(base))
+        n = config.num_hidden_layers
         if lo.top_layers > n:
             raise ValueError(f"lora.top_layers {lo.top_layers} exceeds the {n} decoder layers of {base}")
         layers = list(range(n - lo.top_layers, n))
-    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules,
+        if targets == "all-linear":  # peft takes layers_to_transform only with named modules
+            targets = _decoder_linear_names(config)
+    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
                       layers_to_transform=layers, layers_pattern="layers" if layers else None, task_type="CAUSAL_LM")
+
+
+def _decoder_linear_names(config: Any) -> list[str]:
+    """Names of the linear layers inside the decoder layers (what peft's 'all-linear' targets), from the meta device."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config)
+    return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                   if isinstance(mod, torch.nn.Linear) and ".layers." in name})
 
 
 def adapter_lowest_layer(adapter: str | Path | None) -> int:

@@ -142,3 +142,20 @@ def test_vllm_args_set_lora_rank_from_the_adapter(tmp_path, monkeypatch):
     assert harness.vllm_lora_rank(17) == 32
     with pytest.raises(ValueError, match="merge_adapter"):
         harness.vllm_lora_rank(1024)
+
+
+def test_the_instruction_follows_real_questions_for_the_models_it_is_for():
+    from pathlib import Path
+
+    from revlib.params.benchmarks import INSTRUCTIONS, BenchmarkParams
+
+    math500 = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "math500.jsonl"
+    local = {"math500": str(math500)} if math500.exists() else {}
+    bp = BenchmarkParams(tasks=["math500"], models=["base", "sft"], instruction="qwen-math", local_paths=local)
+    assert bp.instruction_text("base") == INSTRUCTIONS["qwen-math"]
+    assert bp.instruction_text("sft") is None  # an s1-format model gets the bare problem
+    assert BenchmarkParams(tasks=["math500"], instruction="Think, then answer.").instruction_text("base") == "Think, then answer."
+    cfg = harness.task_configs(bp, None, ["math500"], instruction=bp.instruction_text("base"))[0]
+    assert cfg["doc_to_text"]({"question": "What is 1+1?"}) == "What is 1+1?\n\n" + INSTRUCTIONS["qwen-math"]
+    bare = harness.task_configs(bp, None, ["math500"])[0]
+    assert bare["doc_to_text"]({"question": "What is 1+1?"}) == "What is 1+1?"

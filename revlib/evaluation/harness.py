@@ -63,9 +63,9 @@ def task_config(task: str, local_path: str | Path | None = None, samples: int = 
 
 
 def task_configs(bp: BenchmarkParams, data_dir: Path | None, tasks: list[str] | None = None,
-                 world_files: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+                 world_files: dict[str, Path] | None = None, instruction: str | None = None) -> list[dict[str, Any]]:
     """lm-eval configs of `tasks` (default: every task of `bp`); a world_<name> task is the synthetic task's
-    definition on the file revlib.world wrote for it."""
+    definition on the file revlib.world wrote for it. `instruction` follows each real benchmark's question."""
     manager = task_manager()
     out = []
     for task in tasks if tasks is not None else bp.all_tasks:
@@ -82,8 +82,18 @@ def task_configs(bp: BenchmarkParams, data_dir: Path | None, tasks: list[str] | 
             local = Path(data_dir) / "sets" / f"{SYNTHETIC_SETS[task]}.jsonl"
         else:
             local = bp.local_paths.get(task)
-        out.append(task_config(task, local, bp.samples, manager))
+        cfg = task_config(task, local, bp.samples, manager)
+        if instruction and task not in SYNTHETIC_TASKS:
+            cfg["doc_to_text"] = with_instruction(instruction)
+        out.append(cfg)
     return out
+
+
+def with_instruction(instruction: str):
+    """lm-eval's doc_to_text for a question followed by an instruction on its own paragraph."""
+    def doc_to_text(doc: dict[str, Any]) -> str:
+        return f"{doc['question']}\n\n{instruction}"
+    return doc_to_text
 
 
 @dataclass(frozen=True)
@@ -189,14 +199,15 @@ def language_model(model: str, args: dict[str, Any], bp: BenchmarkParams) -> Any
 def evaluate(ref: ModelRef, bp: BenchmarkParams, data_dir: Path | None, seed: int = 0,
              work_dir: Path | None = None, tasks: list[str] | None = None,
              world_files: dict[str, Path] | None = None) -> ModelEval:
-    """Run `tasks` (default: every configured task) on one model through lm_eval.simple_evaluate."""
+    """Run `tasks` (default: every configured task) on one model through lm_eval.simple_evaluate; the model's
+    label decides whether the real benchmarks get `bp.instruction`."""
     from lm_eval import simple_evaluate
 
     model, args = model_args(ref, bp, work_dir)
     t0 = time.time()
     lm = language_model(model, args, bp)
     out = simple_evaluate(
-        model=lm, model_args=args if lm is model else None, tasks=task_configs(bp, data_dir, tasks, world_files),
+        model=lm, model_args=args if lm is model else None, tasks=task_configs(bp, data_dir, tasks, world_files, bp.instruction_text(ref.label)),
         task_manager=task_manager(),
         batch_size=bp.batch_size if bp.backend == "hf" else "auto", limit=bp.limit, log_samples=True,
         apply_chat_template=True, system_instruction=render.DEFAULT_SYSTEM, gen_kwargs=gen_kwargs(bp),

@@ -25,6 +25,7 @@ import pandas as pd
 from revlib import io
 from revlib.evaluation import harness, score, tables
 from revlib.evaluation.judge import LLMJudge
+from revlib.params.benchmarks import SYNTHETIC_TASKS
 
 
 def models_to_evaluate(ctx: Any) -> list[harness.ModelRef]:
@@ -102,6 +103,7 @@ def store_key(ref: harness.ModelRef, task: str, bp, data_dir: Path | None, seed:
     code = {k: v for k, v in runs.code_hashes(runs.NOTEBOOKS / "05_benchmarks.ipynb").items()
             if k.startswith("revlib/") and k not in POSTPROCESSING}
     settings = bp.model_dump(mode="json", exclude={"tasks", "models", "judge", "local_paths", "world"})
+    settings["instruction"] = bp.instruction_text(ref.label)  # which prompt this model got
     parts = {"task": task, "data": _task_data(task, bp, data_dir, world_files), "settings": settings, "seed": seed, "code": code,
              "model": {k: _files_signature(getattr(ref, k)) for k in ("pretrained", "adapter", "tokenizer")}}
     return io.sha256_text(json.dumps(parts, sort_keys=True, default=str))[:24]
@@ -182,7 +184,9 @@ def run(ctx: Any, refs: list[harness.ModelRef] | None = None,
             scored = score.score_samples(task, samples, judge)
             io.write_jsonl(ctx.dir / "samples" / tag / f"{task}.jsonl", scored)
             summary = score.summarise(task, scored)
+            prompt = bp.instruction_text(ref.label) if task not in SYNTHETIC_TASKS else None
             rows.append({"model": ctx.values["model"], "stage": ref.label, "train_set": ref.train_set, **summary,
+                         "prompt": "bare problem" if prompt is None else f"problem + instruction: {prompt}",
                          "lm_eval_acc": ev.lm_eval_acc.get(task), "pretrained": ref.pretrained, "adapter": ref.adapter})
         if on_model:
             on_model(ref, ev)

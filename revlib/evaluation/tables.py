@@ -70,6 +70,8 @@ def _wide(results: pd.DataFrame, stages: tuple[str, ...], tasks: list[str]) -> p
                 row |= {f"{t}": r["accuracy"], f"{t}_ci_low": r["ci_low"], f"{t}_ci_high": r["ci_high"], f"{t}_n": int(r["problems"])}
         accs = [row[t] for t in tasks if t in row]
         row[AVERAGE] = sum(accs) / len(accs) if accs else float("nan")
+        if "prompt" in grp:
+            row["prompt"] = "; ".join(dict.fromkeys(grp["prompt"].dropna().astype(str))) or "bare problem"
         rows.append(row)
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["model", "train_set", AVERAGE])
 
@@ -92,7 +94,11 @@ def table1(results: pd.DataFrame, tasks: list[str]) -> Table:
         cells[t] = [f"{_pct(r[t])} [{_pct(r[f'{t}_ci_low'])}, {_pct(r[f'{t}_ci_high'])}] n={r[f'{t}_n']}" if t in r and pd.notna(r[t]) else "-"
                     for _, r in numbers.iterrows()]
     cells[AVERAGE] = [_pct(v) for v in numbers[AVERAGE]]
-    return Table("table1", numbers, cells, _bold_best(numbers, tasks + [AVERAGE]),
+    bold = _bold_best(numbers, tasks + [AVERAGE])
+    if "prompt" in numbers and numbers["prompt"].ne("bare problem").any():  # say which prompt each row got
+        cells["prompt"] = numbers["prompt"].tolist()
+        bold["prompt"] = False
+    return Table("table1", numbers, cells, bold,
                  "Table 1: SFT accuracy (%) per training set, 95% Wilson interval and problem count; best per model in bold")
 
 

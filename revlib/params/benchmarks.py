@@ -39,6 +39,8 @@ class WorldBenchmark(Strict):
 
 
 WORLD_PREFIX = "world_"
+# Qwen2.5-Math's instruction: what a base or instruct model needs to answer MATH-style problems in a gradable form
+INSTRUCTIONS = {"qwen-math": "Please reason step by step, and put your final answer within \\boxed{}."}
 
 
 class BenchmarkParams(Strict):
@@ -64,9 +66,20 @@ class BenchmarkParams(Strict):
     merge_adapter: bool = Field(False, description="merge LoRA into its base before evaluating (faster generation; "
                                                    "vllm then needs no max_lora_rank); default: pass the adapter as is")
     judge: JudgeParams | None = Field(None, description="optional LLM judge for undecided math answers")
+    instruction: str | None = Field(None, min_length=1, description="appended to every math/AIME/GPQA question for the "
+                                    "models in instruction_for: 'qwen-math' (Qwen2.5-Math's \\boxed{} instruction) or "
+                                    "your own text; models fine-tuned on the s1 format get the bare problem")
+    instruction_for: list[Literal["base", "sft", "dpo"]] = Field(
+        default_factory=lambda: ["base"], description="which models get `instruction` (a base or instruct model needs it)")
     world: list[WorldBenchmark] = Field(default_factory=list, description="task-world benchmarks outside both training "
                                         "sets, built by 05 from the data source's task family; findings read Tables 1 "
                                         "and 2 out on them")
+
+    def instruction_text(self, label: str) -> str | None:
+        """The instruction model `label` (base, sft, dpo, ...) gets, or None for the bare problem."""
+        if self.instruction is None or label not in self.instruction_for:
+            return None
+        return INSTRUCTIONS.get(self.instruction, self.instruction)
 
     @property
     def all_tasks(self) -> list[str]:
