@@ -417,17 +417,25 @@ def in_sample_table(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_di
     scorer = probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt)
     frozen = shared_lower_layers(checkpoints)
     rows = []
+    every = data.load_set(data_dir, "probe_mix")  # both directions: each training set's examples are among them
+    all_items = probes.build_items(tokenizer, every, every, p.max_response_tokens)
+    base_scores: dict[str, probes.ItemScore] = {}
     try:
         for train_set in p.train_sets:
-            records = data.load_set(data_dir, f"probe_{train_set}")
-            items = probes.build_items(tokenizer, records, records + data.load_set(data_dir, "probe_mix"),
-                                       p.max_response_tokens)
+            wanted = {r.id for r in data.load_set(data_dir, f"probe_{train_set}")}
+            items = [it for it in all_items if it.id in wanted]
             for phase in ("base", "sft", "dpo"):
                 ck = last.get((train_set, phase))
                 if ck is None:
                     continue
-                with bank.use(ck) as model:
-                    scores = scorer.score(model, items, frozen_below=frozen)
+                if phase == "base" and base_scores:  # one base serves every training set
+                    scores = [base_scores[it.id] for it in items]
+                else:
+                    with bank.use(ck) as model:
+                        scores = scorer.score(model, all_items if phase == "base" else items, frozen_below=frozen)
+                    if phase == "base":
+                        base_scores = {sc.id: sc for sc in scores}
+                        scores = [base_scores[it.id] for it in items]
                 held = summary[(summary["train_set"] == train_set) & (summary["test_set"] == train_set)
                                & (summary["x"] == ck.x)]
                 row = {"pair": pair_name(train_set, train_set), "checkpoint": ck.label,

@@ -182,8 +182,12 @@ def learned_state(exp: Experiment) -> dict[str, Any]:
         if sft_last is not None:
             out["probe_alp_pos_id_after_sft"] = float(sft_last["alp_chosen"].mean())
             out["probe_margin_id_after_sft"] = float(sft_last["margin"].mean())
-        if sft_last is not None and dpo_last is not None:
-            out["probe_alp_neg_change_dpo"] = float(dpo_last["alp_rejected"].mean() - sft_last["alp_rejected"].mean())
+        if sft_last is not None and dpo_last is not None:  # paired: the same (pair, probe) before and after DPO
+            key = ["pair", "example"]
+            before = sft_last.set_index(key)["alp_rejected"]
+            after = dpo_last.set_index(key)["alp_rejected"]
+            both = after.index.intersection(before.index)
+            out["probe_alp_neg_change_dpo"] = float((after[both] - before[both]).mean())
     scaling = _scaling(exp)
     if scaling:
         out["negatives_sft_error_by_size"] = {str(r["size"]): round(r["error"], 4) for r in scaling["rows"] if r["method"] == "sft"}
