@@ -125,3 +125,15 @@ def test_star_experiment_loads_the_shipped_base_it_was_built_for():
     assert card["pretrain"]["steps"] == built_by.pretrain.steps  # the shipped base is the one its params build
     assert Path(built_by.publish_to) == Path(spec.path)
     assert io.read_json(Path(spec.path) / "card.json")["rebuild"] == "revlib run params/base-star.yaml"
+
+
+def test_base_stage_reports_star_lookups_against_chance_without_a_90_percent_target():
+    from revlib import base_model
+
+    def check(task, correct):
+        row = {"task": task, "correct": correct, "problems": 200, "chance": 0.05}
+        return base_model.checks(base_model.BaseResult(ref={}, accuracy=[row]))[0]
+
+    assert check("star_graph", 145).passed  # the shipped base: 72.5%
+    assert not check("star_graph", 12).passed  # at chance (6%): not learned
+    assert not check("arith", 190).passed  # arithmetic keeps its 98% target
