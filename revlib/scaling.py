@@ -279,8 +279,9 @@ def multiple_interval(outcomes: dict[int, dict[str, Sequence[bool]]], method: st
     return float(np.percentile(vals, 2.5, method="lower")), float(np.percentile(vals, 97.5, method="higher"))
 
 
-def _fmt_multiple(x: float, bound: float) -> str:
-    return f"> {bound:.2f}x" if math.isinf(x) else f"< {bound:.2f}x" if x == 0 else f"{x:.2f}x"
+def _fmt_multiple(x: float, lo_bound: float, hi_bound: float) -> str:
+    """inf: beyond SFT's largest size ("> hi_bound"); 0: worse than its smallest ("< lo_bound")."""
+    return f"> {hi_bound:.2f}x" if math.isinf(x) else f"< {lo_bound:.2f}x" if x == 0 else f"{x:.2f}x"
 
 
 def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.1, alpha: float = 0.05,
@@ -319,7 +320,8 @@ def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.
             if ci is not None:
                 row["multiple_lo"], row["multiple_hi"] = ci
                 hi_bound, lo_bound = max(s for s, _ in sft) / size, min(s for s, _ in sft) / size
-                row["reading"] += f" [95% {_fmt_multiple(ci[0], lo_bound)}, {_fmt_multiple(ci[1], hi_bound)}]"
+                row["reading"] += (f" [95% {_fmt_multiple(ci[0], lo_bound, hi_bound)}, "
+                                   f"{_fmt_multiple(ci[1], lo_bound, hi_bound)}]")
         if kept is False:
             row["reading"] += "; it broke the policy (kept-skill check failed)"
         out.append(row)

@@ -69,6 +69,8 @@ def test_multiple_interval_brackets_the_point_reading_and_leaves_the_curve_when_
     outcomes[100]["per_step_dpo"] = [i % 10 != 0 for i in range(n)]
     lo, hi = scaling.multiple_interval(outcomes, "per_step_dpo", 100, boot=200)
     assert hi == float("inf") and lo == float("inf")
+    rows = _rows({k: 1 - sum(v) / n for k, v in sft.items()}, {100: 0.1})
+    assert scaling.efficiency(rows, "per_step_dpo", outcomes=outcomes)[0]["reading"].endswith("[95% > 4.00x, > 4.00x]")
     assert scaling.multiple_interval({100: {"sft": sft[100]}}, "per_step_dpo", 100) is None  # one SFT point
 
 
