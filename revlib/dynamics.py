@@ -375,7 +375,8 @@ def last_checkpoint(frame: pd.DataFrame, phase: str) -> pd.DataFrame | None:
     return part[part["x"] == part.groupby("pair")["x"].transform("max")]
 
 
-def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | None = -0.5) -> list:
+def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | None = -0.5,
+           min_fall_dpo: float = 0.05) -> list:
     """Did the probe models learn? In distribution: SFT raised ALP(y+) by at least `min_rise` (and above
     `min_after_sft`, where a bar is set) and opened a positive margin, and DPO lowered ALP(y-) (Figure 2's shape)."""
     from revlib import learning
@@ -399,7 +400,8 @@ def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | 
         out.append(learning.change("in-distribution margin ALP(y+) - ALP(y-) after SFT", 0.0, margin, +1, 0.05))
     neg_sft, neg_dpo = at("sft", "alp_rejected"), at("dpo", "alp_rejected")
     if neg_sft is not None and neg_dpo is not None:
-        out.append(learning.change("in-distribution ALP(y-), last SFT to last DPO checkpoint", neg_sft, neg_dpo, -1, 0.05))
+        out.append(learning.change("in-distribution ALP(y-), last SFT to last DPO checkpoint", neg_sft, neg_dpo, -1,
+                                   min_fall_dpo))
     return out
 
 
