@@ -151,3 +151,48 @@ def test_real_r1k_probe_records(task_tokenizer, micro):
     assert all(it.chosen_ids != it.rejected_ids for it in its)
     _assert_close(probes.Scorer(token_budget=1024).score(micro, its, keep_token_logps=True),
                   probes.reference_scores(micro, its))
+
+
+@pytest.fixture(scope="module")
+def two_layer(task_tokenizer):
+    from revlib.models import build_model
+
+    return build_model("tiny", task_tokenizer, seed=1).eval()  # 2 decoder layers
+
+
+def test_extra_probes_are_another_questions_answer_and_y_plus_shuffled(task_tokenizer):
+    fwd, rev = _twins(3)
+    items = probes.build_items(task_tokenizer, fwd + rev, fwd + rev, max_response_tokens=1000, extras=True)
+    by_id = {it.id: it for it in items}
+    for it in items:
+        extras = dict(it.extras)
+        assert sorted(extras["shuffled"]) == sorted(it.chosen_ids) and extras["shuffled"] != it.chosen_ids
+        donors = [o for o in items if o.direction == it.direction and o.pair_id != it.pair_id]
+        assert any(extras["irrelevant"] == o.chosen_ids[: len(it.chosen_ids)] for o in donors)
+    assert len(by_id) == 6
+
+
+def test_lower_layers_scored_once_give_the_same_scores_and_notice_a_change(two_layer, task_tokenizer):
+    fwd, rev = _twins(4)
+    items = probes.build_items(task_tokenizer, fwd + rev, fwd + rev, max_response_tokens=1000, extras=True)
+    scorer = probes.Scorer(token_budget=512)
+    full = scorer.score(two_layer, items)
+    cached = scorer.score(two_layer, items, frozen_below=1)
+    with torch.no_grad():  # an upper-layer change (a LoRA checkpoint): the cached lower states still serve
+        for p in two_layer.model.layers[1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    upper = scorer.score(two_layer, items, frozen_below=1)
+    upper_full = scorer.score(two_layer, items)
+    with torch.no_grad():  # a lower-layer change: the fingerprint differs, so the cache is rebuilt
+        for p in two_layer.model.layers[0].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    lower = scorer.score(two_layer, items, frozen_below=1)
+    lower_full = scorer.score(two_layer, items)
+    for a, b in ((full, cached), (upper_full, upper), (lower_full, lower)):
+        for x, y in zip(a, b):
+            assert x.alp_chosen == pytest.approx(y.alp_chosen, abs=1e-5)
+            assert x.alp_extra("irrelevant") == pytest.approx(y.alp_extra("irrelevant"), abs=1e-5)
+            assert x.alp_argmax == pytest.approx(y.alp_argmax, abs=1e-5)
+    assert any(abs(x.alp_chosen - y.alp_chosen) > 1e-3 for x, y in zip(full, upper_full))  # the change was real
+    for s in full:
+        assert s.alp_argmax >= s.alp_chosen - 1e-6  # the most likely token is at least as likely as y+'s
