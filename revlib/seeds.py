@@ -63,8 +63,8 @@ def sweep(params_file: Path, seeds: list[int], jobs: int = 1,
         status = "done"
         try:
             (run or (lambda e, p: runner.run(e, p, jobs=jobs)))(exp_s, path)
-        except runner.CellFailed as err:
-            status = f"failed: {str(err)[:300]}"
+        except Exception as err:  # a failed seed is a row of the page, not the end of the sweep
+            status = f"failed: {type(err).__name__}: {str(err)[:300]}"
             runner.write_index(exp_s)
         runs.append({"seed": seed, "experiment": exp_s.experiment, "params": str(path), "status": status,
                      "wall_s": round(time.time() - t0, 1), "cells_s": round(cells_seconds(exp_s), 1),
@@ -96,13 +96,14 @@ def collect(exp: Experiment, runs: list[dict[str, Any]]) -> dict[str, Any]:
     for cid in ids:
         got = {s["seed"]: s["claims"].get(cid) for s in per_seed}
         verdicts = {seed: (c["verdict"] if c else "not run") for seed, c in got.items()}
-        distinct = sorted(set(verdicts.values()))
+        distinct = sorted({v for v in verdicts.values() if v != "not run"})  # a seed that did not run is no flip
         first = next(c for c in got.values() if c)
         rows.append({"id": cid, "claim": first["claim"], "paper": first["paper"], "delta": first["delta"],
                      "verdicts": verdicts,
                      "effects": {seed: (None if not c or c["effect"] is None else c["effect"]) for seed, c in got.items()},
                      "intervals": {seed: (None if not c or c["interval"] is None else c["interval"]) for seed, c in got.items()},
                      "notes": {seed: (c["note"] if c else "") for seed, c in got.items()},
+                     "not_run": [seed for seed, v in verdicts.items() if v == "not run"],
                      "across_seeds": distinct[0] if len(distinct) == 1 else "flips"})
     return {"experiment": exp.experiment, "seeds": [s["seed"] for s in per_seed], "base": base_note(exp),
             "varies": "each seed draws its own problems, split, mixes, probe and task-world benchmark sets, and seeds "
@@ -140,7 +141,8 @@ def render(data: dict[str, Any], exp: Experiment) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(r['paper'])}</td><td><b>{html.escape(r['claim'])}</b><br><small>{html.escape(r['id'])}</small></td>"
         f"<td>{'' if r['delta'] is None else r['delta']}</td>" + "".join(cell(r, s) for s in seeds)
-        + f"<td style='background:{colours.get(r['across_seeds'], '#fff')}'><b>{html.escape(r['across_seeds'])}</b></td></tr>"
+        + f"<td style='background:{colours.get(r['across_seeds'], '#fff')}'><b>{html.escape(r['across_seeds'])}</b>"
+        + (f"<br><small>not run at seed {', '.join(map(str, r['not_run']))}</small>" if r["not_run"] else "") + "</td></tr>"
         for r in data["claims"])
     runs = "".join(
         f"<tr><td>{r['seed']}</td><td><a href='{html.escape(_rel(exp, r['run_root']))}'>{html.escape(r['experiment'])}</a></td>"

@@ -68,3 +68,20 @@ def test_seeds_must_be_distinct(tmp_path):
     params_file = _smoke(tmp_path)
     with pytest.raises(ValueError, match="distinct"):
         seeds.sweep(params_file, [1, 1], run=lambda e, p: None)
+
+
+def test_a_failed_seed_is_a_row_not_the_end(tmp_path):
+    params_file = _smoke(tmp_path)
+
+    def fake_run(exp_s, path):
+        if exp_s.seed == 1:
+            raise RuntimeError("kernel died")
+        _fake_05(exp_s, 0.9)
+
+    seeds.sweep(params_file, [0, 1, 2], run=fake_run)
+    data = io.read_json(load(params_file).run_root / "seeds.json")
+    status = {r["seed"]: r["status"] for r in data["runs"]}
+    assert status[0] == status[2] == "done" and status[1] == "failed: RuntimeError: kernel died"
+    row = {r["id"]: r for r in data["claims"]}["r1k.table1.reverse_beats_forward"]
+    assert row["verdicts"]["1"] == "not run" and row["not_run"] == [1]
+    assert row["across_seeds"] == "not reproduced"  # the seeds that ran agree; the missing one is named, not a flip
