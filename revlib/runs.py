@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -213,6 +214,9 @@ def code_hashes(notebook: Path) -> dict[str, str]:
 
 
 _SOURCES: dict[tuple, list[Path]] = {}
+# `revlib run --jobs N` fingerprints cells from N threads; CPython 3.11's ast.parse is not thread-safe ("SystemError:
+# AST constructor recursion depth mismatch", seen on the demo's seed sweep), so one thread walks the imports at a time
+_SOURCES_LOCK = threading.Lock()
 
 
 def revlib_sources(notebook: Path) -> list[Path]:
@@ -220,11 +224,12 @@ def revlib_sources(notebook: Path) -> list[Path]:
     inside functions and `-m revlib.x` strings included), plus the data folders those modules read."""
     package = tuple((str(f), f.stat().st_mtime_ns) for f in sorted(PACKAGE_ROOT.rglob("*.py")))
     key = (str(notebook), Path(notebook).stat().st_mtime_ns, package)
-    if key not in _SOURCES:
-        for stale in [k for k in _SOURCES if k[2] != package]:  # the package changed: every closure is redone
-            del _SOURCES[stale]
-        _SOURCES[key] = _revlib_sources(notebook)
-    return _SOURCES[key]
+    with _SOURCES_LOCK:
+        if key not in _SOURCES:
+            for stale in [k for k in _SOURCES if k[2] != package]:  # the package changed: every closure is redone
+                del _SOURCES[stale]
+            _SOURCES[key] = _revlib_sources(notebook)
+        return _SOURCES[key]
 
 
 def _revlib_sources(notebook: Path) -> list[Path]:
