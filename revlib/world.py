@@ -79,9 +79,10 @@ def write_all(exp: Any, data_dir: Path | None, out_dir: Path) -> dict[str, Path]
     """Every world benchmark of the experiment as `<out_dir>/world_<name>.jsonl`; task name -> path."""
     from revlib.records import write_records
 
-    bp, src = exp.benchmarks, exp.data.source
+    bp = exp.benchmarks
     if not bp.world:
         return {}
+    src = exp.data.source
     if src.kind != "synthetic":
         raise ValueError(f"benchmarks.world needs a synthetic data source, not {src.kind!r}")
     exclude = seen_chains(data_dir)

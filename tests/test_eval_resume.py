@@ -26,9 +26,10 @@ def evaluated(monkeypatch):
     """harness.evaluate replaced by a recorder: (model label, tasks) per call."""
     calls: list[tuple[str, tuple[str, ...]]] = []
 
-    def evaluate(ref, bp, data_dir, seed=0, work_dir=None):
-        calls.append((ref.label, tuple(bp.tasks)))
-        return harness.ModelEval(ref, {t: 1.0 for t in bp.tasks}, {t: fake_samples(t, "2") for t in bp.tasks}, 0.1)
+    def evaluate(ref, bp, data_dir, seed=0, work_dir=None, tasks=None, world_files=None):
+        tasks = list(bp.all_tasks if tasks is None else tasks)
+        calls.append((ref.label, tuple(tasks)))
+        return harness.ModelEval(ref, {t: 1.0 for t in tasks}, {t: fake_samples(t, "2") for t in tasks}, 0.1)
 
     monkeypatch.setattr(harness, "evaluate", evaluate)
     return calls
