@@ -153,20 +153,21 @@ def sft_checks(ckpt: Any, data_dir: Any, train_set: str, log_rows: Sequence[dict
 
 
 def dpo_checks(log_rows: Sequence[dict[str, Any]], beta: float) -> list[Check]:
-    """03: the policy's log-probabilities moved: the rejected response fell and the reward margin grew.
+    """03: on the pairs it trains on, the policy moved away from its reference: log p(rejected) fell below the
+    reference's and the reward margin grew.
 
-    trl logs summed log-probabilities per response; a move of 1 nat is the least a reader can see.
+    trl logs rewards = beta * (log pi - log pi_ref), summed over each response, per batch: policy and reference on
+    the same pairs. The raw summed log p of one batch against another's compares different responses (real r1k
+    batches differ by 100 nats), so it is not used. A move of 1 nat is the least a reader can see.
     """
-    rows = [r for r in log_rows if r.get("logps/rejected") is not None]
+    rows = [r for r in log_rows if r.get("rewards/rejected") is not None]
     if len(rows) < 2:
         return []
-    # the first and last tenths averaged (single batches are noisy: the mix model's rejected log p varies by +-20 nats
-    # between batches at step 1); a run of a few steps is judged on its first step against its second half
-    short = len(rows) < 20
-    head = rows[:1] if short else rows[:max(1, len(rows) // 10)]
-    tail = rows[len(rows) // 2:] if short else rows[-max(1, len(rows) // 10):]
+    # the last tenth averaged (single batches are noisy); a run of a few steps is judged on its second half
+    tail = rows[len(rows) // 2:] if len(rows) < 20 else rows[-max(1, len(rows) // 10):]
     mean = lambda key, rs: sum(r[key] for r in rs) / len(rs)  # noqa: E731
-    return [change("log p(rejected), summed over the response", mean("logps/rejected", head), mean("logps/rejected", tail), -1, 1.0),
+    return [change("log p(rejected) below the reference's on the same pairs (rewards/rejected / beta), summed over "
+                   "the response", 0.0, mean("rewards/rejected", tail) / beta, -1, 1.0),
             change("reward margin beta*(log-ratio chosen - rejected)", 0.0, mean("rewards/margins", tail), 1, 0.1 * beta)]
 
 

@@ -24,3 +24,19 @@ def test_kept_skill_passes_a_small_drop_and_fails_a_collapse(monkeypatch):
 def test_no_task_problems_no_check(monkeypatch):
     monkeypatch.setattr(learning, "_in_distribution", lambda data_dir, train_set: [])
     assert learning.kept_skill_checks("sft", "dpo", None, "forward") == []
+
+
+def test_dpo_checks_read_policy_against_reference_on_the_same_pairs():
+    import pytest
+
+    from revlib import learning
+
+    # raw summed log p jumps between batches of different responses; the reward (policy minus reference) is paired
+    moved = [{"logps/rejected": -400.0 - 80 * (i % 2), "rewards/rejected": -0.1 * i, "rewards/margins": 0.1 * i}
+             for i in range(20)]
+    checks = learning.dpo_checks(moved, beta=0.6)
+    assert [c.passed for c in checks] == [True, True]
+    assert checks[0].value == pytest.approx(-1.85 / 0.6)  # the last tenth: steps 18 and 19
+    still = [{"logps/rejected": -480.0 + 12 * i, "rewards/rejected": -0.01, "rewards/margins": 0.3} for i in range(20)]
+    rejected, margin = learning.dpo_checks(still, beta=0.6)
+    assert not rejected.passed and margin.passed  # under 1 nat below the reference, whatever the raw log p did
