@@ -21,7 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     result = train.run_job(argv[0])
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"revlib.launch: {len(result.checkpoints)} checkpoint(s); final {result.final.path}")
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Leave the process group together: a rank that exits while gloo's threads still run can abort
+    ("terminate called without an active exception", seen once in 2-process CPU SFT after training finished)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
