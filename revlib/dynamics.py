@@ -159,8 +159,7 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
     """
     p = exp.probes
     wanted = {train: [t for tr, t in p.pairs if tr == train] for train in p.train_sets}
-    bank = probes.ModelBank(dtype=p.score_dtype)
-    scorer = probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt)
+    bank, scorer = scoring_tools(p)
     meta = {it.id: it for it in items}
     rows: list[dict[str, Any]] = []
     seconds = 0.0
@@ -206,6 +205,12 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
         frame = (frame.assign(_rank=frame["pair"].map(pair_rank)).sort_values(["_rank", "x", "example"], kind="stable")
                  .drop(columns="_rank").reset_index(drop=True))
     return frame, stats
+
+
+def scoring_tools(p: Any) -> tuple[probes.ModelBank, probes.Scorer]:
+    """The model bank and scorer the probe params configure (one per scoring pass)."""
+    return (probes.ModelBank(dtype=p.score_dtype),
+            probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt))
 
 
 def shared_lower_layers(checkpoints: list[ProbeCheckpoint]) -> int:
@@ -338,8 +343,7 @@ def compare_models(exp: Experiment, items: list[probes.ProbeItem], members: dict
                    checkpoints: dict[str, Any]) -> pd.DataFrame:
     """Mean ALP(y+), ALP(y-) and margin of each labelled checkpoint on each test probe set."""
     p = exp.probes
-    bank = probes.ModelBank(dtype=p.score_dtype)
-    scorer = probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt)
+    bank, scorer = scoring_tools(p)
     rows = []
     try:
         for label, ck in checkpoints.items():
@@ -415,8 +419,7 @@ def in_sample_table(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_di
         key = (ck.train_set, ck.phase)
         if key not in last or ck.x > last[key].x:
             last[key] = ck
-    bank = probes.ModelBank(dtype=p.score_dtype)
-    scorer = probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt)
+    bank, scorer = scoring_tools(p)
     frozen = shared_lower_layers(checkpoints)
     rows = []
     every = data.load_set(data_dir, "probe_mix")  # both directions: each training set's examples are among them
