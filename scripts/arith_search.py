@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from revlib import models, pretrain, render
+from revlib.modeling import models, pretrain
+from revlib.core import render
 from revlib.tasks import get_task
 
 

@@ -13,7 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from revlib import negatives, scaling
+from revlib.data import negatives
+from revlib.stages import scaling
 from revlib.params import load
 from revlib.tasks import get_task
 

@@ -1,5 +1,5 @@
 """Seed sweep of the demo's recipe: for each seed, pretrain the base (params/base-arith.yaml's settings), SFT it
-on forward and on reverse data (params/demo.yaml's settings, through revlib.train and trl), and measure greedy
+on forward and on reverse data (params/demo.yaml's settings, through revlib.modeling.train and trl), and measure greedy
 in-distribution and cross-direction accuracy on held-out problems with Wilson intervals.
 
   python scripts/seed_sweep.py --seeds 0 1 2 --out docs/seed_sweep.jsonl
@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from revlib import learning, models, pretrain, stats, train
+from revlib.evaluation import stage_checks
+from revlib.modeling import models, pretrain, train
+from revlib.core import stats
 from revlib.params import load
 from revlib.params.train import SFTParams
 from revlib.tasks import get_task
@@ -67,10 +69,10 @@ def main() -> None:
         for direction, (records, test, cross) in ((d, sets[d]) for d in a.directions):
             t1 = time.time()
             res = train.sft(str(base_dir), records, work / direction, sft_params, seed=seed)
-            won = learning.greedy_outcomes(res.final, test)
-            won_x = learning.greedy_outcomes(res.final, cross)
+            won = stage_checks.greedy_outcomes(res.final, test)
+            won_x = stage_checks.greedy_outcomes(res.final, cross)
             lo, hi = stats.wilson(sum(won), len(won))
-            curve = {c.step: sum(learning.greedy_outcomes(c, test)) / len(test) for c in res.checkpoints[:-1]} if a.curve else {}
+            curve = {c.step: sum(stage_checks.greedy_outcomes(c, test)) / len(test) for c in res.checkpoints[:-1]} if a.curve else {}
             row = {"seed": seed, "direction": direction, "base_primitive_accuracy": prim["accuracy"],
                    "base_seconds": round(base_s, 1), "sft_steps": res.final.step, "sft_seconds": round(time.time() - t1, 1),
                    "id_accuracy": sum(won) / len(won), "id_ci": [round(lo, 4), round(hi, 4)], "n_test": len(won),

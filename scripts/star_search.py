@@ -20,7 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from arith_search import sft_loop, sft_rows  # noqa: E402  (same loop as the arithmetic search)
 
-from revlib import models, pretrain, render, star  # noqa: E402
+from revlib.modeling import models, pretrain
+from revlib.core import render
+from revlib.stages import star  # noqa: E402
 from revlib.tasks import get_task  # noqa: E402
 
 

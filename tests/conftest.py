@@ -21,8 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def task_tokenizer():
     """A byte-level BPE tokenizer for the task world, with the chat template."""
-    from revlib import render
-    from revlib.models import build_tokenizer
+    from revlib.core import render
+    from revlib.modeling.models import build_tokenizer
     from revlib.tasks import get_task
 
     corpus = [render.DEFAULT_SYSTEM]
@@ -38,7 +38,7 @@ def task_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, task_tokenizer) -> Path:
     """A random-initialised micro Qwen2 model and its tokenizer, saved with save_pretrained."""
-    from revlib.models import build_model
+    from revlib.modeling.models import build_model
 
     path = tmp_path_factory.mktemp("micro_base")
     model = build_model("micro", task_tokenizer, seed=0)
@@ -95,14 +95,14 @@ def foundation_run(tmp_path_factory):
     raw["output_dir"] = str(tmp / "outputs")
     params = tmp / "smoke.yaml"
     params.write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "revlib.cli", "run", str(params)], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run([sys.executable, "-m", "revlib.lab.cli", "run", str(params)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     return params, load(params)
 
 
 def write_synthetic_test_sets(run_dir: Path, seed: int, n: int) -> Path:
     """A notebook-01-shaped run dir holding n forward arith test problems and their reverse twins."""
-    from revlib.records import write_records
+    from revlib.core.records import write_records
     from revlib.tasks import get_task
 
     fam = get_task("arith")

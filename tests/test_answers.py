@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from revlib.evaluation import extract, grade
+from revlib.core import extract, grade
 
 # (the end of a reference solution, the reference answer): every one must grade correct
 AIME_STYLE = [
@@ -74,12 +74,12 @@ def test_extraction_unwraps_and_normalises():
 
 
 def test_one_module_serves_data_teachers_and_evaluation():
-    from revlib import data, teachers
-    from revlib.teachers import base
+    from revlib.data import reverse, teachers
+    from revlib.data.teachers import base
 
     assert teachers.final_answer is extract.final_answer and base.last_boxed is extract.last_boxed
-    assert data.math_equivalent is grade.math_equal
-    assert data.math_equivalent("73", r"\boxed{\textbf{(073)}}")
+    assert reverse.math_equivalent is grade.math_equal
+    assert reverse.math_equivalent("73", r"\boxed{\textbf{(073)}}")
 
 
 def test_math_verify_runs_with_timeouts(monkeypatch):

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from revlib import data, render
+from revlib.data import reverse
+from revlib.data.sets import PAIR_SETS, PROBE_SETS, TEST_SETS, TRAIN_SETS
+from revlib.core import render
 from revlib.params import load
-from revlib.records import Record
+from revlib.core.records import Record
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = REPO / "params" / "smoke" / "data.yaml"
+SMOKE = REPO / "params" / "smoke" / "reverse.yaml"
 R1K_FILE = REPO.parent / "shared" / "data" / "r1k-probe-100.parquet"
 
 
@@ -22,22 +24,22 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_same_seed_gives_byte_identical_files(params_copy, tmp_path):
     exp = load(params_copy(SMOKE))
     a, b = tmp_path / "a", tmp_path / "b"
-    data.write(data.build(exp), a)
-    data.write(data.build(exp), b)
+    reverse.write(reverse.build(exp), a)
+    reverse.write(reverse.build(exp), b)
     files_a = _files(a)
-    assert {f"sets/{n}.jsonl" for n in data.TRAIN_SETS + data.TEST_SETS + data.PROBE_SETS} <= set(files_a)
-    assert {f"pairs/{n}.jsonl" for n in data.PAIR_SETS} <= set(files_a)
+    assert {f"sets/{n}.jsonl" for n in TRAIN_SETS + TEST_SETS + PROBE_SETS} <= set(files_a)
+    assert {f"pairs/{n}.jsonl" for n in PAIR_SETS} <= set(files_a)
     assert "rejects.jsonl" in files_a and "stats.json" in files_a
     assert files_a == _files(b)
     other = load(params_copy(SMOKE, seed=1))
     c = tmp_path / "c"
-    data.write(data.build(other), c)
+    reverse.write(reverse.build(other), c)
     assert _files(c)["sets/forward.jsonl"] != files_a["sets/forward.jsonl"]
 
 
 def test_sets_are_disjoint_twins_and_mixes(params_copy):
     exp = load(params_copy(SMOKE))
-    built = data.build(exp)
+    built = reverse.build(exp)
     s = built.sets
     d = exp.data
     assert len(s["forward"]) == len(s["reverse"]) == d.n_train
@@ -59,7 +61,7 @@ def test_sets_are_disjoint_twins_and_mixes(params_copy):
 
 
 def test_directional_pairs_prefer_the_asked_direction(params_copy):
-    built = data.build(load(params_copy(SMOKE)))
+    built = reverse.build(load(params_copy(SMOKE)))
     fwd = {r.pair_id: r for r in built.sets["forward"]}
     rev = {r.pair_id: r for r in built.sets["reverse"]}
     pairs = built.pairs["mix"]
@@ -96,7 +98,7 @@ def test_check_reverse_names_the_reason(params_copy, change, reason):
 
     d = load(params_copy(SMOKE, data={"max_reasoning_chars": 40})).data
     fwd, rev = _twin(**change)
-    assert data.check_reverse(fwd, rev, d, get_task("arith")) == reason
+    assert reverse.check_reverse(fwd, rev, d, get_task("arith")) == reason
 
 
 def test_math_answers_checked_with_math_verify(params_copy):
@@ -106,19 +108,19 @@ def test_math_answers_checked_with_math_verify(params_copy):
     good = Record(id="m-r", pair_id="m", direction="reverse", task="s1k", question="x + 1 = 5/2; find x.",
                   reasoning="subtract", answer="So x = \\boxed{\\frac{3}{2}}", gold="3/2")
     bad = good.model_copy(update={"answer": "So x = \\boxed{2}"})
-    assert data.check_reverse(fwd, good, d) is None
-    assert data.check_reverse(fwd, bad, d) == "answer_mismatch"
+    assert reverse.check_reverse(fwd, good, d) is None
+    assert reverse.check_reverse(fwd, bad, d) == "answer_mismatch"
 
 
 def test_rejects_are_written_with_reasons(params_copy, tmp_path):
     exp = load(params_copy(SMOKE))
-    built = data.build(exp)
+    built = reverse.build(exp)
     fwd, rev = built.sets["forward"][0], built.sets["reverse"][0]
     bad = rev.model_copy(update={"answer": str(int(rev.answer) + 1)})
-    kept, rejects = data.validate([data.Outcome(fwd, bad)], exp.data, data.get_task("arith"))
+    kept, rejects = reverse.validate([reverse.Outcome(fwd, bad)], exp.data, reverse.get_task("arith"))
     assert kept == [] and rejects[0]["reason"] == "answer_mismatch" and rejects[0]["pair_id"] == fwd.pair_id
     built.rejects.extend(rejects)
-    stats = data.write(built, tmp_path / "out")
+    stats = reverse.write(built, tmp_path / "out")
     assert stats["rejects_by_reason"] == {"answer_mismatch": 1}
     assert (tmp_path / "out" / "rejects.jsonl").read_text().count("answer_mismatch") == 1
 
@@ -130,7 +132,7 @@ def test_r1k_file_as_probe_set_with_s1k_source(params_copy):
            "data": {"source": {"kind": "r1k", "path": str(R1K_FILE)}, "n_train": 20, "n_test": 5, "probe_train": 50,
                     "probe_test": 5, "probe_file": str(R1K_FILE)}}
     exp = load(params_copy(raw))
-    built = data.build(exp)
+    built = reverse.build(exp)
     pf, pr = built.sets["probe_forward"], built.sets["probe_reverse"]
     assert len(pf) == len(pr) == 50
     assert [r.pair_id for r in pf] == [r.pair_id for r in pr]
@@ -140,7 +142,7 @@ def test_r1k_file_as_probe_set_with_s1k_source(params_copy):
 
 def test_free_text_answers_go_to_the_judge(params_copy):
     """Answers math-verify cannot match are judged by the model teacher when free_text_check is 'judge'."""
-    from revlib.teachers import ChatTeacher, Completion
+    from revlib.data.teachers import ChatTeacher, Completion
 
     class Judge(ChatTeacher):
         identity = {"kind": "fake-judge"}
@@ -162,6 +164,6 @@ def test_free_text_answers_go_to_the_judge(params_copy):
                   reasoning="letters", answer="It is GOATHERDS rearranged", gold="great dosh")
     bad = good.model_copy(update={"pair_id": "d", "answer": "no idea"})
     fwd_d = fwd.model_copy(update={"pair_id": "d"})
-    kept, rejects = data.validate([data.Outcome(fwd, good), data.Outcome(fwd_d, bad)], d, None, Judge(None))
+    kept, rejects = reverse.validate([reverse.Outcome(fwd, good), reverse.Outcome(fwd_d, bad)], d, None, Judge(None))
     assert [f.pair_id for f, _ in kept] == ["c"]
     assert [r["reason"] for r in rejects] == ["answer_mismatch_judge"]

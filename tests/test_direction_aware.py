@@ -7,12 +7,13 @@ import random
 import pandas as pd
 import pytest
 
-from revlib import negatives, render
+from revlib.data import negatives
+from revlib.core import render
 from revlib.evaluation import tables
 from revlib.params import Experiment
 from revlib.params.negatives import PerStepDPOParams
-from revlib.records import Record
-from revlib.runs import plan
+from revlib.core.records import Record
+from revlib.lab.plan import plan
 from revlib.tasks import get_task
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from revlib.cli import app
+from revlib.lab.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 MATH500 = REPO.parent / "shared" / "data" / "math500.jsonl"
@@ -40,7 +40,7 @@ def test_local_file_is_checked_like_params(tmp_path):
 @pytest.mark.skipif(not MATH500.exists(), reason="needs ../shared/data beside the repository")
 def test_eval_of_the_embedded_base_writes_the_tables(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "revlib.cli", "eval", str(tiny_model_dir), "-b", "math500",
+    cmd = [sys.executable, "-m", "revlib.lab.cli", "eval", str(tiny_model_dir), "-b", "math500",
            "--local", f"math500={MATH500}", "--limit", "3", "--max-gen-toks", "8", "--name", "tiny-eval",
            "--output-dir", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -60,8 +60,8 @@ def test_eval_of_the_embedded_base_writes_the_tables(tiny_model_dir, tmp_path):
 def test_an_adapter_is_merged_into_its_base_first(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from revlib import models
-    from revlib.cli import eval_params
+    from revlib.modeling import models
+    from revlib.lab.cli import eval_params
 
     model = models.load_model(str(tiny_model_dir), dtype="float32")
     peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from revlib import render
-from revlib.evaluation.extract import extract_answer, extract_letter, last_boxed
-from revlib.evaluation.grade import grade_letter, grade_math, grade_synthetic, verify_math
-from revlib.evaluation.stats import wilson
+from revlib.core import render
+from revlib.core.extract import extract_answer, extract_letter, last_boxed
+from revlib.core.grade import grade_letter, grade_math, verify_math
+from revlib.tasks.grading import grade_synthetic
+from revlib.core.stats import wilson
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from revlib import render
+from revlib.core import render
 from revlib.evaluation import harness, score
+from revlib.modeling import rollouts
 from revlib.params.benchmarks import BenchmarkParams
 from revlib.tasks import get_task
 
@@ -69,7 +70,7 @@ def test_lora_adapter_is_passed_to_lm_eval(tiny_model_dir, data_dir, tmp_path):
             if "lora_B" in name:
                 p.normal_(0, 2.0)
     peft_model.save_pretrained(tmp_path / "adapter")
-    assert harness.adapter_rank(tmp_path / "adapter") == 4
+    assert rollouts.adapter_rank(tmp_path / "adapter") == 4
     bp = _bp(tasks=["synthetic_reverse"], max_gen_toks=12)
     with_adapter = harness.evaluate(harness.ModelRef("sft", "reverse", str(tiny_model_dir), str(tmp_path / "adapter")), bp, data_dir)
     plain = harness.evaluate(harness.ModelRef("base", "-", str(tiny_model_dir)), bp, data_dir)
@@ -139,9 +140,9 @@ def test_vllm_args_set_lora_rank_from_the_adapter(tmp_path, monkeypatch):
                                     _bp(backend="vllm", data_parallel_size=4))
     assert kind == "vllm" and args["max_lora_rank"] == 256 and args["lora_local_path"] == str(adapter)
     assert args["data_parallel_size"] == 4
-    assert harness.vllm_lora_rank(17) == 32
+    assert rollouts.vllm_lora_rank(17) == 32
     with pytest.raises(ValueError, match="merge_adapter"):
-        harness.vllm_lora_rank(1024)
+        rollouts.vllm_lora_rank(1024)
 
 
 def test_the_instruction_follows_real_questions_for_the_models_it_is_for():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from revlib.evaluation import harness
-from revlib.evaluation.grade import grade_math
+from revlib.core.grade import grade_math
 
 MATH500 = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "math500.jsonl"
 pytestmark = pytest.mark.skipif(not MATH500.exists(), reason=f"reference data not found: {MATH500}")

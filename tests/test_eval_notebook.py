@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from revlib import io, params
-from revlib.records import read_records
+from revlib.core import io
+from revlib import params
+from revlib.core.records import read_records
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "params" / "smoke" / "benchmarks.yaml"
@@ -18,7 +19,7 @@ MATH500 = REPO.parent / "shared" / "data" / "math500.jsonl"
 
 @pytest.mark.notebook
 def test_notebook_smoke(tmp_path):
-    from revlib import runner
+    from revlib.lab import runner
     from tests.conftest import write_params
 
     raw = yaml.safe_load(SMOKE.read_text())

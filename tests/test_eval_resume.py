@@ -11,7 +11,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from revlib.evaluation import harness, stage
+from revlib.evaluation import harness
+from revlib.stages import benchmarks
 from revlib.evaluation.judge import JudgeBudgetSpent, LLMJudge
 from revlib.params.benchmarks import BenchmarkParams
 
@@ -55,14 +56,14 @@ def refs(tmp_path):
 
 
 def test_adding_a_benchmark_evaluates_only_what_is_new(tmp_path, evaluated, refs):
-    first = stage.run(make_ctx(tmp_path, ["math500"]), refs)
+    first = benchmarks.run(make_ctx(tmp_path, ["math500"]), refs)
     assert evaluated == [("sft", ("math500",)), ("dpo", ("math500",))]
     # the runner starts a stale cell clean: the stored evaluations live outside the cell's directory
     ctx = make_ctx(tmp_path, ["math500", "aime24"])
     for child in ctx.dir.iterdir():
         child.unlink() if child.is_file() else None
     evaluated.clear()
-    second = stage.run(ctx, refs)
+    second = benchmarks.run(ctx, refs)
     assert evaluated == [("sft", ("aime24",)), ("dpo", ("aime24",))]
     assert sorted(second.reused) == ["dpo__forward/math500", "sft__forward/math500"]
     results = pd.read_csv(ctx.dir / "results.csv")
@@ -73,17 +74,17 @@ def test_adding_a_benchmark_evaluates_only_what_is_new(tmp_path, evaluated, refs
     # a retrained model (its weights rewritten at the same path) is evaluated again; the other one is not
     evaluated.clear()
     (Path(refs[1].adapter) / "adapter_model.safetensors").write_bytes(b"retrained")
-    stage.run(ctx, refs)
+    benchmarks.run(ctx, refs)
     assert evaluated == [("dpo", ("math500", "aime24"))]
 
 
 def test_an_evaluation_cut_short_is_redone(tmp_path, evaluated, refs):
     ctx = make_ctx(tmp_path, ["math500"])
-    stage.run(ctx, refs[:1])
-    entry = next((ctx.exp.run_root / stage.EVAL_STORE).iterdir())
+    benchmarks.run(ctx, refs[:1])
+    entry = next((ctx.exp.run_root / benchmarks.EVAL_STORE).iterdir())
     (entry / "meta.json").unlink()  # killed between the samples and the marker
     evaluated.clear()
-    stage.run(ctx, refs[:1])
+    benchmarks.run(ctx, refs[:1])
     assert evaluated == [("sft", ("math500",))]
 
 
@@ -120,5 +121,5 @@ def test_judge_retries_caches_and_keeps_its_budget(tmp_path, monkeypatch):
 
 def test_stage_judge_uses_the_experiment_cache(tmp_path):
     bp = BenchmarkParams(tasks=["math500"], judge={"budget_requests": 5})
-    judge = stage.make_judge(bp, tmp_path / "teacher_cache")
+    judge = benchmarks.make_judge(bp, tmp_path / "teacher_cache")
     assert judge.cache_path == tmp_path / "teacher_cache" / "judge.jsonl" and judge.budget_requests == 5

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from revlib import findings, io
+from revlib.lab import findings
+from revlib.core import io
 from revlib.params import load
 
 from conftest import PARAMS, write_params

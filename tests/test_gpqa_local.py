@@ -11,9 +11,9 @@ import datasets
 import yaml
 from typer.testing import CliRunner
 
-from revlib.cli import app
-from revlib.evaluation.grade import grade_letter
-from revlib.lmeval_tasks.utils import process_gpqa
+from revlib.lab.cli import app
+from revlib.core.grade import grade_letter
+from revlib.evaluation.lmeval_tasks.utils import process_gpqa
 
 runner = CliRunner()
 

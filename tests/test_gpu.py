@@ -14,9 +14,10 @@ import os
 import pytest
 import torch
 
-from revlib import render, rollouts, train
+from revlib.core import render
+from revlib.modeling import rollouts, train
 from revlib.params.train import DPOParams, Lora, SFTParams
-from revlib.records import PreferencePair
+from revlib.core.records import PreferencePair
 from revlib.tasks import get_task
 
 pytestmark = [
@@ -30,7 +31,7 @@ R1K_LORA = Lora(r=256, alpha=512, dropout=0.05)
 
 @pytest.fixture(scope="module")
 def real_shape_model(tmp_path_factory, task_tokenizer):
-    from revlib.models import build_model
+    from revlib.modeling.models import build_model
 
     path = tmp_path_factory.mktemp(PRESET)
     model = build_model(PRESET, task_tokenizer, seed=0).to(torch.bfloat16)

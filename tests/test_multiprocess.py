@@ -14,7 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from revlib import data, dynamics, io, params, train
+from revlib.data import reverse
+from revlib.data.sets import load_pairs
+from revlib.stages import dynamics
+from revlib.core import io
+from revlib import params
+from revlib.modeling import train
 
 pytestmark = pytest.mark.multiprocess
 SMOKE_PROBES = Path(__file__).resolve().parent.parent / "params" / "smoke" / "probes.yaml"
@@ -44,7 +49,7 @@ def probe_run(tiny_model_dir, tmp_path_factory):
         "probes": exp.probes.model_copy(update={"train_sets": ["forward"], "pairs": [("forward", "forward")]}),
     })
     data_dir = tmp / "data"
-    data.write(data.build(exp), data_dir)
+    reverse.write(reverse.build(exp), data_dir)
     entries: list[dict] = []
     ckpts = dynamics.train_probe_models(exp, str(tiny_model_dir), data_dir, tmp / "run", on_log=entries.append)
     return exp, data_dir, tmp / "run" / "train" / "forward", ckpts, entries
@@ -55,7 +60,7 @@ def probe_dpo_args(exp, data_dir: Path, run: Path) -> tuple[list, dict]:
     p = exp.probes
     dpo_params = exp.dpo.model_copy(update={"epochs": p.dpo_epochs, "save_every_epochs": p.dpo_save_every, "max_steps": -1})
     sft_final = train.load_checkpoints(run / "sft")[-1]
-    return data.load_pairs(data_dir, "probe_forward"), dict(
+    return load_pairs(data_dir, "probe_forward"), dict(
         params=dpo_params, seed=exp.seed, sft_adapter=sft_final.adapter, epochs=p.dpo_epochs,
         save_every_epochs=p.dpo_save_every)
 

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from revlib import negatives as neg
-from revlib import render
+from revlib.data import negatives as neg
+from revlib.core import render
 from revlib.tasks import get_task
 
 _LINE = re.compile(r"^\((\d+)\) (-?\d+) ([+*-]) (-?\d+) = (-?\d+)$")
@@ -137,7 +137,7 @@ def test_best_of_k_values_count_groups_with_a_success(task):
 
 
 def test_step_pairs_reject_the_negative_ending_at_its_critical_step(task, task_tokenizer):
-    from revlib import train
+    from revlib.modeling import train
     from revlib.params.negatives import Sampling
 
     problems = task.sample(3, 4)
@@ -265,9 +265,9 @@ def test_held_out_pairs_split_by_problem_and_the_dpo_loss_of_the_reference_is_lo
 
     import torch
 
-    from revlib import models
+    from revlib.modeling import models
     from revlib.params.train import DPOParams
-    from revlib.train import Checkpoint
+    from revlib.modeling.train import Checkpoint
 
     problems = task.sample(3, 10)
     policy = ScriptedArithPolicy(problems, p_success=0.8)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from revlib import io
+from revlib.core import io
 from revlib.params import ParamsError, load, validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def test_stages_06_and_07_run_end_to_end(tmp_path):
     raw["output_dir"] = str(tmp_path / "outputs")
     params = tmp_path / "smoke.yaml"
     params.write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "revlib.cli", "run", str(params)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "revlib.lab.cli", "run", str(params)], capture_output=True, text=True,
                             cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     root = tmp_path / "outputs" / "smoke-negatives"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from revlib.cli import app
+from revlib.lab.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 BROKEN = Path(__file__).parent / "params_broken"

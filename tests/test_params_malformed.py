@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from revlib.cli import app
+from revlib.lab.cli import app
 
 HERE = Path(__file__).parent / "params_malformed"
 runner = CliRunner()
@@ -81,7 +81,7 @@ def test_malformed_params_exit_2_naming_the_fault(name):
 def test_the_command_itself_prints_no_traceback():
     """Through the real entry point, for the inputs that used to crash: a non-UTF-8 file and a directory."""
     for target in (HERE / "m32_utf16_file.yaml", HERE / "qwen2_checkpoint"):
-        out = subprocess.run([sys.executable, "-m", "revlib.cli", "check", str(target)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "revlib.lab.cli", "check", str(target)], capture_output=True, text=True)
         assert out.returncode == 2, out.stdout + out.stderr
         assert "Traceback" not in out.stdout + out.stderr
         assert ("not UTF-8" if target.suffix else "is a directory") in out.stdout + out.stderr

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from revlib import probes, render
-from revlib.records import Record
+from revlib.modeling import probes
+from revlib.core import render
+from revlib.core.records import Record
 from revlib.tasks import get_task
 
 
@@ -142,7 +143,7 @@ R1K_PROBE = Path(__file__).resolve().parents[2] / "shared" / "data" / "r1k-probe
 @pytest.mark.skipif(not R1K_PROBE.exists(), reason="the r1k probe parquet is not in ../shared/data")
 def test_real_r1k_probe_records(task_tokenizer, micro):
     """The paper's probe set, imported as notebook 01 imports it, scores with responses capped in tokens."""
-    from revlib import sources
+    from revlib.data import sources
 
     twins = sources.r1k_twins(sources.load_rows(None, R1K_PROBE), source=str(R1K_PROBE))[:2]
     records = [r for pair in twins for r in pair]
@@ -155,7 +156,7 @@ def test_real_r1k_probe_records(task_tokenizer, micro):
 
 @pytest.fixture(scope="module")
 def two_layer(task_tokenizer):
-    from revlib.models import build_model
+    from revlib.modeling.models import build_model
 
     return build_model("tiny", task_tokenizer, seed=1).eval()  # 2 decoder layers
 

@@ -1,6 +1,6 @@
 """Stage 04 plumbing: the schedule, scoring every checkpoint, the three-panel figure and the saved scores.
 
-Training is replaced by a stand-in with the `revlib.train` interface that saves random LoRA adapters,
+Training is replaced by a stand-in with the `revlib.modeling.train` interface that saves random LoRA adapters,
 so these tests run in seconds; the notebook smoke test runs the real trainers.
 """
 
@@ -12,14 +12,17 @@ import pandas as pd
 import pytest
 import torch
 
-from revlib import data, dynamics, io, params
-from revlib.train import Checkpoint, TrainResult, expected_epochs, merge_adapter
+from revlib.data import reverse
+from revlib.stages import dynamics
+from revlib.core import io
+from revlib import params
+from revlib.modeling.train import Checkpoint, TrainResult, expected_epochs, merge_adapter
 
 SMOKE = Path(__file__).resolve().parent.parent / "params" / "smoke" / "probes.yaml"
 
 
 class StandInTrainer:
-    """sft/dpo with the revlib.train signatures; each checkpoint is a random LoRA adapter."""
+    """sft/dpo with the revlib.modeling.train signatures; each checkpoint is a random LoRA adapter."""
 
     def __init__(self):
         self.calls: list[tuple] = []
@@ -58,10 +61,10 @@ def stage(tmp_path_factory, tiny_model_dir):
 
     exp = params.load(write_params(SMOKE, tmp))
     data_dir = tmp / "data"
-    data.write(data.build(exp), data_dir)
+    reverse.write(reverse.build(exp), data_dir)
     trainer = StandInTrainer()
     ckpts = dynamics.train_probe_models(exp, str(tiny_model_dir), data_dir, tmp / "run", trainer=trainer)
-    from revlib import models
+    from revlib.modeling import models
 
     items, members = dynamics.load_probe_items(exp, data_dir, models.load_tokenizer(tiny_model_dir))
     scores, stats = dynamics.score_checkpoints(exp, ckpts, items, members)
@@ -139,7 +142,7 @@ def test_params_reject_inconsistent_schedule():
 @pytest.fixture(scope="module")
 def probes_run(tmp_path_factory):
     """Stage 04 end to end through the runner with the real trainers (about a minute and a half on CPU)."""
-    from revlib import runner
+    from revlib.lab import runner
     from tests.conftest import write_params
 
     tmp = tmp_path_factory.mktemp("probes_run")

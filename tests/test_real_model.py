@@ -12,7 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from revlib import gguf_source
+from revlib.core.gguf_file import locate as locate_gguf
+from revlib.modeling import gguf_source
 
 REPO = Path(__file__).resolve().parent.parent
 R1K = REPO.parent / "shared" / "data" / "r1k-probe-100.parquet"
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def gguf_file() -> Path:
-    return gguf_source.locate(None, SMOL["package"], SMOL["file"])
+    return locate_gguf(None, SMOL["package"], SMOL["file"])
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +49,7 @@ def _params(tmp_path: Path, **base) -> Path:
 
 
 def _check(path: Path):
-    from revlib.cli import app
+    from revlib.lab.cli import app
 
     return CliRunner().invoke(app, ["check", str(path)])
 
@@ -92,7 +93,7 @@ def test_a_package_that_is_not_installed_is_named(tmp_path):
 
 
 def test_the_converted_folder_loads_like_any_checkpoint(smol_dir):
-    from revlib import models
+    from revlib.modeling import models
 
     tok = models.load_tokenizer(smol_dir)
     model = models.load_model(smol_dir, dtype="float32")
@@ -106,7 +107,8 @@ def test_the_converted_folder_loads_like_any_checkpoint(smol_dir):
 
 @pytest.mark.skipif(not R1K.exists(), reason="../shared/data/r1k-probe-100.parquet not present")
 def test_real_responses_are_likelier_than_the_same_tokens_shuffled(smol_dir):
-    from revlib import models, probes, sources
+    from revlib.modeling import models, probes
+    from revlib.data import sources
 
     twins = sources.r1k_twins(sources.load_rows(None, R1K))[:3]
     records = [t[0] for t in twins] + [t[1] for t in twins]
@@ -122,7 +124,8 @@ def test_real_responses_are_likelier_than_the_same_tokens_shuffled(smol_dir):
 
 @pytest.mark.skipif(not R1K.exists(), reason="../shared/data/r1k-probe-100.parquet not present")
 def test_a_few_sft_steps_on_real_rows_lower_the_loss(smol_dir, tmp_path):
-    from revlib import sources, train
+    from revlib.data import sources
+    from revlib.modeling import train
     from revlib.params.train import SFTParams
 
     twins = sources.r1k_twins(sources.load_rows(None, R1K))[:2]
@@ -139,7 +142,7 @@ def test_a_few_sft_steps_on_real_rows_lower_the_loss(smol_dir, tmp_path):
 @pytest.mark.skipif(not R1K.exists(), reason="../shared/data/r1k-probe-100.parquet not present")
 def test_the_local_hf_teacher_writes_reverse_questions_for_real_rows(smol_dir, params_copy):
     """SmolLM2 as the local teacher on a few forward s1K-1.1 rows: each row becomes a twin or a reject with its reason."""
-    from revlib import data
+    from revlib.data import reverse
     from revlib.params import load
 
     raw = {"experiment": "hf-teacher-real", "require_learning": False, "stages": ["01_reverse_data"],
@@ -149,7 +152,7 @@ def test_the_local_hf_teacher_writes_reverse_questions_for_real_rows(smol_dir, p
                                 "temperature": 0.0, "engine": "hf"},
                     "n_train": 2, "n_test": 1, "probe_train": 1, "probe_test": 1}}
     exp = load(params_copy(raw))
-    built = data.build(exp)
+    built = reverse.build(exp)
     usage = built.info["teacher_usage"]
     assert usage["paid_requests"] >= 5
     kept = len(built.sets["forward"]) + len(built.sets["test_forward"]) + len(built.sets["probe_test_forward"])
@@ -172,7 +175,7 @@ def test_revlib_eval_on_the_real_model_with_the_instruction(smol_dir, tmp_path):
     model's real text, the s1-style extraction reads it, and the table says which prompt the model got."""
     import pandas as pd
 
-    from revlib.cli import app
+    from revlib.lab.cli import app
     from revlib.params.benchmarks import INSTRUCTIONS
 
     out = tmp_path / "out"

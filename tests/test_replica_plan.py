@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from revlib import params, train
-from revlib.runs import plan, read_manifest
+from revlib import params
+from revlib.modeling import train
+from revlib.lab.plan import plan
+from revlib.lab.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 REPLICA = REPO / "params" / "r1k-qwen2.5-7b.yaml"
@@ -27,7 +29,7 @@ SHARED = REPO.parent / "shared" / "data"
 
 
 def test_replica_params_pass_check():
-    proc = subprocess.run([sys.executable, "-m", "revlib.cli", "check", str(REPLICA)], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "revlib.lab.cli", "check", str(REPLICA)], cwd=REPO, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK" in proc.stdout
@@ -70,7 +72,7 @@ def scaled_down(tmp_path: Path) -> dict:
 @pytest.mark.multiprocess
 @pytest.mark.skipif(not (SHARED / "r1k-probe-100.parquet").exists(), reason="../shared/data is not here")
 def test_replica_plan_runs_on_micro_with_two_processes(tmp_path, monkeypatch):
-    from revlib import runner
+    from revlib.lab import runner
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     target = tmp_path / "r1k-micro.yaml"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from revlib import rollouts
-from revlib.models import build_model
+from revlib.modeling import rollouts
+from revlib.modeling.models import build_model
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def _adapter(tmp_path, name: str, r: int) -> str:
 
 def test_vllm_engine_built_once_and_serves_lora_checkpoints(fake_vllm, tiny_model_dir, tmp_path):
     from revlib.params.negatives import VLLMSettings
-    from revlib.train import Checkpoint
+    from revlib.modeling.train import Checkpoint
 
     settings = VLLMSettings(gpu_memory_utilization=0.5, tensor_parallel_size=2)
     engines = []
@@ -182,7 +182,7 @@ def test_vllm_engine_needs_a_model(fake_vllm):
 
 
 def test_training_frees_the_engine(fake_vllm, tiny_model_dir, tmp_path, monkeypatch):
-    from revlib import train
+    from revlib.modeling import train
     from revlib.params.train import SFTParams
     from revlib.tasks import get_task
 
@@ -199,10 +199,10 @@ def test_policy_engine_serves_a_lora_checkpoint_on_its_base(fake_vllm, tiny_mode
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from revlib import negatives
-    from revlib.models import load_tokenizer
+    from revlib.data import negatives
+    from revlib.modeling.models import load_tokenizer
     from revlib.params.negatives import Sampling
-    from revlib.train import Checkpoint
+    from revlib.modeling.train import Checkpoint
 
     folder = tmp_path / "checkpoint-1"
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from revlib import io
+from revlib.core import io
 from revlib.params import load
-from revlib.runs import plan, read_manifest
+from revlib.lab.plan import plan
+from revlib.lab.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "params" / "smoke" / "foundation.yaml"
-REVLIB = [sys.executable, "-m", "revlib.cli"]
+REVLIB = [sys.executable, "-m", "revlib.lab.cli"]
 
 pytestmark = pytest.mark.notebook
 

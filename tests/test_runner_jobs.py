@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from revlib import runner
+from revlib.lab import runner
 from revlib.params import load
-from revlib.runs import fingerprint, plan, read_manifest, write_manifest
+from revlib.lab.fingerprint import fingerprint
+from revlib.lab.plan import plan
+from revlib.lab.manifest import read_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "params" / "smoke" / "train.yaml"

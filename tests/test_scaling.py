@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from revlib import scaling, stats
+from revlib.stages import scaling
+from revlib.core import stats
 
 
 def _rows(sft: dict[int, float], other: dict[int, float], p: float = 0.001, method: str = "per_step_dpo"):

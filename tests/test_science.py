@@ -1,7 +1,7 @@
 """Science regression guard: the shipped base and a scaled-down lab still learn.
 
 A change that breaks learning (tokenization, rendering, masking, the trainer's settings, the base)
-turns these red. They run the real stack (revlib.train through trl, the rollout engine, the
+turns these red. They run the real stack (revlib.modeling.train through trl, the rollout engine, the
 probe scorer) from the committed base, at a few hundred steps.
 """
 
@@ -12,7 +12,11 @@ import shutil
 
 import pytest
 
-from revlib import base_model, io, learning, models, pretrain, probes
+from revlib.stages import base_model
+from revlib.core import io
+from revlib.core.stats import chance_accuracy
+from revlib.evaluation import stage_checks
+from revlib.modeling import models, pretrain, probes
 from revlib.params import load
 from revlib.params.train import SFTParams
 from revlib.tasks import get_task
@@ -70,7 +74,7 @@ def test_base_build_is_deterministic_for_a_seed(task):
 
 
 def _sft(records, out_dir, steps):
-    from revlib import train
+    from revlib.modeling import train
 
     params = SFTParams(lora=None, lr=0.002, batch_size=16, max_length=256, max_steps=steps, warmup_ratio=0.05,
                        save_every_epochs=10**6, trainer={"adam_beta2": 0.98})
@@ -90,9 +94,9 @@ def test_scaled_down_lab_learns(tmp_path):
     test, train_records = pool[:46], pool[46:]
     big = _sft(train_records, tmp_path / "big", 500)
     small = _sft(train_records[:16], tmp_path / "small", 500)
-    acc_big = sum(learning.greedy_outcomes(big, test)) / len(test)
-    acc_small = sum(learning.greedy_outcomes(small, test)) / len(test)
-    chance = learning.chance_accuracy([r.gold for r in test])
+    acc_big = sum(stage_checks.greedy_outcomes(big, test)) / len(test)
+    acc_small = sum(stage_checks.greedy_outcomes(small, test)) / len(test)
+    chance = chance_accuracy([r.gold for r in test])
     assert acc_big >= 0.3 and acc_big >= 3 * chance, (acc_big, chance)
     assert acc_big - acc_small >= 0.15, (acc_big, acc_small)  # the error curve falls with data
 

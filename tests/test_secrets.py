@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from revlib import data, redact
+from revlib.data import reverse
+from revlib.core import redact
 from revlib.params import load
-from revlib.teachers import TeacherConfigError
+from revlib.data.teachers import TeacherConfigError
 from test_teacher_api import KEY_ENV, REPO, SMOKE_API, Scripted, _params
 
 KEY = "sk-ECHO-CANARY-4d1f0b9e2a77"
@@ -44,7 +45,7 @@ class Echoing(Scripted):
 @pytest.fixture
 def echo(params_copy):
     exp = load(params_copy(SMOKE_API))
-    forwards, _ = data.forward_pool(exp)
+    forwards, _ = reverse.forward_pool(exp)
     srv = Echoing(forwards)
     yield srv
     srv.close()
@@ -70,7 +71,7 @@ def test_teacher_errors_and_answers_never_carry_the_key(echo, params_copy, monke
     monkeypatch.setenv(KEY_ENV, KEY)
     echo.script = {("A", 0): ["500"], ("B", 1): ["500"] * 10}
     exp = load(_params(params_copy, echo.url, max_retries=1))
-    built = data.build(exp)
+    built = reverse.build(exp)
     assert echo.auth == {f"Bearer {KEY}"}
     text = json.dumps([r.model_dump() for recs in built.sets.values() for r in recs]) + json.dumps(built.rejects)
     assert KEY not in text and redact.MASK in text
@@ -78,7 +79,7 @@ def test_teacher_errors_and_answers_never_carry_the_key(echo, params_copy, monke
     assert not _leaks(Path(exp.output_dir))
     echo.unauthorised = True
     with pytest.raises(TeacherConfigError) as err:
-        data.build(load(_params(params_copy, echo.url, max_retries=0, cache_dir=str(exp.run_root / "other_cache"))))
+        reverse.build(load(_params(params_copy, echo.url, max_retries=0, cache_dir=str(exp.run_root / "other_cache"))))
     assert "401" in str(err.value) and KEY not in str(err.value) and redact.MASK in str(err.value)
 
 
@@ -91,7 +92,7 @@ def test_echoed_key_in_no_file_and_no_cli_output(echo, params_copy, tmp_path):
     echo.script = {("A", 0): ["500"], ("B", 1): ["429"]}
     params_file = _params(params_copy, echo.url)
     exp = load(params_file)
-    cli = [sys.executable, "-m", "revlib.cli"]
+    cli = [sys.executable, "-m", "revlib.lab.cli"]
     ok = subprocess.run(cli + ["run", str(params_file)], capture_output=True, text=True, cwd=REPO, env=env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert echo.auth == {f"Bearer {KEY}"}

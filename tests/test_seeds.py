@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from revlib import io, seeds
+from revlib.core import io
+from revlib.lab import seeds
 from revlib.params import load
 
 from conftest import PARAMS, write_params

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from revlib import data, sources
+from revlib.data import reverse, sources
 from revlib.params import load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,12 +63,12 @@ def _params(params_copy, path: Path, **sizes) -> Path:
 def test_bad_r1k_rows_are_rejected_with_row_and_reason(params_copy, tmp_path):
     path, faults = _broken_r1k(tmp_path)
     exp = load(_params(params_copy, path))
-    built = data.build(exp)
-    data.require_sizes(built, exp.data)  # enough survived: the stage goes on
+    built = reverse.build(exp)
+    reverse.require_sizes(built, exp.data)  # enough survived: the stage goes on
     by_row = {r["row"]: r["reason"] for r in built.rejects}
     for row, reason in faults.items():
         assert by_row.get(row) == reason, (row, reason, by_row)
-    stats = data.write(built, tmp_path / "out")
+    stats = reverse.write(built, tmp_path / "out")
     on_disk = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert {(r["row"], r["reason"]) for r in on_disk} >= set(faults.items())
     assert stats["rejects_by_reason"]["missing_field"] == 2
@@ -99,9 +99,9 @@ def test_s1k_rows_need_a_gold_answer_and_text_fields():
 def test_shortfall_names_every_short_set(params_copy, tmp_path):
     path, _ = _broken_r1k(tmp_path)
     exp = load(_params(params_copy, path, n_train=35))  # 50 asked: passes the check-time pool count  # 50 twins; broken originals are completed from their flipped row, the over-long one is lost
-    built = data.build(exp)
-    with pytest.raises(data.DataShortfall) as err:
-        data.require_sizes(built, exp.data)
+    built = reverse.build(exp)
+    with pytest.raises(reverse.DataShortfall) as err:
+        reverse.require_sizes(built, exp.data)
     msg = str(err.value)
     assert "n_train (forward, reverse, half_mix, mix): 34 of 35" in msg
     assert "n_test" not in msg  # held-out groups are filled first and are complete
@@ -109,14 +109,14 @@ def test_shortfall_names_every_short_set(params_copy, tmp_path):
 
 
 def test_zero_survivors_name_the_reason(params_copy):
-    exp = load(params_copy(REPO / "params" / "smoke" / "data.yaml",
-                           data=yaml.safe_load((REPO / "params" / "smoke" / "data.yaml").read_text())["data"]
+    exp = load(params_copy(REPO / "params" / "smoke" / "reverse.yaml",
+                           data=yaml.safe_load((REPO / "params" / "smoke" / "reverse.yaml").read_text())["data"]
                            | {"max_reasoning_chars": 5}))
-    built = data.build(exp)
+    built = reverse.build(exp)
     assert not built.sets["forward"] and Counter(r["reason"] for r in built.rejects) == {
-        "forward_reasoning_too_long": sum(data.sizes_of(exp.data).values())}
-    with pytest.raises(data.DataShortfall, match="no example survived validation.*forward_reasoning_too_long"):
-        data.require_sizes(built, exp.data)
+        "forward_reasoning_too_long": sum(exp.data.group_sizes().values())}
+    with pytest.raises(reverse.DataShortfall, match="no example survived validation.*forward_reasoning_too_long"):
+        reverse.require_sizes(built, exp.data)
 
 
 @pytest.mark.notebook
@@ -126,8 +126,8 @@ def test_a_teacher_that_never_answers_well_gets_a_report(params_copy):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from revlib import runner
-    from revlib.runs import read_manifest
+    from revlib.lab import runner
+    from revlib.lab.manifest import read_manifest
 
     bodies = itertools.cycle([b"<html><body>Bad gateway</body></html>", b'{"choices": []}', b'{"choices": [{"mess'])
 
@@ -164,4 +164,4 @@ def test_a_teacher_that_never_answers_well_gets_a_report(params_copy):
     report = (run_dir / "01_reverse_data.html").read_text()
     assert "Rejected, by reason" in report and "malformed_response" in report
     rejects = (run_dir / "rejects.jsonl").read_text().splitlines()
-    assert len(rejects) == sum(data.sizes_of(exp.data).values())
+    assert len(rejects) == sum(exp.data.group_sizes().values())

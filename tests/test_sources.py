@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from revlib import sources
+from revlib.data import sources
 
 REPO = Path(__file__).resolve().parent.parent
 R1K_FILE = REPO.parent / "shared" / "data" / "r1k-probe-100.parquet"

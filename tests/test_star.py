@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from revlib import star
+from revlib.stages import star
 from revlib.tasks import get_task
 
 KNOBS = {"degree": 3, "path_length": 4, "node_count": 50}
@@ -107,7 +107,8 @@ def test_counts_and_metrics_expose_the_learned_state_with_its_counts():
 def test_star_experiment_loads_the_shipped_base_it_was_built_for():
     from pathlib import Path
 
-    from revlib import base_model, io
+    from revlib.stages import base_model
+    from revlib.core import io
     from revlib.params import load
 
     repo = Path(__file__).resolve().parent.parent
@@ -128,7 +129,7 @@ def test_star_experiment_loads_the_shipped_base_it_was_built_for():
 
 
 def test_base_stage_reports_star_lookups_against_chance_without_a_90_percent_target():
-    from revlib import base_model
+    from revlib.stages import base_model
 
     def check(task, correct):
         row = {"task": task, "correct": correct, "problems": 200, "chance": 0.05}

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from revlib import io
-from revlib.cli import app
-from revlib.runs import live_status
+from revlib.core import io
+from revlib.lab.cli import app
+from revlib.lab.manifest import live_status
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -61,7 +61,7 @@ def test_killed_run_shows_interrupted(params_copy):
     params_file = params_copy(raw)
     out = Path(yaml.safe_load(params_file.read_text())["output_dir"]) / raw["experiment"]
     manifest = out / "01_reverse_data" / "data" / "manifest.json"
-    proc = subprocess.Popen([sys.executable, "-m", "revlib.cli", "run", str(params_file)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "revlib.lab.cli", "run", str(params_file)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -42,7 +42,7 @@ def installed(tmp_path_factory) -> dict[str, str]:
 
 
 def _cli(env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "revlib.cli", *args], capture_output=True, text=True, cwd=REPO, env=env)
+    return subprocess.run([sys.executable, "-m", "revlib.lab.cli", *args], capture_output=True, text=True, cwd=REPO, env=env)
 
 
 def _params(tmp_path: Path, **changes) -> Path:

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from revlib import data
+from revlib.data import reverse
 from revlib.params import load
 from revlib.tasks import get_task
-from revlib.teachers import TeacherConfigError, parse_reverse_question, split_think
-from revlib.teachers.cache import ResponseCache
+from revlib.data.teachers import TeacherConfigError, parse_reverse_question, split_think
+from revlib.data.teachers.cache import ResponseCache
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_API = REPO / "params" / "smoke" / "data-api.yaml"
@@ -135,7 +135,7 @@ def _params(params_copy, url, **teacher):
 @pytest.fixture
 def server(params_copy):
     exp = load(params_copy(SMOKE_API))
-    forwards, _ = data.forward_pool(exp)
+    forwards, _ = reverse.forward_pool(exp)
     srv = Scripted(forwards)
     yield srv
     srv.close()
@@ -150,9 +150,9 @@ def test_failures_are_retried_or_rejected_with_reasons(server, params_copy, api_
     server.script = {("A", 0): ["429"], ("A", 1): ["500", "500"], ("B", 2): ["timeout"], ("B", 3): ["think"],
                      ("A", 4): ["malformed"] * 10, ("B", 5): ["wrong"], ("A", 6): ["leak"]}
     exp = load(_params(params_copy, server.url))
-    built = data.build(exp)
+    built = reverse.build(exp)
     by_pair = {r["pair_id"]: r["reason"] for r in built.rejects}
-    forwards, _ = data.forward_pool(exp)
+    forwards, _ = reverse.forward_pool(exp)
     reason = [by_pair.get(f.pair_id) for f in forwards]
     assert reason[:7] == [None, None, None, None, "malformed_response", "answer_mismatch", "question_states_answer"]
     assert all(r is None for r in reason[7:])
@@ -166,7 +166,7 @@ def test_failures_are_retried_or_rejected_with_reasons(server, params_copy, api_
     assert server.auth == {"Bearer sk-test-not-secret"}
     # a re-run is served from the cache: only the example that never got a usable answer is asked again
     before = len(server.calls)
-    again = data.build(exp)
+    again = reverse.build(exp)
     assert {(rnd, i) for rnd, i, _ in server.calls[before:]} == {("A", 4)}
     assert again.sets == built.sets and max(server.ok.values()) == 1
 
@@ -176,7 +176,7 @@ def test_killed_run_resumes_without_paying_twice(server, params_copy, api_key, t
     exp = load(params_file)
     server.hang_after = 5
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from revlib import data, params; "
-                             "data.build(params.load(sys.argv[1]))", str(params_file)],
+                             "reverse.build(params.load(sys.argv[1]))", str(params_file)],
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     cache_dir = exp.run_root / "teacher_cache"
@@ -194,7 +194,7 @@ def test_killed_run_resumes_without_paying_twice(server, params_copy, api_key, t
     assert sum(server.ok.values()) == 5
     server.hang_after = None
     server.release.set()
-    built = data.build(load(_params(params_copy, server.url, concurrency=2)))
+    built = reverse.build(load(_params(params_copy, server.url, concurrency=2)))
     assert max(server.ok.values()) == 1, "a finished request was paid for twice"
     assert built.info["teacher_usage"]["cache_hits"] == 5
     assert not built.rejects and len(built.sets["reverse"]) == exp.data.n_train
@@ -202,14 +202,14 @@ def test_killed_run_resumes_without_paying_twice(server, params_copy, api_key, t
 
 def test_budget_stops_cleanly_and_the_next_run_resumes(server, params_copy, api_key):
     exp = load(_params(params_copy, server.url, budget_requests=7))
-    built = data.build(exp)
+    built = reverse.build(exp)
     usage = built.info["teacher_usage"]
     assert usage["paid_requests"] == 7
     reasons = Counter(r["reason"] for r in built.rejects)
     assert set(reasons) == {"budget_exhausted"} and reasons["budget_exhausted"] > 0
     total = sum(len(built.sets[k]) for k in ("reverse", "test_reverse", "probe_reverse", "probe_test_reverse"))
     assert total + len(built.rejects) == 12  # every forward example is accounted for
-    resumed = data.build(load(_params(params_copy, server.url, budget_requests=None)))
+    resumed = reverse.build(load(_params(params_copy, server.url, budget_requests=None)))
     assert resumed.info["teacher_usage"]["cache_hits"] == 7
     assert not resumed.rejects and max(server.ok.values()) == 1
 
@@ -217,7 +217,7 @@ def test_budget_stops_cleanly_and_the_next_run_resumes(server, params_copy, api_
 def test_missing_key_and_rejected_credentials_stop_with_a_clear_error(server, params_copy, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(TeacherConfigError, match=KEY_ENV):
-        data.build(load(_params(params_copy, server.url)))
+        reverse.build(load(_params(params_copy, server.url)))
 
 
 def test_reply_parsing():
@@ -243,7 +243,7 @@ def test_cache_survives_a_torn_last_line(tmp_path):
 @pytest.mark.notebook
 def test_api_key_never_written_under_outputs(server, params_copy, monkeypatch, tmp_path):
     """Run notebook 01 through the runner with a recognisable key and scan every output file for it."""
-    from revlib import runner
+    from revlib.lab import runner
 
     key = "sk-REVLIB-CANARY-7f3a9c1e5b"
     monkeypatch.setenv(KEY_ENV, key)

@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from revlib import data
+from revlib.data import reverse
 from revlib.params import load
 from revlib.params.data import ApiTeacher as ApiTeacherParams
-from revlib.teachers.api import ApiTeacher
+from revlib.data.teachers.api import ApiTeacher
 from test_teacher_api import KEY_ENV, SMOKE_API, Scripted, _params
 
 
@@ -62,16 +62,16 @@ def test_a_trickling_server_cannot_outlast_the_deadline(trickle, monkeypatch):
 
 def test_fully_cached_rerun_needs_no_key(params_copy, monkeypatch):
     exp = load(params_copy(SMOKE_API))
-    forwards, _ = data.forward_pool(exp)
+    forwards, _ = reverse.forward_pool(exp)
     server = Scripted(forwards)
     try:
         monkeypatch.setenv(KEY_ENV, "sk-cached-rerun")
         params_file = _params(params_copy, server.url)
-        first = data.build(load(params_file))
+        first = reverse.build(load(params_file))
         assert not first.rejects
         calls = len(server.calls)
         monkeypatch.delenv(KEY_ENV)
-        again = data.build(load(params_file))
+        again = reverse.build(load(params_file))
         assert len(server.calls) == calls  # nothing asked of the server
         assert again.sets == first.sets and again.info["teacher_usage"]["paid_requests"] == 0
     finally:

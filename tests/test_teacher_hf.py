@@ -6,23 +6,24 @@ from pathlib import Path
 
 import yaml
 
-from revlib import data
+from revlib.data import reverse
 from revlib.params import load
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = REPO / "params" / "smoke" / "data.yaml"
+SMOKE = REPO / "params" / "smoke" / "reverse.yaml"
 
 
 def test_hf_teacher_builds_and_caches(tiny_model_dir, params_copy, monkeypatch):
-    from revlib.teachers import hf
+    from revlib.data.teachers import hf
+    from revlib.modeling import rollouts
 
-    monkeypatch.setattr(hf, "vllm_available", lambda: False)
+    monkeypatch.setattr(rollouts, "vllm_available", lambda: False)
     raw = yaml.safe_load(SMOKE.read_text())
     raw["data"].update({"n_train": 2, "n_test": 1, "probe_train": 1, "probe_test": 1,
                         "teacher": {"kind": "hf", "model": str(tiny_model_dir), "batch_size": 3, "max_new_tokens": 6,
                                     "temperature": 0.0, "engine": "auto"}})
     exp = load(params_copy(raw))
-    built = data.build(exp)
+    built = reverse.build(exp)
     usage = built.info["teacher_usage"]
     # a random model writes no tagged reverse question: every example is rejected with that reason, none lost
     assert usage["paid_requests"] == 5 and usage["cache_hits"] == 0
@@ -30,6 +31,6 @@ def test_hf_teacher_builds_and_caches(tiny_model_dir, params_copy, monkeypatch):
     assert built.info["shortfall"]["train"] == 2
     calls = []
     monkeypatch.setattr(hf.HFTeacher, "_hf", lambda self, items: calls.append(items) or [])
-    again = data.build(exp)
+    again = reverse.build(exp)
     assert calls == [] and again.info["teacher_usage"]["cache_hits"] == 5
     assert again.rejects == built.rejects

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from revlib import models, render
+from revlib.modeling import models
+from revlib.core import render
 from revlib.tasks import get_task
 
 
@@ -45,10 +46,10 @@ def test_revlib_loader_round_trips(whole_number_model):
 
 
 def test_trl_trainer_tokenizes_as_trained(whole_number_model, tmp_path):
-    """revlib.train hands trl the tokenizer revlib loaded; trl's processing class encodes identically."""
-    from revlib import train
+    """revlib.modeling.train hands trl the tokenizer revlib loaded; trl's processing class encodes identically."""
+    from revlib.modeling import train
     from revlib.params.train import SFTParams
-    from revlib.records import Record
+    from revlib.core.records import Record
 
     path, tok, texts = whole_number_model
     recs = [Record(id=f"r{i}", pair_id=f"p{i}", direction="forward", task="arith", question=t, reasoning="(1) 12 + 3 = 15",

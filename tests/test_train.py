@@ -13,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from revlib import render, train
+from revlib.core import render
+from revlib.modeling import train
 from revlib.params.train import DPOParams, Lora, SFTParams
-from revlib.records import PreferencePair
+from revlib.core.records import PreferencePair
 from revlib.tasks import get_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -241,7 +242,7 @@ def test_two_process_gloo_sft_through_accelerate(tiny_model_dir, records, tmp_pa
 
 
 def test_launch_entry_point_usage():
-    proc = subprocess.run([sys.executable, "-m", "revlib.launch"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "revlib.modeling.launch"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
@@ -278,7 +279,7 @@ def test_trainer_passthrough_checked_at_check_time(params_copy, section, entries
     raw = yaml.safe_load((REPO / "params" / "smoke" / "train.yaml").read_text())
     raw[section]["trainer"] = entries
     target = params_copy(raw)
-    proc = subprocess.run([sys.executable, "-m", "revlib.cli", "check", str(target)], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "revlib.lab.cli", "check", str(target)], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "400"})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in " ".join(proc.stderr.split())
@@ -312,7 +313,7 @@ def test_launch_streams_output_as_it_happens(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", child], **kw))
     monkeypatch.setattr(train, "load_checkpoints", lambda out_dir: [])
     out = tmp_path / "run"
-    from revlib import io
+    from revlib.core import io
 
     io.write_json(out / "trainer_state.json", {"log_history": []})
     io.write_json(out / "train_metrics.json", {})

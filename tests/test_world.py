@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from revlib import world
+from revlib.data import world
 from revlib.params import load
 from revlib.params.benchmarks import WorldBenchmark
 from revlib.tasks import get_task
@@ -95,7 +95,7 @@ def test_params_reject_bad_world_benchmarks(tmp_path):
 def test_summary_alive_needs_twenty_points_above_chance():
     bench = WorldBenchmark(name="b", query="both", n=20)
     recs = world.build(bench, "arith", KNOBS, seed=0)
-    from revlib.learning import chance_accuracy
+    from revlib.core.stats import chance_accuracy
 
     chance = chance_accuracy([r.gold for r in recs])
     results = pd.DataFrame([{"task": "world_b", "stage": "sft", "train_set": "forward", "accuracy": chance + 0.19},

@@ -7,22 +7,19 @@ include path. A local JSONL replaces a task's Hub dataset by overriding only its
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from revlib import render
+from revlib.core import render
 from revlib.params.benchmarks import SYNTHETIC_TASKS, WORLD_PREFIX, BenchmarkParams
 
-TASK_DIR = Path(__file__).resolve().parent.parent / "lmeval_tasks"
+TASK_DIR = Path(__file__).resolve().parent / "lmeval_tasks"
 PREFIX = "revlib_"
 # notebook 01's set behind each synthetic task
 SYNTHETIC_SETS = {"synthetic_forward": "test_forward", "synthetic_reverse": "test_reverse"}
-# vLLM supports these LoRA ranks; max_lora_rank must be one of them and at least the adapter's rank
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +62,13 @@ def task_config(task: str, local_path: str | Path | None = None, samples: int = 
 def task_configs(bp: BenchmarkParams, data_dir: Path | None, tasks: list[str] | None = None,
                  world_files: dict[str, Path] | None = None, instruction: str | None = None) -> list[dict[str, Any]]:
     """lm-eval configs of `tasks` (default: every task of `bp`); a world_<name> task is the synthetic task's
-    definition on the file revlib.world wrote for it. `instruction` follows each real benchmark's question."""
+    definition on the file revlib.data.world wrote for it. `instruction` follows each real benchmark's question."""
     manager = task_manager()
     out = []
     for task in tasks if tasks is not None else bp.all_tasks:
         if task.startswith(WORLD_PREFIX):
             if not world_files or task not in world_files:
-                raise ValueError(f"{task}: no benchmark file (revlib.world.write_all writes it in notebook 05)")
+                raise ValueError(f"{task}: no benchmark file (revlib.data.world.write_all writes it in notebook 05)")
             cfg = task_config("synthetic_forward", world_files[task], bp.samples, manager)
             cfg["task"] = lm_eval_name(task)
             out.append(cfg)
@@ -108,7 +105,7 @@ class ModelRef:
 
     @classmethod
     def from_checkpoint(cls, label: str, train_set: str, ckpt: Any) -> "ModelRef":
-        """From revlib.train's Checkpoint: LoRA applies `adapter` to `base`; full fine-tuning saved the model in `path`."""
+        """From revlib.modeling.train's Checkpoint: LoRA applies `adapter` to `base`; full fine-tuning saved the model in `path`."""
         path = Path(ckpt.path)
         tok = str(path) if (path / "tokenizer_config.json").exists() else str(ckpt.base)
         if ckpt.adapter:
@@ -117,21 +114,9 @@ class ModelRef:
         return cls(label, train_set, str(weights), None, tokenizer=tok)
 
 
-def adapter_rank(adapter: str | Path) -> int:
-    cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
-    return int(cfg["r"])
-
-
-def vllm_lora_rank(rank: int) -> int:
-    for allowed in VLLM_LORA_RANKS:
-        if allowed >= rank:
-            return allowed
-    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}; set merge_adapter: true")
-
-
 def merge_adapter(ref: ModelRef, out_dir: Path) -> ModelRef:
     """Fold a LoRA adapter into its base and save it, for engines that should not serve adapters."""
-    from revlib import train
+    from revlib.modeling import train
 
     target = train.merge_adapter(ref.pretrained, ref.adapter, Path(out_dir) / "merged")
     return ModelRef(ref.label, ref.train_set, target, None, target)
@@ -161,7 +146,9 @@ def model_args(ref: ModelRef, bp: BenchmarkParams, work_dir: Path | None = None)
         args["max_model_len"] = bp.max_model_len
     if ref.adapter:
         args["lora_local_path"] = ref.adapter
-        args["max_lora_rank"] = vllm_lora_rank(adapter_rank(ref.adapter))
+        from revlib.modeling import rollouts
+
+        args["max_lora_rank"] = rollouts.vllm_lora_rank(rollouts.adapter_rank(ref.adapter))
     return "vllm", args
 
 
@@ -191,7 +178,7 @@ def language_model(model: str, args: dict[str, Any], bp: BenchmarkParams) -> Any
         return model
     from lm_eval.models.huggingface import HFLM
 
-    from revlib.models import load_tokenizer
+    from revlib.modeling.models import load_tokenizer
 
     return HFLM(**{**args, "tokenizer": load_tokenizer(args["tokenizer"]), "batch_size": bp.batch_size})
 

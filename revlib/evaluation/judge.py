@@ -1,7 +1,7 @@
 """An optional LLM judge through any OpenAI-compatible chat API (the paper used gpt-4o-mini).
 
 It is asked only about answers math-verify cannot decide. Requests go through the API teacher's
-client (revlib.teachers.api): every verdict is cached on disk before it is used, so a re-run never
+client (revlib.data.teachers.api): every verdict is cached on disk before it is used, so a re-run never
 pays twice; rate limits, server errors and timeouts are retried with backoff; a request budget stops
 it cleanly. The API key is read from the environment variable that params name, when a request is
 really made, and is never written anywhere.
@@ -18,9 +18,9 @@ from typing import Any, Callable
 import httpx
 
 from revlib.params.data import ApiTeacher as ApiTeacherParams
-from revlib.teachers.api import ApiTeacher
-from revlib.teachers.base import Failure, TeacherConfigError
-from revlib.teachers.cache import ResponseCache
+from revlib.data.teachers.api import ApiTeacher
+from revlib.data.teachers.base import Failure, TeacherConfigError
+from revlib.data.teachers.cache import ResponseCache
 
 PROMPT = """You are grading a math answer. Decide whether the student's final answer is equivalent to the reference answer.
 Ignore formatting differences (LaTeX, units written out, equivalent forms); judge only the final value.

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from revlib.evaluation import grade as grading
+from revlib.core import grade as grading
+from revlib.tasks import grading as task_grading
 from revlib.evaluation.judge import LLMJudge
-from revlib.evaluation.stats import wilson
+from revlib.core.stats import wilson
 
 MATH_TASKS = ("math500", "aime24")
 
@@ -22,7 +23,7 @@ def grade_response(task: str, response: str, doc: dict[str, Any]) -> grading.Gra
     if task == "gpqa_diamond":
         return grading.grade_letter(response, doc["gold"])
     if task.startswith(("synthetic_", "world_")):
-        return grading.grade_synthetic(response, doc)
+        return task_grading.grade_synthetic(response, doc)
     raise KeyError(f"no grader for task {task!r}")
 
 

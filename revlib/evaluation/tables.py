@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from revlib import io
+from revlib.core import io
 
 AVERAGE = "Average"
 

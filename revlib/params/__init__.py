@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from revlib.params.benchmarks import BenchmarkParams
 from revlib.params.probes import ProbeParams
+from revlib.params.stages import BY_NAME, STAGE_NAMES
 from revlib.params import checks
 from revlib.params.common import ResolvedPath, Strict
 from revlib.params.data import DataParams
@@ -18,26 +19,8 @@ from revlib.params.models import BaseModelSpec
 from revlib.params.negatives import NegativeParams, StarGraphParams
 from revlib.params.train import DPOParams, SFTParams
 
-StageName = Literal[
-    "00_base_model",
-    "01_reverse_data",
-    "02_sft",
-    "03_dpo",
-    "04_probe_dynamics",
-    "05_benchmarks",
-    "06_negative_data",
-    "07_star_graph",
-]
-ALL_STAGES: list[str] = list(StageName.__args__)
-# The section each stage needs in the params file.
-STAGE_SECTIONS = {
-    "02_sft": ["sft"],
-    "03_dpo": ["sft", "dpo"],
-    "04_probe_dynamics": ["probes", "sft", "dpo"],
-    "05_benchmarks": ["benchmarks"],
-    "06_negative_data": ["negatives", "sft", "dpo"],
-    "07_star_graph": ["star_graph", "sft", "dpo"],
-}
+StageName = Literal[STAGE_NAMES]
+ALL_STAGES: list[str] = list(STAGE_NAMES)
 
 
 class Experiment(Strict):
@@ -47,6 +30,8 @@ class Experiment(Strict):
     output_dir: ResolvedPath = Field(Path("../outputs"), description="relative to the params file")
     stages: list[StageName] = Field(default_factory=lambda: list(ALL_STAGES), min_length=1)
     budget_minutes: float | None = Field(None, gt=0, description="wall-time budget shown in the index")
+    show_code: bool = Field(False, description="exported HTML reports open with their code cells shown (hidden by "
+                            "default; a button in each report shows or hides them)")
     require_learning: bool = Field(True, description="a stage whose models learned nothing fails, after saving its "
                                    "results (smoke runs, too short to learn, set false)")
     base_models: list[BaseModelSpec] = Field(min_length=1)
@@ -65,7 +50,7 @@ class Experiment(Strict):
         if len(set(names)) != len(names):
             problems.append(f"base_models: names must be unique, got {names}")
         for stage in self.stages:
-            for section in STAGE_SECTIONS.get(stage, []):
+            for section in BY_NAME[stage].needs:
                 if getattr(self, section) is None:
                     problems.append(f"stage {stage} needs a '{section}' section")
         if self.sft and self.dpo and "03_dpo" in self.stages:
@@ -159,7 +144,7 @@ def load(path: str | Path) -> Experiment:
 
 
 def validate(raw: dict[str, Any], path: Path) -> Experiment:
-    from revlib import redact
+    from revlib.core import redact
 
     redact.register_params(raw)  # every process that reads params knows which values never to write
     try:

@@ -97,7 +97,7 @@ class BenchmarkParams(Strict):
         for task, path in self.local_paths.items():
             if task in SYNTHETIC_TASKS:
                 continue
-            from revlib.lmeval_tasks.utils import check_local_file
+            from revlib.core.benchmark_files import check_local_file
 
             bad = check_local_file(task, path)
             if bad:

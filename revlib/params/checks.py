@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the schema calls these checks; at run time it imports this module, never the reverse
     from revlib.params import Experiment
 
 
@@ -99,10 +99,11 @@ def pool_sizes(exp: Experiment) -> list[str]:
     return problems
 
 
+GROUP_PARAMS = {"test": "n_test", "probe_test": "probe_test", "probe": "probe_train", "train": "n_train"}
+
+
 def _data_need(d) -> dict[str, Any]:
-    parts = {"n_test": d.n_test, "probe_test": d.probe_test, "n_train": d.n_train}
-    if not d.probe_from_train and d.probe_file is None:
-        parts["probe_train"] = d.probe_train
+    parts = {GROUP_PARAMS[g]: n for g, n in d.group_sizes().items()}
     return {"parts": parts, "total": sum(parts.values())}
 
 
@@ -192,7 +193,7 @@ def _meta_model(source: str, preset: str, path: str | None):
     from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config
 
     if source == "embedded":
-        from revlib.models import PRESETS
+        from revlib.params.models import PRESETS
 
         config = Qwen2Config(**PRESETS[preset])
     elif source == "local" and path and (Path(path) / "config.json").exists():

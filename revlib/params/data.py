@@ -108,3 +108,11 @@ class DataParams(Strict):
         if self.source.kind == "synthetic" and self.probe_file is not None:
             raise ValueError("probe_file holds r1k-format real data; it cannot be the probe set of a synthetic task")
         return self
+
+    def group_sizes(self) -> dict[str, int]:
+        """How many forward examples each disjoint group draws from the source (held-out groups first)."""
+        sizes = {"test": self.n_test, "probe_test": self.probe_test}
+        if not self.probe_from_train and self.probe_file is None:
+            sizes["probe"] = self.probe_train
+        sizes["train"] = self.n_train
+        return sizes

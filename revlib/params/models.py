@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from revlib.core import gguf_file
 from revlib.params.common import ExistingPath, ResolvedPath, Strict
+
+# Size presets. The qwen2.5-* presets have the real shapes, for random-initialised GPU checks.
+PRESETS: dict[str, dict[str, Any]] = {
+    "micro": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
+    "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+}
 
 
 class Pretrain(Strict):
@@ -25,7 +39,7 @@ class Pretrain(Strict):
 class BaseModelSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="short name used in cell names")
     source: Literal["embedded", "hub", "local", "gguf"] = "embedded"
-    preset: str = Field("tiny", description="size preset of an embedded model (revlib.models.PRESETS)")
+    preset: str = Field("tiny", description="size preset of an embedded model (PRESETS)")
     id: str | None = Field(None, description="Hub id, for source: hub")
     revision: str = Field("main", description="Hub revision, for source: hub")
     path: ExistingPath | None = Field(None, description="checkpoint folder, for source: local; the .gguf file, for "
@@ -44,8 +58,6 @@ class BaseModelSpec(Strict):
 
     @model_validator(mode="after")
     def _source_fields(self):
-        from revlib.models import PRESETS
-
         if self.source == "hub" and not self.id:
             raise ValueError("source 'hub' needs 'id'")
         if self.source == "local" and self.path is None:
@@ -63,18 +75,14 @@ class BaseModelSpec(Strict):
         return self
 
     def _check_gguf(self) -> None:
-        from revlib import gguf_source
-
         if (self.path is None) == (self.package is None):
             raise ValueError("source 'gguf' needs exactly one of 'path' (the .gguf file) or 'package' with 'file'")
         if self.package and not self.file:
             raise ValueError("source 'gguf' with 'package' needs 'file', the .gguf file's name inside it")
         try:
-            gguf_source.verify(gguf_source.locate(self.path, self.package, self.file), self.sha256)
-        except gguf_source.GGUFError as err:
+            gguf_file.verify(gguf_file.locate(self.path, self.package, self.file), self.sha256)
+        except gguf_file.GGUFError as err:
             raise ValueError(str(err)) from None
 
     def gguf_target(self):
-        from revlib import gguf_source
-
-        return gguf_source.locate(self.path, self.package, self.file)
+        return gguf_file.locate(self.path, self.package, self.file)

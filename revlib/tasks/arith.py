@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from revlib.records import Record
+from revlib.core.records import Record
 from revlib.tasks.base import TaskFamily, TaskKnobs
 
 Op = Literal["add", "sub", "mul"]

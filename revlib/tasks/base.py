@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from revlib.records import Record
+from revlib.core.records import Record
 
 
 # A piece of a pretraining document: (text, whether its tokens are labels).

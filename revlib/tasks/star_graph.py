@@ -6,7 +6,7 @@ import random
 
 from pydantic import Field, model_validator
 
-from revlib.records import Record
+from revlib.core.records import Record
 from revlib.tasks.base import Segment, TaskFamily, TaskKnobs
 
 

@@ -7,7 +7,7 @@ import random
 
 from pydantic import Field
 
-from revlib.records import Record
+from revlib.core.records import Record
 from revlib.tasks import TaskFamily, TaskKnobs
 
 

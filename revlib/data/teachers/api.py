@@ -1,0 +1,172 @@
+"""A teacher behind an OpenAI-compatible chat-completions endpoint (DeepSeek-R1, any vLLM server, ...).
+
+Requests run in a thread pool (notebook kernels already own an event loop) with a concurrency
+limit, a total per-request deadline, and retries with exponential backoff on rate limits, server errors,
+timeouts, dropped connections and malformed replies. The key is read from the environment
+variable named in params and only ever placed in the Authorization header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from revlib.core import redact
+from revlib.params.data import ApiTeacher as ApiTeacherParams
+from revlib.data.teachers.base import ChatTeacher, Completion, Failure, Messages, TeacherConfigError, split_think
+from revlib.data.teachers.cache import ResponseCache
+
+RETRYABLE_STATUS = {408, 409, 425, 429}
+FATAL_STATUS = {401, 403, 404}
+
+
+class ApiTeacher(ChatTeacher):
+    name = "api"
+
+    def __init__(self, params: ApiTeacherParams, cache: ResponseCache | None, sleep=time.sleep):
+        super().__init__(cache)
+        self.params = params
+        self._sleep = sleep
+        redact.register_env(params.api_key_env)
+        self.url = params.base_url.rstrip("/") + "/chat/completions"
+        # the per-operation timeout bounds connecting and each read; _post adds the total deadline
+        self._client = httpx.Client(headers={"Content-Type": "application/json"}, timeout=httpx.Timeout(params.timeout_s),
+                                    limits=httpx.Limits(max_connections=params.concurrency))
+        self._in_flight = 0
+        self._stopped: str | None = None  # set once the budget is spent: no new request starts
+
+    def _auth(self) -> dict[str, str]:
+        """The Authorization header, read when a request is really made: a fully cached run needs no key."""
+        p = self.params
+        if not p.api_key_env:
+            return {}
+        key = os.environ.get(p.api_key_env, "")
+        if not key:
+            raise TeacherConfigError(
+                f"environment variable {p.api_key_env} is not set; export the API key for {p.base_url} "
+                f"under that name (params hold only the variable's name, never the key)")
+        return {"Authorization": f"Bearer {key}"}
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        p = self.params
+        return {"kind": "api", "base_url": p.base_url.rstrip("/"), "model": p.model, "temperature": p.temperature,
+                "max_tokens": p.max_tokens}
+
+    def _generate(self, items: list[tuple[str, Messages]]) -> list[Completion | Failure]:
+        self._headers = self._auth()
+        with ThreadPoolExecutor(max_workers=self.params.concurrency, thread_name_prefix="teacher") as pool:
+            return list(pool.map(lambda item: self._request(*item), items))
+
+    # -- budget: a request may start only while paid + in-flight requests stay within it
+    def _reserve(self) -> bool:
+        p = self.params
+        with self._lock:
+            if p.budget_requests is not None and self.usage.requests + self._in_flight >= p.budget_requests:
+                self._stopped = "requests"
+            if p.budget_tokens is not None and self.usage.tokens >= p.budget_tokens:
+                self._stopped = "tokens"
+            if self._stopped:
+                return False
+            self._in_flight += 1
+            self.usage.attempts += 1
+            return True
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _count_retry(self, reason: str) -> None:
+        with self._lock:
+            self.usage.retries[reason] = self.usage.retries.get(reason, 0) + 1
+
+    def _request(self, key: str, messages: Messages) -> Completion | Failure:
+        p = self.params
+        body = {"model": p.model, "messages": messages, "max_tokens": p.max_tokens, "temperature": p.temperature,
+                "stream": False}
+        last = Failure("no_attempt")
+        for attempt in range(p.max_retries + 1):
+            if not self._reserve():
+                return Failure("budget_exhausted", f"{self._stopped} budget spent")
+            retry_after = None
+            try:
+                status, text, headers = self._post(body)
+            except httpx.TimeoutException as err:
+                last = Failure("timeout", f"no complete reply within {p.timeout_s:g} s ({type(err).__name__})")
+            except httpx.TransportError as err:
+                last = Failure("connection_error", type(err).__name__)
+            else:
+                if status == 200:
+                    try:
+                        completion = parse_chat_response(redact.redact_obj(json.loads(text)))
+                    except (ValueError, KeyError, IndexError, TypeError) as err:
+                        last = Failure("malformed_response", f"{type(err).__name__}: {text[:200]!r}")
+                    else:
+                        self._received(key, completion, {"model": p.model})
+                        self._release()
+                        return completion
+                elif status in FATAL_STATUS:
+                    self._release()
+                    raise TeacherConfigError(
+                        f"{self.url} answered HTTP {status} ({text[:200]!r}); "
+                        f"check base_url, model and the key in ${p.api_key_env}")
+                elif status in RETRYABLE_STATUS or status >= 500:
+                    kind = "rate_limited" if status == 429 else "server_error"
+                    last = Failure(kind, f"HTTP {status}: {text[:200]!r}")
+                    retry_after = _retry_after(headers)
+                else:  # 400 and friends: this request will never succeed
+                    self._release()
+                    return Failure(f"http_{status}", text[:300])
+            self._release()
+            self._count_retry(last.reason)
+            if attempt < p.max_retries:
+                delay = min(p.max_backoff_s, p.backoff_s * 2 ** attempt) * (1 + 0.1 * random.random())
+                self._sleep(max(delay, retry_after or 0.0))
+        return Failure(last.reason, f"after {p.max_retries + 1} attempts: {last.detail}")
+
+    def _post(self, body: dict[str, Any]) -> tuple[int, str, httpx.Headers]:
+        """(status, body text with secrets masked, headers); the whole exchange must finish within timeout_s,
+        so a server that trickles bytes cannot hold a request open past its deadline."""
+        timeout = self.params.timeout_s
+        deadline = time.monotonic() + timeout
+        with self._client.stream("POST", self.url, json=body, headers=self._headers) as resp:
+            chunks = []
+            for chunk in resp.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"reply not complete within {timeout:g} s")
+            raw = b"".join(chunks)
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout(f"reply not complete within {timeout:g} s")
+        return resp.status_code, redact.redact(raw.decode(resp.encoding or "utf-8", errors="replace")), resp.headers
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def parse_chat_response(payload: dict[str, Any]) -> Completion:
+    """The first choice's content and reasoning (DeepSeek `reasoning_content`, vLLM `reasoning`, or <think> tags)."""
+    msg = payload["choices"][0]["message"]
+    content = msg.get("content") or ""
+    if not isinstance(content, str):
+        raise TypeError("message.content is not a string")
+    reasoning_field = msg.get("reasoning_content") or msg.get("reasoning")
+    reasoning, answer = split_think(content, reasoning_field if isinstance(reasoning_field, str) else None)
+    usage = payload.get("usage") or {}
+    tokens = int(usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)))
+    return Completion(content=answer, reasoning=reasoning, tokens=tokens)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    try:
+        return float(headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+

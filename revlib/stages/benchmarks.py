@@ -1,0 +1,204 @@
+"""Notebook 05: evaluate every final model of the matrix for one base model and write the tables.
+
+Artifacts in the run directory: results.csv (one row per model x benchmark), samples/<model>/<task>.jsonl
+(every response with its extracted answer and verdict), table1/table2 as CSV, Markdown and HTML,
+and headline_table1.html / headline_table2.html for the experiment index.
+
+Each (model, benchmark) evaluation is kept in `outputs/<experiment>/eval_store/<key>/`, keyed by the model's
+weight files, the benchmark's data, the evaluation settings, the seed and the code that produced it. A re-run
+(another benchmark added, a model retrained, a killed run) evaluates only what has no entry yet, and
+nothing earlier is deleted. Grading and the judge's verdicts (cached too) are re-applied every time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from revlib.core import io
+from revlib.evaluation import harness, score, tables
+from revlib.evaluation.judge import LLMJudge
+from revlib.params.benchmarks import SYNTHETIC_TASKS
+
+
+def models_to_evaluate(ctx: Any) -> list[harness.ModelRef]:
+    """The base model and the final SFT/DPO checkpoints of this cell's model, as params ask and stages allow."""
+
+    exp, bp, name = ctx.exp, ctx.exp.benchmarks, ctx.values["model"]
+    refs: list[harness.ModelRef] = []
+    if "base" in bp.models:
+        if "00_base_model" not in exp.stages:
+            raise ValueError("benchmarks.models has 'base' but 00_base_model is not among the experiment's stages")
+        path = ctx.base_path()
+        refs.append(harness.ModelRef("base", "(base)", path, None, path))
+    from revlib.modeling import train
+    from revlib.params.stages import dpo_cells
+
+    sft_cells = [(f"{name}__{s}", "sft", s) for s in (exp.sft.train_sets if exp.sft else [])]
+    # per-step DPO gets its own label, so Table 2 shows it beside directional DPO on the same SFT model
+    dpo = [(cell, "dpo" if v["variant"] == "directional" else "dpo_per_step", v["train_set"]) for cell, v in dpo_cells(exp, name)]
+    for stage, label_set, cells in (("02_sft", "sft", sft_cells), ("03_dpo", "dpo", dpo)):
+        if label_set not in bp.models or stage not in exp.stages:
+            continue
+        for cell, label, s in cells:
+            run_dir = ctx.upstream(stage, cell)
+            ckpts = train.load_checkpoints(run_dir)
+            if not ckpts:
+                raise FileNotFoundError(f"{run_dir} holds no finished checkpoint; re-run {stage}")
+            refs.append(harness.ModelRef.from_checkpoint(label, s, ckpts[-1]))
+    if not refs:
+        raise ValueError(f"nothing to evaluate: benchmarks.models={bp.models} but stages are {exp.stages}")
+    return refs
+
+
+EVAL_STORE = "eval_store"
+# modules that only grade, judge and tabulate stored samples: changing them re-scores, never re-generates
+POSTPROCESSING = {f"revlib/evaluation/{m}.py" for m in ("judge", "score", "tables", "stats", "stage")}
+
+
+def make_judge(bp, cache_dir: Path | None = None) -> LLMJudge | None:
+    j = bp.judge
+    if not j:
+        return None
+    cache = Path(cache_dir) / "judge.jsonl" if cache_dir else None
+    return LLMJudge(j.base_url, j.model, j.api_key_env, j.timeout_s, cache_path=cache, max_retries=j.max_retries,
+                    budget_requests=j.budget_requests)
+
+
+def _files_signature(path: str | None) -> Any:
+    """A local model folder by its files (name, size, mtime), so a retrained checkpoint at the same path differs;
+    a Hub id as itself."""
+    if not path:
+        return None
+    folder = Path(path)
+    if not folder.exists():
+        return path
+    files = [folder] if folder.is_file() else sorted(f for f in folder.iterdir() if f.is_file())
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def _task_data(task: str, bp, data_dir: Path | None, world_files: dict[str, Path] | None = None) -> Any:
+    if world_files and task in world_files:
+        path = world_files[task]
+    elif task in harness.SYNTHETIC_SETS:
+        path = Path(data_dir) / "sets" / f"{harness.SYNTHETIC_SETS[task]}.jsonl" if data_dir else None
+    else:
+        path = bp.local_paths.get(task)
+    return io.sha256_file(path) if path and Path(path).exists() else "hub"
+
+
+def store_key(ref: harness.ModelRef, task: str, bp, data_dir: Path | None, seed: int,
+              world_files: dict[str, Path] | None = None, code_hashes: dict[str, str] | None = None) -> str:
+    """What one (model, benchmark) evaluation depends on, hashed; `code_hashes`: the stage's code (path -> sha256)."""
+    code = {k: v for k, v in (code_hashes or {}).items() if k.startswith("revlib/") and k not in POSTPROCESSING}
+    settings = bp.model_dump(mode="json", exclude={"tasks", "models", "judge", "local_paths", "world"})
+    settings["instruction"] = bp.instruction_text(ref.label)  # which prompt this model got
+    parts = {"task": task, "data": _task_data(task, bp, data_dir, world_files), "settings": settings, "seed": seed, "code": code,
+             "model": {k: _files_signature(getattr(ref, k)) for k in ("pretrained", "adapter", "tokenizer")}}
+    return io.sha256_text(json.dumps(parts, sort_keys=True, default=str))[:24]
+
+
+def _load_entry(folder: Path) -> dict[str, Any] | None:
+    meta = folder / "meta.json"  # written last: an entry without it was cut short
+    if not meta.exists():
+        return None
+    return {**io.read_json(meta), "samples": io.read_jsonl(folder / "samples.jsonl")}
+
+
+def _save_entry(folder: Path, ref: harness.ModelRef, task: str, samples: list[dict], acc: float | None,
+                seconds: float) -> None:
+    rows = json.loads(json.dumps(samples, default=str))  # lm-eval's samples hold a few non-JSON values
+    io.write_jsonl(folder / "samples.jsonl", rows)
+    io.write_json(folder / "meta.json", {"task": task, "lm_eval_acc": acc, "seconds": seconds,
+                                         "model": harness.ref_dict(ref)})
+
+
+@dataclass
+class StageResult:
+    results: pd.DataFrame
+    table1: tables.Table
+    table2: tables.Table
+    seconds: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)  # model/benchmark pairs read from the store, not evaluated
+    world: list[dict[str, Any]] = field(default_factory=list)  # revlib.world.summary: chance, best, alive per benchmark
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for _, r in self.results.iterrows():
+            key = f"{r['stage']}/{r['train_set']}/{r['task']}"
+            out[f"accuracy/{key}"] = r["accuracy"]
+            out[f"problems/{key}"] = int(r["problems"])
+        out["seconds"] = sum(self.seconds.values())
+        for w in self.world:
+            out[f"world_alive/{w['benchmark']}"] = w["alive"]
+        return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def run(ctx: Any, refs: list[harness.ModelRef] | None = None,
+        on_model: Callable[[harness.ModelRef, harness.ModelEval], None] | None = None) -> StageResult:
+    from revlib.data import world
+
+    bp = ctx.exp.benchmarks
+    needs_data = any(t.startswith("synthetic_") for t in bp.tasks) or bool(bp.world)
+    data_dir = ctx.upstream("01_reverse_data") if needs_data else None
+    world_files = world.write_all(ctx.exp, data_dir, ctx.dir / "world")
+    tasks_all = bp.all_tasks
+    store = ctx.exp.run_root / EVAL_STORE
+    judge = make_judge(bp, ctx.exp.run_root / "teacher_cache")
+    refs = refs if refs is not None else models_to_evaluate(ctx)
+    rows, seconds, reused = [], {}, []
+    for ref in refs:
+        tag = _slug(f"{ref.label}__{ref.train_set}")
+        keys = {task: store_key(ref, task, bp, data_dir, ctx.exp.seed, world_files, ctx.code_hashes) for task in tasks_all}
+        entries = {task: _load_entry(store / key) for task, key in keys.items()}
+        missing = [task for task, entry in entries.items() if entry is None]
+        t0 = time.time()
+        if missing:
+            ev = harness.evaluate(ref, bp, data_dir, seed=ctx.exp.seed, work_dir=ctx.dir / "work" / tag,
+                                  tasks=missing, world_files=world_files)
+            shutil.rmtree(ctx.dir / "work" / tag, ignore_errors=True)  # merged weights, if any: derived and large
+            for task in missing:
+                _save_entry(store / keys[task], ref, task, ev.samples[task], ev.lm_eval_acc.get(task), ev.seconds)
+                entries[task] = _load_entry(store / keys[task])
+        reused += [f"{tag}/{task}" for task in tasks_all if task not in missing]
+        seconds[tag] = time.time() - t0
+        ev = harness.ModelEval(ref, {t: e["lm_eval_acc"] for t, e in entries.items()},
+                               {t: e["samples"] for t, e in entries.items()}, seconds[tag])
+        for task in tasks_all:
+            samples = entries[task]["samples"]
+            scored = score.score_samples(task, samples, judge)
+            io.write_jsonl(ctx.dir / "samples" / tag / f"{task}.jsonl", scored)
+            summary = score.summarise(task, scored)
+            prompt = bp.instruction_text(ref.label) if task not in SYNTHETIC_TASKS else None
+            rows.append({"model": ctx.values["model"], "stage": ref.label, "train_set": ref.train_set, **summary,
+                         "prompt": "bare problem" if prompt is None else f"problem + instruction: {prompt}",
+                         "lm_eval_acc": ev.lm_eval_acc.get(task), "pretrained": ref.pretrained, "adapter": ref.adapter})
+        if on_model:
+            on_model(ref, ev)
+    results = pd.DataFrame(rows)
+    io.write_text(ctx.dir / "results.csv", results.to_csv(index=False))
+    t1, t2 = tables.table1(results, tasks_all), tables.table2(results, tasks_all)
+    for t in (t1, t2):
+        t.write(ctx.dir)
+        io.write_text(ctx.dir / f"headline_{t.name}.html", t.html())
+    from revlib.core.records import read_records
+
+    what = {world.WORLD_PREFIX + w.name: w.what for w in bp.world}
+    alive = world.summary(results, {t: read_records(p) for t, p in world_files.items()}, what)
+    io.write_json(ctx.dir / "world.json", alive)
+    io.write_json(ctx.dir / "seconds.json", seconds)
+    io.write_json(ctx.dir / "reused.json", reused)
+    if judge is not None:
+        judge.close()
+    return StageResult(results, t1, t2, seconds, reused, alive)

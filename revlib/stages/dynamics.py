@@ -1,0 +1,504 @@
+"""Notebook 04: the probe-training schedule, scoring every checkpoint, and the paper's Figure 2.
+
+For each probe-training set D in `probes.train_sets` (probe_forward, probe_reverse, probe_mix from
+notebook 01): SFT for `sft_epochs` saving every `sft_save_every`, then DPO on D's directional pairs
+for `dpo_epochs` saving every `dpo_save_every`. Every checkpoint (and the base, if asked) is scored
+on the test probes; a (train, test) pair reads the scores of D's checkpoints on probe_test_<test>.
+For a test example x, y+ is x's own response and y- its twin's (the directional preference).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from revlib.data.sets import load_pairs, load_set, set_path
+from revlib.core import io
+from revlib.modeling import probes
+from revlib.params import Experiment
+from revlib.core.records import Record
+
+SHORT = {"forward": "f", "reverse": "r", "mix": "m"}
+SCORES_FILE = "scores.parquet"
+SUMMARY_FILE = "summary.csv"
+
+
+@dataclass(frozen=True)
+class ProbeCheckpoint:
+    """A checkpoint placed on the figure's x axis."""
+
+    train_set: str
+    phase: str           # "base", "sft" or "dpo"
+    epoch: float
+    step: int
+    x: int               # position on the x axis (base 0, then SFT, then DPO)
+    path: Path
+    base: str
+    adapter: str | None
+
+    @property
+    def label(self) -> str:
+        return "base" if self.phase == "base" else f"{self.phase.upper()} {self.epoch:g}"
+
+
+def pair_name(train_set: str, test_set: str) -> str:
+    return f"(D_{SHORT[train_set]}, T_{SHORT[test_set]})"
+
+
+def in_distribution(train_set: str, test_set: str) -> bool:
+    return train_set == test_set
+
+
+def _trainer() -> ModuleType:
+    from revlib.modeling import train
+
+    return train
+
+
+def train_probe_models(exp: Experiment, base: str, data_dir: Path, out_dir: Path, trainer: Any = None,
+                       on_log: Callable[[dict], None] | None = None) -> list[ProbeCheckpoint]:
+    """SFT then DPO on each probe-training set; the checkpoints in x-axis order per train set.
+
+    Training resumes from finished checkpoints, so a re-run after an interruption continues.
+    """
+    trainer = trainer or _trainer()
+    p = exp.probes
+    if exp.sft is None or exp.dpo is None:
+        raise ValueError("stage 04 trains with the experiment's 'sft' and 'dpo' sections; both must be set")
+    # the experiment's hyperparameters, with the probe schedule's epochs (a max_steps cap would cut it short)
+    sft_params = exp.sft.model_copy(update={"epochs": p.sft_epochs, "save_every_epochs": p.sft_save_every,
+                                            "max_steps": -1})
+    dpo_params = exp.dpo.model_copy(update={"epochs": p.dpo_epochs, "save_every_epochs": p.dpo_save_every,
+                                            "max_steps": -1})
+    out: list[ProbeCheckpoint] = []
+    for train_set in p.train_sets:
+        records = load_set(data_dir, f"probe_{train_set}")
+        pairs = load_pairs(data_dir, f"probe_{train_set}")
+        if not records or not pairs:
+            raise ValueError(f"probe_{train_set} in {data_dir} has {len(records)} records and {len(pairs)} pairs; "
+                             "both must be non-empty")
+        run = Path(out_dir) / "train" / train_set
+        sft = trainer.sft(base, records, run / "sft", sft_params, seed=exp.seed, epochs=p.sft_epochs,
+                          save_every_epochs=p.sft_save_every, on_log=on_log)
+        final = sft.final
+        if final.adapter is not None:  # LoRA: DPO merges the SFT adapter into a new base
+            dpo = trainer.dpo(base, pairs, run / "dpo", dpo_params, seed=exp.seed, sft_adapter=final.adapter,
+                              epochs=p.dpo_epochs, save_every_epochs=p.dpo_save_every, on_log=on_log)
+        else:  # full fine-tuning: DPO starts from the SFT checkpoint itself
+            dpo = trainer.dpo(str(final.path), pairs, run / "dpo", dpo_params, seed=exp.seed,
+                              epochs=p.dpo_epochs, save_every_epochs=p.dpo_save_every, on_log=on_log)
+        x = 0
+        if p.include_base:
+            out.append(ProbeCheckpoint(train_set, "base", 0.0, 0, 0, Path(base), base, None))
+        for phase, result in (("sft", sft), ("dpo", dpo)):
+            for ck in result.checkpoints:
+                x += 1
+                out.append(ProbeCheckpoint(train_set, phase, ck.epoch, ck.step, x, Path(ck.path), ck.base, ck.adapter))
+    return out
+
+
+def stage_checkpoints(exp: Experiment, base: str, upstream: Callable[[str, str], Path], model: str) -> list[ProbeCheckpoint]:
+    """02's SFT checkpoints then 03's directional DPO checkpoints of each probe-training set, in x-axis order."""
+    from revlib.modeling import train
+
+    out: list[ProbeCheckpoint] = []
+    for train_set in exp.probes.train_sets:
+        x = 0
+        if exp.probes.include_base:
+            out.append(ProbeCheckpoint(train_set, "base", 0.0, 0, 0, Path(base), base, None))
+        stages = [("sft", "02_sft")] + ([("dpo", "03_dpo")] if exp.dpo and train_set in exp.dpo.on else [])
+        for phase, stage in stages:
+            for ck in train.load_checkpoints(upstream(stage, f"{model}__{train_set}")):
+                x += 1
+                out.append(ProbeCheckpoint(train_set, phase, ck.epoch, ck.step, x, Path(ck.path), ck.base, ck.adapter))
+    return out
+
+
+def probe_models(exp: Experiment, base: str, data_dir: Path, out_dir: Path,
+                 upstream: Callable[[str, str], Path], model: str) -> list[ProbeCheckpoint]:
+    """The checkpoints to score: trained here on the probe sets, or those of stages 02 and 03."""
+    if exp.probes.models == "stages":
+        return stage_checkpoints(exp, base, upstream, model)
+    return train_probe_models(exp, base, data_dir, out_dir)
+
+
+def test_sets(exp: Experiment) -> list[str]:
+    return sorted({t for _, t in exp.probes.pairs}, key=list(SHORT).index)
+
+
+def load_probe_items(exp: Experiment, data_dir: Path, tokenizer: Any) -> tuple[list[probes.ProbeItem], dict[str, list[str]]]:
+    """Every test probe tokenized once (a record in several test sets is scored once), and each set's ids."""
+    sets = {t: load_set(data_dir, f"probe_test_{t}") for t in ("forward", "reverse", "mix")
+            if set_path(data_dir, f"probe_test_{t}").exists()}
+    missing = [t for t in test_sets(exp) if t not in sets]
+    if missing:
+        raise FileNotFoundError(f"test probe sets {[f'probe_test_{t}' for t in missing]} not found in {data_dir}/sets")
+    unique: dict[str, Record] = {}
+    for recs in sets.values():
+        for r in recs:
+            unique.setdefault(r.id, r)
+    records = list(unique.values())
+    items = probes.build_items(tokenizer, records, records, exp.probes.max_response_tokens,
+                               extras=exp.probes.extra_probes)
+    return items, {t: [r.id for r in sets[t]] for t in test_sets(exp)}
+
+
+def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items: list[probes.ProbeItem],
+                      members: dict[str, list[str]], on_checkpoint: Callable[[ProbeCheckpoint, float], None] | None = None
+                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-example scores of every (train, test) pair at every checkpoint, and scoring throughput.
+
+    Checkpoints are visited grouped by the base their adapters apply to, so each base loads once.
+    """
+    p = exp.probes
+    wanted = {train: [t for tr, t in p.pairs if tr == train] for train in p.train_sets}
+    bank, scorer = scoring_tools(p)
+    meta = {it.id: it for it in items}
+    rows: list[dict[str, Any]] = []
+    seconds = 0.0
+    base_done: dict[str, list[probes.ItemScore]] = {}
+    # the model a checkpoint needs loaded: its base for an adapter, itself for a full model
+    order = sorted(checkpoints, key=lambda c: (str(c.base if c.adapter else c.path), c.adapter is not None,
+                                               c.train_set, c.x))
+    frozen = shared_lower_layers(checkpoints)
+    try:
+        for ck in order:
+            if not wanted[ck.train_set]:
+                continue
+            if ck.phase == "base" and str(ck.path) in base_done:  # one base serves every train set
+                scores = base_done[str(ck.path)]
+            else:
+                start = time.perf_counter()
+                with bank.use(ck) as model:
+                    scores = scorer.score(model, items, frozen_below=frozen)
+                elapsed = time.perf_counter() - start
+                seconds += elapsed
+                if ck.phase == "base":
+                    base_done[str(ck.path)] = scores
+                if on_checkpoint:
+                    on_checkpoint(ck, elapsed)
+            by_id = {s.id: s for s in scores}
+            for test_set in wanted[ck.train_set]:
+                for ex_id in members[test_set]:
+                    it, s = meta[ex_id], by_id[ex_id]
+                    rows.append({"train_set": ck.train_set, "test_set": test_set,
+                                 "pair": pair_name(ck.train_set, test_set),
+                                 "distribution": "ID" if in_distribution(ck.train_set, test_set) else "OOD",
+                                 "phase": ck.phase, "epoch": ck.epoch, "step": ck.step, "x": ck.x,
+                                 "checkpoint": ck.label, "example": ex_id, "pair_id": it.pair_id,
+                                 "direction": it.direction, "task": it.task, **{k: v for k, v in s.row().items() if k != "id"}})
+    finally:
+        bank.close()
+    stats = {"scoring_seconds": seconds, "response_tokens_scored": scorer.tokens_scored, "shared_lower_layers": frozen,
+             "tokens_per_second": probes.tokens_per_second(scorer.tokens_scored, seconds),
+             "base_loads": bank.base_loads, "adapter_loads": bank.adapter_loads}
+    pair_rank = {pair_name(t, s): i for i, (t, s) in enumerate(p.pairs)}
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = (frame.assign(_rank=frame["pair"].map(pair_rank)).sort_values(["_rank", "x", "example"], kind="stable")
+                 .drop(columns="_rank").reset_index(drop=True))
+    return frame, stats
+
+
+def scoring_tools(p: Any) -> tuple[probes.ModelBank, probes.Scorer]:
+    """The model bank and scorer the probe params configure (one per scoring pass)."""
+    return (probes.ModelBank(dtype=p.score_dtype),
+            probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt))
+
+
+def shared_lower_layers(checkpoints: list[ProbeCheckpoint]) -> int:
+    """How many lower decoder layers every checkpoint shares with the base: LoRA adapters on upper layers only
+    (the DPO base is a merge of such an adapter, checked by the scorer's fingerprint); 0 when any is a full model."""
+    from revlib.modeling import train
+
+    trained = [c for c in checkpoints if c.phase != "base"]
+    if not trained or any(c.adapter is None for c in trained):
+        return 0
+    return min(train.adapter_lowest_layer(c.adapter) for c in trained)
+
+
+EXTRA_METRICS = ["alp_irrelevant", "alp_shuffled", "alp_argmax"]
+
+
+def summarize(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean ALP(y+), ALP(y-) and margin per (train, test) pair and checkpoint."""
+    keys = ["pair", "train_set", "test_set", "distribution", "x", "checkpoint", "phase", "epoch"]
+    extra = {m: (m, "mean") for m in EXTRA_METRICS if m in scores}
+    out = (scores.groupby(keys, sort=False)
+           .agg(alp_chosen=("alp_chosen", "mean"), alp_rejected=("alp_rejected", "mean"),
+                margin=("margin", "mean"), margin_std=("margin", "std"), examples=("example", "count"), **extra)
+           .reset_index())
+    pair_order = {name: i for i, name in enumerate(dict.fromkeys(scores["pair"]))}  # as the scores list them
+    return (out.assign(_rank=out["pair"].map(pair_order)).sort_values(["_rank", "x"], kind="stable")
+            .drop(columns="_rank").reset_index(drop=True))
+
+
+PANELS = [("alp_chosen", "(a) ALP(y+)"), ("alp_rejected", "(b) ALP(y−)"), ("margin", "(c) margin ALP(y+) − ALP(y−)")]
+
+
+def figure(summary: pd.DataFrame, title: str = "Probe dynamics across SFT and DPO checkpoints") -> go.Figure:
+    """Three panels; x runs through the SFT checkpoints then the DPO ones, the boundary marked."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in PANELS], horizontal_spacing=0.07)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
+    for i, (pair, g) in enumerate(summary.groupby("pair", sort=False)):
+        g = g.sort_values("x")
+        dash = "solid" if g["distribution"].iloc[0] == "ID" else "dash"
+        custom = g[["checkpoint", "alp_chosen", "alp_rejected", "margin", "examples"]].to_numpy()
+        for col, (metric, _) in enumerate(PANELS, start=1):
+            fig.add_trace(go.Scatter(
+                x=g["x"], y=g[metric], mode="lines+markers", name=f"{pair} {g['distribution'].iloc[0]}",
+                legendgroup=pair, showlegend=col == 1,
+                line=dict(color=palette[i % len(palette)], dash=dash), customdata=custom,
+                hovertemplate=(f"<b>{pair}</b> %{{customdata[0]}}<br>ALP(y+) %{{customdata[1]:.6f}}"
+                               "<br>ALP(y−) %{customdata[2]:.6f}<br>margin %{customdata[3]:.6f}"
+                               "<br>examples %{customdata[4]}<extra></extra>"),
+            ), row=1, col=col)
+    ticks = summary.drop_duplicates("x").sort_values("x")
+    last_sft = summary.loc[summary["phase"] != "dpo", "x"].max()
+    for col in (1, 2, 3):
+        fig.update_xaxes(tickvals=ticks["x"], ticktext=ticks["checkpoint"], tickangle=-45, row=1, col=col)
+        if summary["phase"].eq("dpo").any() and pd.notna(last_sft):
+            fig.add_vline(x=last_sft + 0.5, line=dict(color="grey", dash="dot"), row=1, col=col)
+            fig.add_annotation(x=last_sft + 0.5, y=1, yref="y domain" if col == 1 else f"y{col} domain",
+                               xref="x" if col == 1 else f"x{col}", text="SFT | DPO", showarrow=False,
+                               yanchor="top", xanchor="center", bgcolor="rgba(255,255,255,0.8)",
+                               font=dict(size=10, color="grey"))
+    fig.update_yaxes(title_text="mean log p per token", row=1, col=1)
+    fig.update_layout(title=title, template="plotly_white", height=460, hovermode="closest",
+                      legend=dict(orientation="h", y=-0.3), margin=dict(l=60, r=20, t=80, b=40))
+    return fig
+
+
+def table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The figure's numbers, one row per (pair, checkpoint)."""
+    cols = ["pair", "distribution", "checkpoint", "alp_chosen", "alp_rejected", "margin", "margin_std", "examples"]
+    return summary[cols].rename(columns={"alp_chosen": "ALP(y+)", "alp_rejected": "ALP(y-)"})
+
+
+def headline(summary: pd.DataFrame) -> pd.DataFrame:
+    """Margin at the end of SFT and at the end of DPO, per pair."""
+    rows = []
+    for pair, g in summary.groupby("pair", sort=False):
+        sft, dpo = g[g["phase"] == "sft"], g[g["phase"] == "dpo"]
+        row = {"pair": pair, "distribution": g["distribution"].iloc[0]}
+        if not sft.empty:
+            row["margin after SFT"] = sft.sort_values("x")["margin"].iloc[-1]
+        if not dpo.empty:
+            row["margin after DPO"] = dpo.sort_values("x")["margin"].iloc[-1]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def save(scores: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """Per-example scores as parquet (to slice), the summary as CSV, the headline fragment for the index."""
+    out_dir = Path(out_dir)
+    with io.atomic_path(out_dir / SCORES_FILE) as tmp:
+        scores.to_parquet(tmp, index=False)
+    with io.atomic_path(out_dir / SUMMARY_FILE) as tmp:
+        summary.to_csv(tmp, index=False)
+    io.write_text(out_dir / "headline_probes.html",
+                  headline(summary).to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0,
+                                            classes="revlib-table"))
+    return {"scores": out_dir / SCORES_FILE, "summary": out_dir / SUMMARY_FILE}
+
+
+def metrics(summary: pd.DataFrame, stats: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {f"scoring/{k}": v for k, v in stats.items()}
+    for row in headline(summary).to_dict("records"):
+        for key in ("margin after SFT", "margin after DPO"):
+            if key in row:
+                out[f"{row['pair']}/{key.replace(' ', '_')}"] = row[key]
+    return out
+
+
+def checkpoint_frame(checkpoints: list[ProbeCheckpoint]) -> pd.DataFrame:
+    return pd.DataFrame([{"train set": c.train_set, "x": c.x, "checkpoint": c.label, "step": c.step,
+                          "LoRA": c.adapter is not None, "path": str(c.path)} for c in checkpoints])
+
+
+# ---------------------------------------------------------------- directional vs per-step DPO (dpo.per_step)
+
+
+def dpo_variant_models(exp: Experiment, upstream: Callable[[str, str], Path], model: str) -> dict[str, Any]:
+    """For each SFT model that also ran per-step DPO: the SFT model, its directional DPO and its per-step DPO."""
+    from revlib.modeling import train
+
+    out: dict[str, Any] = {}
+    for s in exp.dpo.per_step.on if exp.dpo and exp.dpo.per_step else []:
+        for label, stage, cell in ((f"SFT {s}", "02_sft", f"{model}__{s}"),
+                                   (f"SFT {s} + directional DPO", "03_dpo", f"{model}__{s}"),
+                                   (f"SFT {s} + per-step DPO", "03_dpo", f"{model}__{s}__per_step")):
+            out[label] = train.load_checkpoints(upstream(stage, cell))[-1]
+    return out
+
+
+def compare_models(exp: Experiment, items: list[probes.ProbeItem], members: dict[str, list[str]],
+                   checkpoints: dict[str, Any]) -> pd.DataFrame:
+    """Mean ALP(y+), ALP(y-) and margin of each labelled checkpoint on each test probe set."""
+    p = exp.probes
+    bank, scorer = scoring_tools(p)
+    rows = []
+    try:
+        for label, ck in checkpoints.items():
+            with bank.use(ck) as model:
+                scores = {s.id: s for s in scorer.score(model, items)}
+            for test_set, ids in members.items():
+                picked = [scores[i] for i in ids]
+                rows.append({"model": label, "test set": f"T_{SHORT[test_set]}", "examples": len(picked),
+                             "ALP(y+)": sum(s.alp_chosen for s in picked) / len(picked),
+                             "ALP(y-)": sum(s.alp_rejected for s in picked) / len(picked),
+                             "margin": sum(s.margin for s in picked) / len(picked)})
+    finally:
+        bank.close()
+    return pd.DataFrame(rows)
+
+
+def comparison_figure(frame: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for label, grp in frame.groupby("model", sort=False):
+        fig.add_trace(go.Bar(name=label, x=grp["test set"], y=grp["margin"],
+                             hovertemplate="%{x}: margin %{y:.4f}<extra>" + label + "</extra>"))
+    fig.update_layout(barmode="group", template="plotly_white", height=380,
+                      title="Margin ALP(y+) - ALP(y-) on the test probes: directional vs per-step DPO from the same SFT model",
+                      yaxis_title="mean margin (nats per token)", margin=dict(l=50, r=20, t=60, b=40))
+    return fig
+
+
+def last_checkpoint(frame: pd.DataFrame, phase: str) -> pd.DataFrame | None:
+    """Rows of each (train, test) pair at its last checkpoint of `phase` (scores or summary rows)."""
+    part = frame[frame["phase"] == phase]
+    if part.empty:
+        return None
+    return part[part["x"] == part.groupby("pair")["x"].transform("max")]
+
+
+def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | None = -0.5,
+           min_fall_dpo: float = 0.05) -> list:
+    """Did the probe models learn? In distribution: SFT raised ALP(y+) by at least `min_rise` (and above
+    `min_after_sft`, where a bar is set) and opened a positive margin, and DPO lowered ALP(y-) (Figure 2's shape)."""
+    from revlib.evaluation import learning
+
+    idf = summary[summary["distribution"] == "ID"]
+
+    def at(phase: str, metric: str) -> float | None:
+        last = last_checkpoint(idf, phase)
+        return None if last is None else float(last[metric].mean())
+
+    out = []
+    base, sft = at("base", "alp_chosen"), at("sft", "alp_chosen")
+    if sft is not None:
+        if base is not None:
+            out.append(learning.change("in-distribution ALP(y+), base to last SFT checkpoint", base, sft, +1, min_rise))
+        if min_after_sft is not None:
+            out.append(learning.Check("in-distribution ALP(y+) after SFT", sft, min_after_sft, sft > min_after_sft,
+                                      f"{sft:.3f} nats per token; needs above {min_after_sft:g} (the response is "
+                                      "likely, not just likelier)"))
+        margin = at("sft", "margin")
+        out.append(learning.change("in-distribution margin ALP(y+) - ALP(y-) after SFT", 0.0, margin, +1, 0.05))
+    neg_sft, neg_dpo = at("sft", "alp_rejected"), at("dpo", "alp_rejected")
+    if neg_sft is not None and neg_dpo is not None:
+        out.append(learning.change("in-distribution ALP(y-), last SFT to last DPO checkpoint", neg_sft, neg_dpo, -1,
+                                   min_fall_dpo))
+    return out
+
+
+def in_sample_table(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_dir: Path, tokenizer: Any,
+                    summary: pd.DataFrame) -> pd.DataFrame:
+    """In distribution, ALP(y+), ALP(y-) and margin on the probe-training examples themselves beside the held-out
+    test probes, at the base and the last SFT and DPO checkpoint of each training set."""
+    p = exp.probes
+    last: dict[tuple[str, str], ProbeCheckpoint] = {}
+    for ck in checkpoints:
+        key = (ck.train_set, ck.phase)
+        if key not in last or ck.x > last[key].x:
+            last[key] = ck
+    bank, scorer = scoring_tools(p)
+    frozen = shared_lower_layers(checkpoints)
+    rows = []
+    every = load_set(data_dir, "probe_mix")  # both directions: each training set's examples are among them
+    all_items = probes.build_items(tokenizer, every, every, p.max_response_tokens)
+    base_scores: dict[str, probes.ItemScore] = {}
+    try:
+        for train_set in p.train_sets:
+            wanted = {r.id for r in load_set(data_dir, f"probe_{train_set}")}
+            items = [it for it in all_items if it.id in wanted]
+            for phase in ("base", "sft", "dpo"):
+                ck = last.get((train_set, phase))
+                if ck is None:
+                    continue
+                if phase == "base" and base_scores:  # one base serves every training set
+                    scores = [base_scores[it.id] for it in items]
+                else:
+                    with bank.use(ck) as model:
+                        scores = scorer.score(model, all_items if phase == "base" else items, frozen_below=frozen)
+                    if phase == "base":
+                        base_scores = {sc.id: sc for sc in scores}
+                        scores = [base_scores[it.id] for it in items]
+                held = summary[(summary["train_set"] == train_set) & (summary["test_set"] == train_set)
+                               & (summary["x"] == ck.x)]
+                row = {"pair": pair_name(train_set, train_set), "checkpoint": ck.label,
+                       "in-sample ALP(y+)": float(np.mean([s.alp_chosen for s in scores])),
+                       "in-sample margin": float(np.mean([s.margin for s in scores])), "in-sample n": len(scores)}
+                if not held.empty:
+                    row |= {"held-out ALP(y+)": float(held["alp_chosen"].iloc[0]),
+                            "held-out margin": float(held["margin"].iloc[0]), "held-out n": int(held["examples"].iloc[0])}
+                rows.append(row)
+    finally:
+        bank.close()
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- where the mass goes (r1k abstract; Ren & Sutherland)
+
+MASS_SERIES = [("alp_chosen", "y+"), ("alp_rejected", "y−"), ("alp_irrelevant", "another question's y+ (irrelevant)"),
+               ("alp_shuffled", "y+ shuffled"), ("alp_argmax", "argmax token along y+")]
+
+
+def mass_figure(summary: pd.DataFrame, train_set: str = "mix") -> go.Figure | None:
+    """ALP of y+, y-, an irrelevant response, shuffled y+ and the argmax token, across SFT then DPO, in distribution.
+
+    DPO "shifts the probability mass toward irrelevant outputs" (r1k) and squeezes it into the argmax
+    token (Ren & Sutherland): both show as lines rising while y+ and y- fall.
+    """
+    part = summary[(summary["train_set"] == train_set) & (summary["distribution"] == "ID")]
+    if part.empty or "alp_irrelevant" not in part:
+        return None
+    part = part.sort_values("x")
+    fig = go.Figure()
+    for metric, label in MASS_SERIES:
+        if metric in part:
+            fig.add_trace(go.Scatter(x=part["x"], y=part[metric], mode="lines+markers", name=label,
+                                     hovertemplate=f"{label}: %{{y:.4f}}<extra>%{{text}}</extra>", text=part["checkpoint"]))
+    fig.update_xaxes(tickvals=part["x"], ticktext=part["checkpoint"], tickangle=-45)
+    last_sft = part.loc[part["phase"] != "dpo", "x"].max()
+    if part["phase"].eq("dpo").any():
+        fig.add_vline(x=last_sft + 0.5, line=dict(color="grey", dash="dot"), annotation_text="SFT | DPO")
+    fig.update_layout(title=f"Where the mass goes: D_{SHORT[train_set]} on T_{SHORT[train_set]}, SFT then DPO",
+                      yaxis_title="mean log p per token", template="plotly_white", height=420,
+                      legend=dict(orientation="h", y=-0.3), margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+def mass_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Change of each probe's ALP under DPO (last SFT to last DPO checkpoint), in distribution."""
+    rows = []
+    idf = summary[summary["distribution"] == "ID"]
+    sft, dpo = last_checkpoint(idf, "sft"), last_checkpoint(idf, "dpo")
+    if sft is None or dpo is None:
+        return pd.DataFrame()
+    for pair in dpo["pair"].unique():
+        a, b = sft[sft["pair"] == pair].iloc[0], dpo[dpo["pair"] == pair].iloc[0]
+        for metric, label in MASS_SERIES:
+            if metric in a and pd.notna(a[metric]):
+                rows.append({"pair": pair, "probe": label, "after SFT": a[metric], "after DPO": b[metric],
+                             "change under DPO": b[metric] - a[metric]})
+    return pd.DataFrame(rows)

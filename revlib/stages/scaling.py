@@ -1,0 +1,368 @@
+"""Notebook 06: Setlur et al.'s scaling experiment, run with the method pieces of `revlib.data.negatives`.
+
+At each synthetic data size n (nested draws, so a larger set extends the smaller ones):
+SFT on the oracle's positives; the SFT policy's samples, verified; RFT on synthetic plus self-generated
+positives; RFT on the self-generated positives alone (D+, the paper's Figures 2 and 9); naive DPO;
+per-step DPO at the Monte-Carlo critical step; advantage-filtered RFT (Figure 11). Every method is
+evaluated greedily on the same test problems, so methods are compared per problem (McNemar).
+
+The budget rule is stated once (`budget_rule`) and applied to every method and size alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from revlib.core import io, render, stats
+from revlib.data import negatives
+from revlib.core.records import PreferencePair, Record
+from revlib.tasks.base import TaskFamily
+
+if TYPE_CHECKING:
+    from revlib.params import Experiment
+    from revlib.params.negatives import NegativeParams
+    from revlib.modeling.train import Checkpoint
+
+SFT_METHODS = ("rft", "rft_self", "adv_rft")  # trained by SFT from the base
+DPO_METHODS = ("naive_dpo", "per_step_dpo")  # trained by DPO from the SFT checkpoint
+NAMES = {"sft": "SFT (synthetic positives)", "rft": "RFT (synthetic + own positives)", "rft_self": "RFT on D+ only",
+         "naive_dpo": "naive DPO", "per_step_dpo": "per-step DPO", "adv_rft": "advantage-filtered RFT"}
+
+
+def budget_rule(P: NegativeParams) -> str:
+    dpo = (f"makes up to {P.dpo_epochs} passes over its own pairs less the {P.held_out_pairs:.0%} of problems held out, "
+           "and keeps the pass with the lowest DPO loss on the held-out pairs (early stopping)" if P.held_out_pairs else
+           f"makes {P.dpo_epochs} passes over its own pairs")
+    return (f"every SFT-type run (SFT, RFT, RFT on D+, advantage-filtered RFT) trains {P.sft_steps} optimizer steps "
+            f"from the base, whatever the data size; every DPO run (naive, per-step) starts from the SFT checkpoint and "
+            f"{dpo} (so its steps grow with its pairs), and a DPO method with fewer "
+            f"than {P.min_pairs} pairs at a size is not trained there; each model answers the same test problems "
+            f"greedily once, and up to {P.kept_skill_problems} of its size's training problems for the kept-skill check "
+            f"(greedy accuracy at most {P.kept_skill_drop:.0%} below SFT's, else the row says it broke the policy)")
+
+
+@dataclass
+class MethodRun:
+    """One method at one size: its training examples, its checkpoint and its per-problem test outcomes."""
+
+    method: str
+    size: int
+    examples: int
+    correct: list[bool] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
+    train_correct: list[bool] = field(default_factory=list)  # greedy, on the size's first training problems
+    steps: int | None = None  # optimizer steps it trained
+    dpo: dict[str, Any] = field(default_factory=dict)  # DPO: training / held-out pairs, the pass kept, held-out losses
+    note: str = ""  # why it was not trained
+
+    @property
+    def error(self) -> float | None:
+        return None if not self.correct else 1 - sum(self.correct) / len(self.correct)
+
+    def interval(self) -> tuple[float, float]:
+        """95% Wilson interval of the error."""
+        lo, hi = stats.wilson(sum(self.correct), len(self.correct))
+        return 1 - hi, 1 - lo
+
+
+@dataclass
+class SizeResult:
+    size: int
+    runs: dict[str, MethodRun]
+    positives: int
+    negatives: int
+    credits: list[negatives.StepCredit] = field(default_factory=list)
+
+
+def split_problems(task: TaskFamily, seed: int, sizes: Sequence[int], n_test: int) -> tuple[list[Record], list[Record]]:
+    """(nested training pool, test set): one draw, so every data size's set extends the smaller ones."""
+    pool = task.sample(seed, max(sizes) + n_test)
+    return pool[n_test:], pool[:n_test]
+
+
+def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path):
+    from revlib.modeling import train
+
+    P = exp.negatives
+    params = exp.sft.model_copy(update={"max_steps": P.sft_steps, "save_every_epochs": 10**6})
+    return train.sft(base, records, out_dir, params, seed=exp.seed, epochs=1, save_every_epochs=10**6)
+
+
+def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, log: Callable[[str], None] = print
+         ) -> tuple[Checkpoint, dict[str, Any]]:
+    """DPO from the SFT checkpoint under the budget rule: (the kept checkpoint, how it was chosen).
+
+    With `held_out_pairs`, the pairs of a share of the problems are held out, every pass over the rest is
+    checkpointed, and the pass with the lowest held-out DPO loss is kept (early stopping); else the last pass.
+    """
+    P = exp.negatives
+    train_pairs, held = negatives.split_pairs(pairs, P.held_out_pairs, exp.seed)
+    every = 1 if held else P.dpo_epochs
+    params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": every})
+    res = negatives.dpo_from(ckpt, train_pairs, out_dir, params, exp.seed, epochs=P.dpo_epochs, save_every_epochs=every)
+    info: dict[str, Any] = {"train_pairs": len(train_pairs), "held_out_pairs": len(held)}
+    if not held:
+        return res.final, info | {"epoch": res.final.epoch}
+    losses = {c.epoch: negatives.dpo_pair_loss(c, ckpt, held, exp.dpo) for c in res.checkpoints}
+    best = min(res.checkpoints, key=lambda c: (round(losses[c.epoch], 6), c.epoch))
+    log(f"{out_dir.name}: held-out DPO loss by pass {', '.join(f'{e:g}: {v:.4f}' for e, v in losses.items())}; "
+        f"kept pass {best.epoch:g}")
+    return best, info | {"epoch": best.epoch, "held_out_loss": {str(k): v for k, v in losses.items()}}
+
+
+def kept_skill(run: MethodRun, sft: MethodRun, max_drop: float) -> dict[str, Any] | None:
+    """Whether a method kept SFT's skill: its greedy accuracy on the size's training problems against SFT's."""
+    if not run.train_correct or not sft.train_correct:
+        return None
+    n, acc, base = len(run.train_correct), sum(run.train_correct), sum(sft.train_correct)
+    ok = acc / n >= base / n - max_drop
+    return {"train_accuracy": acc / n, "sft_train_accuracy": base / n, "n": n, "kept": ok,
+            "text": f"training problems {acc}/{n} vs SFT {base}/{n}" + ("" if ok else f": broke the policy "
+                                                                            f"(fell more than {max_drop:.0%})")}
+
+
+def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Record], test: list[Record], size: int,
+             out_dir: Path, log: Callable[[str], None] = print) -> SizeResult:
+    """Every method at one synthetic data size, under the budget rule."""
+    P, seed = exp.negatives, exp.seed
+    problems = train_pool[:size]
+    out_dir = Path(out_dir)
+    runs: dict[str, MethodRun] = {}
+    sft = _sft(exp, base, problems, out_dir / "sft")
+    runs["sft"] = MethodRun("sft", size, len(problems), checkpoint=sft.final)
+    policy = negatives.policy_engine(sft.final, P, cache_dir=out_dir / "rollout_cache")
+    drawn = negatives.sample_policy(policy, task, problems, P.samples_per_problem, seed, P.step_split)
+    samples = negatives.cap_negatives(drawn, P.max_negatives)
+    negatives.write_samples(out_dir / "samples.jsonl", samples)
+    positives = sum(s.correct for s in samples)
+    log(f"n={size}: the SFT policy's {len(drawn)} samples hold {positives} positives and {len(drawn) - positives} "
+        f"negatives, {len(samples) - positives} kept (at most {P.max_negatives or 'all'} per problem)")
+    credits: list[negatives.StepCredit] = []
+    if {"per_step_dpo", "adv_rft"} & set(P.methods):
+        credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed, P.best_of)
+        io.write_jsonl(out_dir / "step_values.jsonl",
+                       ({"sample": c.sample.id, "correct": c.sample.correct, "values": c.values,
+                         "advantages": c.advantages} for c in credits))
+    data: dict[str, list] = {}
+    if "rft" in P.methods:
+        data["rft"] = problems + negatives.rft_records(samples, problems, P.rft_k)
+    if "rft_self" in P.methods:
+        data["rft_self"] = negatives.rft_records(samples, problems, P.rft_k)
+    if "adv_rft" in P.methods:
+        kept = negatives.advantage_filtered(credits, P.adv_percentile)
+        data["adv_rft"] = problems + negatives.rft_records(kept, problems, P.rft_k)
+    if "naive_dpo" in P.methods:
+        data["naive_dpo"] = negatives.naive_pairs(samples, problems, seed)
+    if "per_step_dpo" in P.methods:
+        data["per_step_dpo"] = negatives.per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold, seed,
+                                                        P.rejected)
+    for method, items in data.items():
+        io.write_jsonl(out_dir / f"{method}.jsonl", (x.model_dump(mode="json") for x in items))
+        runs[method] = MethodRun(method, size, len(items))
+        if not items:
+            runs[method].note = "no training data"
+            log(f"n={size}: {method} has no training data; its point is left out")
+            continue
+        if method in DPO_METHODS and len(items) < P.min_pairs:
+            runs[method].note = f"not trained: {len(items)} pairs, fewer than {P.min_pairs}"
+            log(f"n={size}: {method} has {len(items)} pairs, fewer than {P.min_pairs}; its point is left out")
+            continue
+        if method in DPO_METHODS:
+            kept, runs[method].dpo = _dpo(exp, sft.final, items, out_dir / method, log)
+        else:
+            kept = _sft(exp, base, items, out_dir / method).final
+        runs[method].checkpoint = kept
+        runs[method].steps = kept.step
+    runs["sft"].steps = sft.final.step
+    check = problems[: P.kept_skill_problems]
+    for method, run in runs.items():
+        if run.checkpoint is None:
+            continue
+        engine = negatives.policy_engine(run.checkpoint, P, temperature=0.0)
+        run.correct = negatives.outcomes(engine, task, test, seed + 1)
+        run.train_correct = negatives.outcomes(engine, task, check, seed + 1)
+        lo, hi = run.interval()
+        log(f"n={size}: {method} ({run.examples} examples, {run.steps} steps) test error {run.error:.3f} "
+            f"[{lo:.3f}, {hi:.3f}]; training problems {sum(run.train_correct)}/{len(run.train_correct)}")
+    io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "steps": r.steps, "note": r.note, "dpo": r.dpo,
+                                                  "correct": r.correct, "train_correct": r.train_correct}
+                                              for m, r in runs.items()})
+    return SizeResult(size, runs, positives, len(samples) - positives, credits)
+
+
+# ---------------------------------------------------------------- read-outs
+
+
+def table(results: Sequence[SizeResult], max_drop: float = 0.15) -> list[dict[str, Any]]:
+    """One row per (size, method): error with its interval, training examples (pairs for DPO), optimizer steps,
+    McNemar p against SFT, the kept-skill check, and why a method was not trained."""
+    rows = []
+    for res in results:
+        sft = res.runs["sft"]
+        for method, run in res.runs.items():
+            row: dict[str, Any] = {"size": res.size, "method": method, "examples": run.examples, "steps": run.steps,
+                                   "error": run.error, "n_test": len(run.correct)}
+            if run.dpo:
+                row["dpo_epoch_kept"] = run.dpo.get("epoch")
+                row["held_out_pairs"] = run.dpo.get("held_out_pairs")
+            if run.correct:
+                row["error_lo"], row["error_hi"] = run.interval()
+            if method != "sft" and run.correct and sft.correct:
+                row["p_vs_sft"] = stats.mcnemar(run.correct, sft.correct)
+            kept = kept_skill(run, sft, max_drop) if method != "sft" else None
+            if kept is not None:
+                row["train_accuracy"], row["kept_skill"] = kept["train_accuracy"], kept["kept"]
+            elif method == "sft" and run.train_correct:
+                row["train_accuracy"] = sum(run.train_correct) / len(run.train_correct)
+            row["note"] = run.note or (kept["text"] if kept is not None and not kept["kept"] else "")
+            rows.append(row)
+    return rows
+
+
+def per_step_pairs_by_size(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Per-step DPO pairs built at each size (trained or not)."""
+    return {str(r["size"]): r["examples"] for r in rows if r["method"] == "per_step_dpo"}
+
+
+def sft_size_to_match(sizes: Sequence[float], sft_errors: Sequence[float], target_error: float) -> float | None:
+    """Data SFT needs to reach `target_error`, by linear interpolation of its curve in log size.
+
+    None when the target lies outside SFT's measured curve (no extrapolation either way).
+    """
+    pts = sorted(zip(sizes, sft_errors))
+    for (n0, e0), (n1, e1) in zip(pts, pts[1:]):
+        if e0 >= target_error >= e1 and e0 != e1:
+            t = (e0 - target_error) / (e0 - e1)
+            return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))
+    return None
+
+
+def _multiple(sizes: Sequence[float], sft_errors: Sequence[float], size: float, err: float) -> float:
+    """SFT data to match `err`, over `size`: inf beyond SFT's best point, 0 when worse than its every point."""
+    need = sft_size_to_match(sizes, sft_errors, err)
+    if need is not None:
+        return need / size
+    if err < min(sft_errors):
+        return math.inf
+    if err > max(sft_errors):
+        return 0.0
+    return math.nan  # equal to a flat stretch of the curve
+
+
+def multiple_interval(outcomes: dict[int, dict[str, Sequence[bool]]], method: str, size: int, boot: int = 2000,
+                      seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of the efficiency multiple at `size`, resampling the test problems.
+
+    Every model answered the same test problems, so one resample of problem indices is applied to SFT at
+    every size and to the method at once (the curves stay paired). Resamples beyond SFT's curve count as
+    inf (above its largest size) or 0 (worse than its smallest), so the bounds say where the interval leaves it.
+    """
+    import numpy as np
+
+    sft = {n: np.asarray(o["sft"], bool) for n, o in outcomes.items() if o.get("sft")}
+    mine = outcomes.get(size, {}).get(method)
+    if len(sft) < 2 or not mine:
+        return None
+    mine = np.asarray(mine, bool)
+    sizes = sorted(sft)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(mine), size=(boot, len(mine)))
+    sft_err = np.stack([1 - sft[n][idx].mean(1) for n in sizes], 1)
+    my_err = 1 - mine[idx].mean(1)
+    vals = np.array([_multiple(sizes, list(e), size, m) for e, m in zip(sft_err, my_err)])
+    vals = vals[~np.isnan(vals)]
+    if not len(vals):
+        return None
+    return float(np.percentile(vals, 2.5, method="lower")), float(np.percentile(vals, 97.5, method="higher"))
+
+
+def _fmt_multiple(x: float, lo_bound: float, hi_bound: float) -> str:
+    """inf: beyond SFT's largest size ("> hi_bound"); 0: worse than its smallest ("< lo_bound")."""
+    return f"> {hi_bound:.2f}x" if math.isinf(x) else f"< {lo_bound:.2f}x" if x == 0 else f"{x:.2f}x"
+
+
+def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.1, alpha: float = 0.05,
+               outcomes: dict[int, dict[str, Sequence[bool]]] | None = None) -> list[dict[str, Any]]:
+    """At each size: how much synthetic data SFT needs to match `method`, or why that is not measurable.
+
+    Measurable only when both curves are measured, SFT's curve falls by at least `min_drop` over the
+    sizes (a flat curve maps every error to any size), and the method differs from SFT at that size
+    (McNemar p < alpha). A method better than SFT's best point gives a lower bound ("> k x").
+    With `outcomes` (size -> method -> per-test-problem correctness), each measured multiple gets a 95%
+    bootstrap interval over the test problems (`multiple_lo`, `multiple_hi`).
+    """
+    sft = sorted((r["size"], r["error"]) for r in rows if r["method"] == "sft" and r["error"] is not None)
+    mine = sorted((r["size"], r["error"], r.get("p_vs_sft"), r.get("kept_skill")) for r in rows
+                  if r["method"] == method and r["error"] is not None)
+    out = []
+    drop = (sft[0][1] - min(e for _, e in sft)) if sft else 0.0
+    for size, err, p, kept in mine:
+        row = {"size": size, "method": method, "error": err, "sft_error": dict(sft).get(size), "p_vs_sft": p}
+        if len(sft) < 2 or drop < min_drop:
+            row.update(multiple=None, reading=f"not measurable: SFT's curve is flat (falls {drop:.2f} < {min_drop})")
+        elif p is None or p >= alpha:
+            row.update(multiple=None, reading=f"not measurable: not distinct from SFT at this size (p = {p:.2f})"
+                       if p is not None else "not measurable: no paired test")
+        else:
+            need = sft_size_to_match([s for s, _ in sft], [e for _, e in sft], err)
+            if need is not None:
+                row.update(multiple=need / size, reading=f"{need / size:.2f}x")
+            elif err < min(e for _, e in sft):
+                bound = max(s for s, _ in sft) / size
+                row.update(multiple=bound, reading=f"> {bound:.2f}x (beyond SFT's largest size)")
+            else:
+                bound = min(s for s, _ in sft) / size
+                row.update(multiple=None, reading=f"< {bound:.2f}x: worse than SFT at every measured size")
+            ci = multiple_interval(outcomes, method, size) if outcomes else None
+            if ci is not None:
+                row["multiple_lo"], row["multiple_hi"] = ci
+                hi_bound, lo_bound = max(s for s, _ in sft) / size, min(s for s, _ in sft) / size
+                row["reading"] += (f" [95% {_fmt_multiple(ci[0], lo_bound, hi_bound)}, "
+                                   f"{_fmt_multiple(ci[1], lo_bound, hi_bound)}]")
+        if kept is False:
+            row["reading"] += "; it broke the policy (kept-skill check failed)"
+        out.append(row)
+    return out
+
+
+def values_by_method(exp: Experiment, task: TaskFamily, ckpts: dict[str, Checkpoint], problems: list[Record]
+                     ) -> list[dict[str, Any]]:
+    """Figure 7: each method's own samples on held-out problems, valued by its own rollouts, averaged per step."""
+    P = exp.negatives
+    rows = []
+    for method, ckpt in ckpts.items():
+        engine = negatives.policy_engine(ckpt, P)
+        samples = negatives.sample_policy(engine, task, problems, 1, exp.seed + 2, P.step_split)
+        for r in negatives.value_per_step(negatives.estimate_values(engine, task, problems, samples, P.rollouts,
+                                                                    exp.seed + 2)):
+            rows.append({"method": method, **r})
+    return rows
+
+
+def advantages_by_step(credits: Sequence[negatives.StepCredit]) -> list[dict[str, Any]]:
+    """Figure 10: the advantage of every step of positive and of negative traces."""
+    return [{"trace": "positive" if cr.sample.correct else "negative", "step": i + 1, "advantage": a}
+            for cr in credits for i, a in enumerate(cr.advantages)]
+
+
+def response_nll(model_path: str, sets: dict[str, list[Record]]) -> list[dict[str, Any]]:
+    """Figure 3: mean per-token negative log-likelihood of each set's responses under one model."""
+    import torch
+
+    from revlib.modeling import models
+
+    model = models.load_model(model_path)
+    tok = models.load_tokenizer(model_path)
+    rows = []
+    with torch.no_grad():
+        for name, records in sets.items():
+            for r in records:
+                prompt, completion = render.tokenize_example(tok, r.question, r.reasoning, r.answer)
+                ids = torch.tensor([prompt + completion])
+                labels = torch.tensor([[-100] * len(prompt) + completion])
+                rows.append({"set": name, "id": r.id, "nll": model(input_ids=ids, labels=labels).loss.item()})
+    return rows
