@@ -74,12 +74,11 @@ def test_extraction_unwraps_and_normalises():
 
 
 def test_one_module_serves_data_teachers_and_evaluation():
-    from revlib.data import reverse, teachers
+    from revlib.data import teachers
     from revlib.data.teachers import base
 
     assert teachers.final_answer is extract.final_answer and base.last_boxed is extract.last_boxed
-    assert reverse.math_equivalent is grade.math_equal
-    assert reverse.math_equivalent("73", r"\boxed{\textbf{(073)}}")
+    assert grade.math_equal("73", r"\boxed{\textbf{(073)}}")
 
 
 def test_math_verify_runs_with_timeouts(monkeypatch):

@@ -139,4 +139,4 @@ def test_params_with_benchmarks_pass_check(name, tmp_path):
         pytest.skip(f"{name} has no benchmarks section yet")
     exp = params.validate(raw, path)
     assert exp.benchmarks is not None
-    assert [c for c in __import__("revlib.lab.runs", fromlist=["plan"]).plan(exp) if c.stage == "05_benchmarks"]
+    assert [c for c in __import__("revlib.lab.plan", fromlist=["plan"]).plan(exp) if c.stage == "05_benchmarks"]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from revlib.core.extract import clean_answer, extract_answer, extract_letter, last_boxed
 
@@ -21,8 +20,6 @@ class Grade:
     extracted: str | None
     reason: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _as_math(text: str) -> str:

@@ -27,12 +27,6 @@ def register_env(name: str | None) -> None:
             _env_names.add(name)
 
 
-def register_value(value: str | None) -> None:
-    if value and len(value) >= MIN_SECRET_CHARS:
-        with _lock:
-            _values.add(value)
-
-
 def register_params(raw: Any) -> None:
     """Every `api_key_env` named anywhere in a params tree (a pydantic model or plain dicts)."""
     if hasattr(raw, "model_dump"):

@@ -23,11 +23,11 @@ from revlib.params.data import DataParams
 from revlib.core.records import PreferencePair, Record, write_records
 from revlib.data.sets import PAIR_SETS, pairs_path, set_path
 from revlib.tasks import TaskFamily, get_task
+from revlib.data.teachers.judge import judge_equivalent
 from revlib.data.teachers import (
     ChatTeacher,
     Outcome,
     final_answer,
-    judge_equivalent,
     make_model_teacher,
     reverse_with_model,
 )
@@ -87,9 +87,6 @@ def states_own_answer(forward: Record, reverse: Record) -> bool:
     return in_reverse > allowed
 
 
-# the answer module's math-verify comparison, with its timeouts
-math_equivalent = math_equal
-
 
 def _norm(text: str) -> str:
     return " ".join(re.sub(r"[$\\{}*]", " ", text).lower().split()).rstrip(".")
@@ -110,7 +107,7 @@ def check_reverse(forward: Record, reverse: Record, d: DataParams, family: TaskF
     if family is not None:  # synthetic: exact, after the family's normalisation
         return None if family.verify(reverse, reverse.answer) else "answer_mismatch"
     final = reverse.meta.get("final_answer") or reverse.answer
-    if reverse.gold == reverse.answer or math_equivalent(reverse.gold, final) or math_equivalent(reverse.gold, reverse.answer):
+    if reverse.gold == reverse.answer or math_equal(reverse.gold, final) or math_equal(reverse.gold, reverse.answer):
         return None
     if d.free_text_check == "skip":
         return None

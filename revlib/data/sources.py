@@ -46,14 +46,6 @@ def stable_pair_id(prefix: str, question: str) -> str:
     return f"{prefix}-{hashlib.sha256(question.strip().encode('utf-8')).hexdigest()[:12]}"
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return "\n\n".join(str(v) for v in value if v)
-    return str(value)
-
-
 class RowError(ValueError):
     """One source row that cannot become an example: its reason (a short category) and a detail."""
 

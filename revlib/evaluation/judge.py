@@ -1,15 +1,14 @@
 """An optional LLM judge through any OpenAI-compatible chat API (the paper used gpt-4o-mini).
 
-It is asked only about answers math-verify cannot decide. Requests go through the API teacher's
-client (revlib.data.teachers.api): every verdict is cached on disk before it is used, so a re-run never
-pays twice; rate limits, server errors and timeouts are retried with backoff; a request budget stops
-it cleanly. The API key is read from the environment variable that params name, when a request is
+It is asked only about answers math-verify cannot decide, with the one judge prompt and verdict reading
+(revlib.data.teachers.judge). Requests go through the API teacher (revlib.data.teachers.api): every verdict
+is cached on disk before it is used, so a re-run never pays twice; rate limits, server errors and timeouts are
+retried with backoff; a request budget stops it cleanly. The API key is read from the environment variable that params name, when a request is
 really made, and is never written anywhere.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +17,10 @@ from typing import Any, Callable
 import httpx
 
 from revlib.params.data import ApiTeacher as ApiTeacherParams
+from revlib.data.teachers import judge
 from revlib.data.teachers.api import ApiTeacher
 from revlib.data.teachers.base import Failure, TeacherConfigError
 from revlib.data.teachers.cache import ResponseCache
-
-PROMPT = """You are grading a math answer. Decide whether the student's final answer is equivalent to the reference answer.
-Ignore formatting differences (LaTeX, units written out, equivalent forms); judge only the final value.
-
-Problem:
-{question}
-
-Reference answer: {gold}
-Student's final answer: {answer}
-
-Reply with exactly one word: YES if equivalent, NO otherwise."""
 
 
 class JudgeError(RuntimeError):
@@ -40,18 +29,6 @@ class JudgeError(RuntimeError):
 
 class JudgeBudgetSpent(JudgeError):
     """The judge's request budget is spent; the verdicts so far are cached, a re-run with a larger budget goes on."""
-
-
-class _Client(ApiTeacher):
-    """The API teacher's client; tests hand it an httpx transport instead of the network."""
-
-    def __init__(self, params: ApiTeacherParams, cache: ResponseCache | None, sleep: Callable[[float], None],
-                 transport: httpx.BaseTransport | None):
-        super().__init__(params, cache, sleep=sleep)
-        if transport is not None:
-            self._client.close()
-            self._client = httpx.Client(headers={"Content-Type": "application/json"},
-                                        timeout=httpx.Timeout(params.timeout_s), transport=transport)
 
 
 @dataclass
@@ -66,17 +43,17 @@ class LLMJudge:
     backoff_s: float = 1.0
     budget_requests: int | None = None
     sleep: Callable[[float], None] = time.sleep
-    _client: _Client | None = field(default=None, init=False, repr=False)
+    _client: ApiTeacher | None = field(default=None, init=False, repr=False)
 
     @property
-    def client(self) -> _Client:
+    def client(self) -> ApiTeacher:
         if self._client is None:
             params = ApiTeacherParams(kind="api", base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
                                       concurrency=1, timeout_s=self.timeout_s, max_retries=self.max_retries,
                                       backoff_s=self.backoff_s, max_tokens=4, temperature=0.0,
                                       budget_requests=self.budget_requests)
             cache = ResponseCache(self.cache_path) if self.cache_path else None
-            self._client = _Client(params, cache, self.sleep, self.transport)
+            self._client = ApiTeacher(params, cache, sleep=self.sleep, transport=self.transport)
         return self._client
 
     @property
@@ -85,9 +62,8 @@ class LLMJudge:
 
     def equivalent(self, question: str, answer: str, gold: str) -> tuple[bool, str]:
         """(verdict, raw reply) for one undecided answer."""
-        messages = [{"role": "user", "content": PROMPT.format(question=question, gold=gold, answer=answer)}]
         try:
-            result = self.client.chat_many([messages])[0]
+            result = self.client.chat_many([judge.messages(question, gold, answer)])[0]
         except TeacherConfigError as err:
             raise JudgeError(f"LLM judge: {err}") from None
         if isinstance(result, Failure):
@@ -95,11 +71,10 @@ class LLMJudge:
                 raise JudgeBudgetSpent(f"LLM judge budget spent ({self.budget_requests} requests); verdicts so far are "
                                        f"cached in {self.cache_path}; raise benchmarks.judge.budget_requests and re-run")
             raise JudgeError(f"judge API {self.client.url} failed: {result.reason}: {result.detail}")
-        reply = result.content
-        word = re.findall(r"[A-Za-z]+", reply)
-        if not word or word[0].upper() not in ("YES", "NO"):
-            raise JudgeError(f"judge reply is neither YES nor NO: {reply!r}")
-        return word[0].upper() == "YES", reply
+        verdict = judge.parse_verdict(result.content)
+        if verdict is None:
+            raise JudgeError(f"judge reply is neither YES nor NO: {result.content!r}")
+        return verdict, result.content
 
     def close(self) -> None:
         if self._client is not None:

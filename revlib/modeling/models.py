@@ -132,9 +132,12 @@ def _declares_backend(path_or_id: str | Path) -> bool:
     return json.loads(config.read_text()).get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
-def load_model(path_or_id: str | Path, revision: str = "main", dtype: str = "auto", device: str | None = None) -> Any:
+def load_model(path_or_id: str | Path, revision: str = "main", dtype: str = "auto", device: str | None = None,
+               attn_implementation: str | None = None) -> Any:
+    """The one loader of a causal LM: a local folder or a Hub id, in `dtype` ("auto": as saved), on `device`."""
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), revision=revision, dtype=torch_dtype)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), revision=revision, dtype=torch_dtype, **extra)
     if device:
         model.to(device)
     return model

@@ -29,6 +29,7 @@ import torch
 
 from revlib.core import render
 from revlib.core.records import Record
+from revlib.modeling import models
 
 SharePrompt = Literal["auto", "always", "never"]
 
@@ -438,13 +439,10 @@ class ModelBank:
     def _load_base(self, path: str) -> Any:
         if self._base_path == str(path):
             return self._model
-        from transformers import AutoModelForCausalLM
-
         self._model = None
         gc.collect()
-        torch_dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, attn_implementation=self.attn)
-        self._model = model.to(self.device).eval()
+        self._model = models.load_model(path, dtype=self.dtype, device=self.device,
+                                        attn_implementation=self.attn).eval()
         self._base_path, self._adapter = str(path), None
         self.base_loads += 1
         return self._model

@@ -60,7 +60,10 @@ def models_to_evaluate(ctx: Any) -> list[harness.ModelRef]:
 
 EVAL_STORE = "eval_store"
 # modules that only grade, judge and tabulate stored samples: changing them re-scores, never re-generates
-POSTPROCESSING = {f"revlib/evaluation/{m}.py" for m in ("judge", "score", "tables", "stats", "stage")}
+# (the teachers' modules are reached only through the judge's API client)
+POSTPROCESSING = {"revlib/evaluation/judge.py", "revlib/evaluation/score.py", "revlib/evaluation/tables.py",
+                  "revlib/core/stats.py", "revlib/stages/benchmarks.py"}
+POSTPROCESSING_FOLDERS = ("revlib/data/teachers/",)
 
 
 def make_judge(bp, cache_dir: Path | None = None) -> LLMJudge | None:
@@ -97,7 +100,8 @@ def _task_data(task: str, bp, data_dir: Path | None, world_files: dict[str, Path
 def store_key(ref: harness.ModelRef, task: str, bp, data_dir: Path | None, seed: int,
               world_files: dict[str, Path] | None = None, code_hashes: dict[str, str] | None = None) -> str:
     """What one (model, benchmark) evaluation depends on, hashed; `code_hashes`: the stage's code (path -> sha256)."""
-    code = {k: v for k, v in (code_hashes or {}).items() if k.startswith("revlib/") and k not in POSTPROCESSING}
+    code = {k: v for k, v in (code_hashes or {}).items() if k.startswith("revlib/") and k not in POSTPROCESSING
+            and not k.startswith(POSTPROCESSING_FOLDERS)}
     settings = bp.model_dump(mode="json", exclude={"tasks", "models", "judge", "local_paths", "world"})
     settings["instruction"] = bp.instruction_text(ref.label)  # which prompt this model got
     parts = {"task": task, "data": _task_data(task, bp, data_dir, world_files), "settings": settings, "seed": seed, "code": code,

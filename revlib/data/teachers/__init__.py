@@ -1,7 +1,8 @@
-"""Who writes the reverse examples: a task's oracle, an OpenAI-compatible API, or a local HF model.
+"""Who writes the reverse examples: a task's oracle (the task family's own `invert`), an OpenAI-compatible API,
+or a local HF model.
 
 A model teacher makes two requests per forward example, both from editable templates in
-revlib/templates/: `reverse_question` (from x_f and its final answer, write x_r and name the
+revlib/data/teachers/templates/: `reverse_question` (from x_f and its final answer, write x_r and name the
 premise it asks for) and `reverse_answer` (answer x_r step by step, giving y_r).
 """
 
@@ -11,14 +12,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from revlib.params.data import ApiTeacher as ApiTeacherParams, HFTeacher as HFTeacherParams
 from revlib.core.records import Record
 from revlib.tasks import TaskFamily
 from revlib.data.teachers import templates
 from revlib.data.teachers.base import ChatTeacher, Completion, Failure, TeacherConfigError, final_answer, split_think
 from revlib.data.teachers.cache import ResponseCache, cache_key
-from revlib.data.teachers.oracle import OracleTeacher
 
 
 @dataclass(frozen=True)
@@ -101,20 +100,6 @@ def reverse_with_model(teacher: ChatTeacher, forwards: list[Record], family: Tas
     return [outcomes[i] for i in range(len(forwards))]
 
 
-def judge_equivalent(teacher: ChatTeacher, items: list[tuple[str, str, str]]) -> list[bool | None]:
-    """LLM judge for free-text answers: (question, gold, answer) -> equivalent? None where the judge failed."""
-    replies = teacher.chat_many([[{"role": "user", "content": templates.render(
-        "judge", question=q, gold=g, answer=a)}] for q, g, a in items])
-    out: list[bool | None] = []
-    for r in replies:
-        if isinstance(r, Failure):
-            out.append(None)
-        else:
-            word = r.content.strip().split()[:1]
-            out.append(bool(word) and word[0].strip(".*").upper() == "YES")
-    return out
-
-
-__all__ = ["ChatTeacher", "Completion", "Failure", "OracleTeacher", "Outcome", "ResponseCache", "TeacherConfigError",
-           "final_answer", "judge_equivalent", "make_model_teacher", "parse_reverse_question", "reverse_with_model",
+__all__ = ["ChatTeacher", "Completion", "Failure", "Outcome", "ResponseCache", "TeacherConfigError",
+           "final_answer", "make_model_teacher", "parse_reverse_question", "reverse_with_model",
            "split_think"]

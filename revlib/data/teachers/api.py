@@ -29,7 +29,9 @@ FATAL_STATUS = {401, 403, 404}
 class ApiTeacher(ChatTeacher):
     name = "api"
 
-    def __init__(self, params: ApiTeacherParams, cache: ResponseCache | None, sleep=time.sleep):
+    def __init__(self, params: ApiTeacherParams, cache: ResponseCache | None, sleep=time.sleep,
+                 transport: httpx.BaseTransport | None = None):
+        """`transport`: httpx's, for a client that talks to something other than the network (tests' mock servers)."""
         super().__init__(cache)
         self.params = params
         self._sleep = sleep
@@ -37,7 +39,7 @@ class ApiTeacher(ChatTeacher):
         self.url = params.base_url.rstrip("/") + "/chat/completions"
         # the per-operation timeout bounds connecting and each read; _post adds the total deadline
         self._client = httpx.Client(headers={"Content-Type": "application/json"}, timeout=httpx.Timeout(params.timeout_s),
-                                    limits=httpx.Limits(max_connections=params.concurrency))
+                                    limits=httpx.Limits(max_connections=params.concurrency), transport=transport)
         self._in_flight = 0
         self._stopped: str | None = None  # set once the budget is spent: no new request starts
 

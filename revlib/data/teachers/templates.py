@@ -1,4 +1,4 @@
-"""The teacher prompts, kept as editable text files in revlib/templates/ (`$name` placeholders)."""
+"""The teacher prompts, kept as editable text files in revlib/data/teachers/templates/ (`$name` placeholders)."""
 
 from __future__ import annotations
 
