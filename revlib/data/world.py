@@ -15,9 +15,14 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from revlib.params.benchmarks import WORLD_PREFIX, WorldBenchmark
+
+if TYPE_CHECKING:  # annotations only: the schema and pandas are not needed to build a benchmark
+    import pandas as pd
+
+    from revlib.params import Experiment
 
 __all__ = ["ALIVE_MARGIN", "WORLD_PREFIX", "build", "summary", "write_all"]
 from revlib.core.records import Record
@@ -75,7 +80,7 @@ def build(bench: WorldBenchmark, source_task: str, source_knobs: dict[str, Any],
             for r in out]
 
 
-def write_all(exp: Any, data_dir: Path | None, out_dir: Path) -> dict[str, Path]:
+def write_all(exp: Experiment, data_dir: Path | None, out_dir: Path) -> dict[str, Path]:
     """Every world benchmark of the experiment as `<out_dir>/world_<name>.jsonl`; task name -> path."""
     from revlib.core.records import write_records
 
@@ -94,7 +99,7 @@ def write_all(exp: Any, data_dir: Path | None, out_dir: Path) -> dict[str, Path]
     return out
 
 
-def summary(results: Any, records: dict[str, list[Record]], what: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def summary(results: pd.DataFrame, records: dict[str, list[Record]], what: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per benchmark: n, chance, best model's accuracy, whether it is alive (best >= chance + margin)."""
     from revlib.core.stats import chance_accuracy
 

@@ -11,10 +11,13 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from revlib.core import render
 from revlib.params.benchmarks import SYNTHETIC_TASKS, WORLD_PREFIX, BenchmarkParams
+
+if TYPE_CHECKING:  # train (trl, peft) is imported only when a LoRA adapter must be merged
+    from revlib.modeling.train import Checkpoint
 
 TASK_DIR = Path(__file__).resolve().parent / "lmeval_tasks"
 PREFIX = "revlib_"
@@ -104,7 +107,7 @@ class ModelRef:
     tokenizer: str | None = None
 
     @classmethod
-    def from_checkpoint(cls, label: str, train_set: str, ckpt: Any) -> "ModelRef":
+    def from_checkpoint(cls, label: str, train_set: str, ckpt: Checkpoint) -> "ModelRef":
         """From revlib.modeling.train's Checkpoint: LoRA applies `adapter` to `base`; full fine-tuning saved the model in `path`."""
         path = Path(ckpt.path)
         tok = str(path) if (path / "tokenizer_config.json").exists() else str(ckpt.base)

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from revlib.core import io, render
+from revlib.params.negatives import VLLMSettings
 
 # A request is (question, partial assistant text): the prompt is the chat-rendered question,
 # and the assistant turn starts with the partial text (for example THINK + the first steps).
@@ -364,11 +365,20 @@ class VLLMEngine:
         return [[c.text.split(self.tokenizer.eos_token)[0] for c in r.outputs] for r in results]
 
 
+class ServedCheckpoint(Protocol):
+    """What a rollout engine serves (revlib.modeling.train.Checkpoint is one): a full model folder at `path`, or a
+    LoRA `adapter` on its `base`. A protocol, not an import: train imports this module to free engines."""
+
+    path: Path
+    base: str
+    adapter: str | None
+
+
 VLLM_SETTINGS = ("gpu_memory_utilization", "tensor_parallel_size", "data_parallel_size", "max_model_len", "dtype")
 
 
-def make_engine(kind: str, model: Any, tokenizer: Any, model_path: str | None = None, checkpoint: Any = None,
-                vllm: Any = None, **kwargs: Any) -> Sampler:
+def make_engine(kind: str, model: Any, tokenizer: Any, model_path: str | None = None, checkpoint: ServedCheckpoint | None = None,
+                vllm: VLLMSettings | dict[str, Any] | None = None, **kwargs: Any) -> Sampler:
     """`hf`, `vllm`, or `auto` (vLLM when installed and a model folder or checkpoint is given, else Hugging Face).
 
     `checkpoint` (revlib.modeling.train.Checkpoint): vLLM serves its LoRA adapter on its base, or its full model folder.
