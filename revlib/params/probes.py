@@ -43,8 +43,10 @@ class ProbeParams(Strict):
                                 "this much from the base to the last SFT checkpoint (nats per token)")
     min_alp_after_sft: float | None = Field(-0.5, description="learning check: in-distribution ALP(y+) after SFT "
                                             "must exceed this; null: no such bar (real text has no known floor)")
-    min_alp_fall_dpo: float = Field(0.05, gt=0, description="learning check: in-distribution ALP(y-) must fall at "
-                                    "least this much from the last SFT to the last DPO checkpoint (nats per token)")
+    min_alp_fall_dpo: float | None = Field(0.05, gt=0, description="learning check: in-distribution ALP(y-) must fall "
+                                           "at least this much from the last SFT to the last DPO checkpoint (nats per "
+                                           "token); null: no bar here (03 checks DPO on its own pairs), the held-out "
+                                           "fall is a finding")
     in_sample: bool = Field(False, description="also score y+ and y- on the probe-training examples themselves "
                             "(the paper does not say whether its T is held out): base, last SFT and last DPO checkpoints")
     include_base: bool = Field(True, description="also score the base model before SFT (the x axis starts there)")
