@@ -124,3 +124,30 @@ def test_worded_answers_are_left_undecided_for_the_judge():
     assert not g.correct and not g.decided
     assert grade_math("Answer: \\text{Evelyn}", "\\text{Evelyn}").decided
     assert verify_math("\\sqrt{2}\\pi", "\\pi\\sqrt{2}").decided  # LaTeX commands are not words
+
+
+def test_scipy_intervals_and_mcnemar_equal_their_closed_forms():
+    """wilson and mcnemar come from scipy's binomtest; they must keep the numbers of the formulas they replaced."""
+    import math
+
+    from revlib.core.stats import Z95, diff_interval, mcnemar
+
+    def score(k, n, z=Z95):
+        p = k / n
+        den = 1 + z * z / n
+        centre, half = (p + z * z / (2 * n)) / den, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+        return (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
+
+    for n in range(1, 80):
+        for k in [*range(n + 1), 0.25, n - 0.5]:  # fractional k: an accuracy averaged over samples
+            assert all(abs(a - b) < 1e-12 for a, b in zip(wilson(k, n), score(k, n))), (k, n)
+        z99 = 2.5758293035489  # another z: the confidence level handed to scipy is the one z stands for
+        assert all(abs(a - b) < 1e-12 for a, b in zip(wilson(n // 3, n, z=z99), score(n // 3, n, z99)))
+        for k in range(n + 1):  # k wins only for a, n - k only for b
+            exact = min(1.0, 2 * sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n)
+            got = mcnemar([True] * k + [False] * (n - k), [False] * k + [True] * (n - k))
+            assert abs(got - exact) <= 1e-12 * exact, (k, n, got, exact)
+    lo, hi = diff_interval(45, 50, 25, 50)
+    (l1, u1), (l2, u2) = score(45, 50), score(25, 50)
+    assert abs(lo - (0.4 - math.hypot(0.9 - l1, u2 - 0.5))) < 1e-12
+    assert abs(hi - (0.4 + math.hypot(u1 - 0.9, 0.5 - l2))) < 1e-12

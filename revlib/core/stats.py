@@ -6,6 +6,8 @@ import math
 import random
 from collections.abc import Sequence
 
+import scipy.stats
+
 Z95 = 1.959963984540054
 
 
@@ -13,16 +15,23 @@ def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval of a proportion k/n (0, 1 when n is 0); k may be fractional (an averaged accuracy)."""
     if n <= 0:
         return 0.0, 1.0
-    p = min(max(k / n, 0.0), 1.0)
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    # at 0 and n the bounds are exactly 0 and 1; floating-point rounding must not move them
-    return (0.0 if p == 0 else max(0.0, centre - half)), (1.0 if p == 1 else min(1.0, centre + half))
+    k = min(max(k, 0), n)
+    if float(k).is_integer():  # scipy gives exactly 0 and 1 at k = 0 and k = n
+        level = math.erf(z / math.sqrt(2))  # the two-sided confidence that z stands for
+        ci = scipy.stats.binomtest(int(k), n).proportion_ci(confidence_level=level, method="wilson")
+        lo, hi = ci.low, ci.high
+    else:  # scipy's binomtest takes whole counts only, so an averaged accuracy keeps the score formula
+        p = k / n
+        den = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / den
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+        lo, hi = centre - half, centre + half
+    return max(0.0, float(lo)), min(1.0, float(hi))
 
 
 def diff_interval(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float]:
     """Newcombe's hybrid score interval for p1 - p2 (independent samples)."""
+    # scipy has no interval for a difference of two independent proportions: Newcombe's combination of the two Wilsons
     l1, u1 = wilson(k1, n1, z)
     l2, u2 = wilson(k2, n2, z)
     p1, p2 = (k1 / n1 if n1 else 0.0), (k2 / n2 if n2 else 0.0)
@@ -39,13 +48,13 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> float:
     n = only_a + only_b
     if n == 0:
         return 1.0
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    # the exact test is a two-sided binomial test of the discordant pairs against 1/2
+    return float(scipy.stats.binomtest(min(only_a, only_b), n, 0.5).pvalue)
 
 
 def bootstrap_mean(values: Sequence[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap 95% interval of a mean."""
+    # not scipy.stats.bootstrap: it draws with numpy's generator (and defaults to BCa), so the intervals would change
     vals = list(values)
     if not vals:
         return math.nan, math.nan
