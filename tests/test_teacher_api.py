@@ -175,7 +175,7 @@ def test_killed_run_resumes_without_paying_twice(server, params_copy, api_key, t
     params_file = _params(params_copy, server.url, concurrency=2, max_retries=0)
     exp = load(params_file)
     server.hang_after = 5
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from revlib import data, params; "
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from revlib import params; from revlib.data import reverse; "
                              "reverse.build(params.load(sys.argv[1]))", str(params_file)],
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -259,3 +259,58 @@ def test_api_key_never_written_under_outputs(server, params_copy, monkeypatch, t
     assert any("teacher_cache" in p.parts for p in scanned)
     leaks = [str(p) for p in scanned if key.encode() in p.read_bytes()]
     assert not leaks, f"API key written to {leaks}"
+
+
+def _mock_teacher(replies, monkeypatch, **params):
+    """An ApiTeacher on httpx's MockTransport: `replies` are (status, headers, body) answered in order."""
+    import httpx
+
+    from revlib.data.teachers.api import ApiTeacher
+    from revlib.params.data import ApiTeacher as ApiTeacherParams
+
+    monkeypatch.setenv(KEY_ENV, "sk-mock-not-secret")
+    queue, sleeps = list(replies), []
+
+    def handler(request):
+        status, headers, body = queue.pop(0)
+        return httpx.Response(status, headers=headers, json=body)
+
+    p = ApiTeacherParams(kind="api", base_url="http://teacher.local/v1", model="m", api_key_env=KEY_ENV,
+                         concurrency=1, **params)
+    return ApiTeacher(p, None, sleep=sleeps.append, transport=httpx.MockTransport(handler)), queue, sleeps
+
+
+OK_REPLY = (200, {}, {"choices": [{"message": {"content": "Answer: 3"}}], "usage": {"total_tokens": 7}})
+
+
+def test_backoff_doubles_to_its_cap_with_jitter_and_retry_after_wins(monkeypatch):
+    replies = [(500, {}, {}), (429, {"Retry-After": "30"}, {}), (503, {}, {}), (408, {}, {}), OK_REPLY]
+    teacher, queue, sleeps = _mock_teacher(replies, monkeypatch, max_retries=6, backoff_s=1.0, max_backoff_s=3.0)
+    [res] = teacher.chat_many([[{"role": "user", "content": "q"}]])
+    assert res.content == "Answer: 3" and res.tokens == 7 and not queue
+    assert len(sleeps) == 4 and sleeps[1] == 30.0  # the server's Retry-After beats the 2 s backoff
+    for got, base in zip([sleeps[0], sleeps[2], sleeps[3]], [1.0, 3.0, 3.0]):  # 1, (2), 4 -> 3, 8 -> 3
+        assert base <= got <= 1.1 * base
+    u = teacher.usage
+    assert (u.attempts, u.requests, u.tokens) == (5, 1, 7)
+    assert u.retries == {"server_error": 3, "rate_limited": 1}
+
+
+def test_retries_stop_after_max_retries_and_final_errors_are_not_retried(monkeypatch):
+    teacher, queue, sleeps = _mock_teacher([(502, {}, {"error": "x"})] * 3 + [OK_REPLY], monkeypatch,
+                                           max_retries=2, backoff_s=0.5)
+    [res] = teacher.chat_many([[{"role": "user", "content": "q"}]])
+    assert res.reason == "server_error" and res.detail.startswith("after 3 attempts: HTTP 502")
+    assert len(queue) == 1 and len(sleeps) == 2 and teacher.usage.retries == {"server_error": 3}
+    teacher, queue, sleeps = _mock_teacher([(400, {}, {"error": "bad"}), OK_REPLY], monkeypatch, max_retries=3)
+    [res] = teacher.chat_many([[{"role": "user", "content": "q"}]])
+    assert res.reason == "http_400" and len(queue) == 1 and sleeps == [] and teacher.usage.retries == {}
+    teacher, queue, sleeps = _mock_teacher([(401, {}, {"error": "no"}), OK_REPLY], monkeypatch, max_retries=3)
+    with pytest.raises(TeacherConfigError, match="HTTP 401"):
+        teacher.chat_many([[{"role": "user", "content": "q"}]])
+    assert len(queue) == 1 and sleeps == [] and teacher._in_flight == 0
+    # a spent budget ends the retries at once, without sleeping on them
+    teacher, queue, sleeps = _mock_teacher([(500, {}, {})] * 3, monkeypatch, max_retries=5, budget_requests=1)
+    teacher.usage.requests = 1
+    [res] = teacher.chat_many([[{"role": "user", "content": "q"}]])
+    assert res.reason == "budget_exhausted" and len(queue) == 3 and sleeps == []

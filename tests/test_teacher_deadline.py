@@ -76,3 +76,17 @@ def test_fully_cached_rerun_needs_no_key(params_copy, monkeypatch):
         assert again.sets == first.sets and again.info["teacher_usage"]["paid_requests"] == 0
     finally:
         server.close()
+
+
+def test_every_retry_gets_its_own_deadline_and_the_retries_stop(trickle, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-deadline-test")
+    params = ApiTeacherParams(kind="api", base_url=trickle, model="m", api_key_env=KEY_ENV, timeout_s=0.5,
+                              max_retries=2, backoff_s=0.0, concurrency=1)
+    teacher = ApiTeacher(params, None)
+    t0 = time.monotonic()
+    [res] = teacher.chat_many([[{"role": "user", "content": "hi"}]])
+    took = time.monotonic() - t0
+    teacher.close()
+    assert res.reason == "timeout" and res.detail.startswith("after 3 attempts"), res
+    assert teacher.usage.attempts == 3 and teacher.usage.retries == {"timeout": 3}
+    assert 1.5 <= took < 3.0, f"three 0.5 s deadlines took {took:.1f} s"

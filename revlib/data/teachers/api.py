@@ -1,7 +1,7 @@
 """A teacher behind an OpenAI-compatible chat-completions endpoint (DeepSeek-R1, any vLLM server, ...).
 
 Requests run in a thread pool (notebook kernels already own an event loop) with a concurrency
-limit, a total per-request deadline, and retries with exponential backoff on rate limits, server errors,
+limit, a total per-request deadline, and retries (tenacity) with exponential backoff on rate limits, server errors,
 timeouts, dropped connections and malformed replies. The key is read from the environment
 variable named in params and only ever placed in the Authorization header.
 """
@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import tenacity
 
 from revlib.core import redact
 from revlib.params.data import ApiTeacher as ApiTeacherParams
@@ -24,6 +25,15 @@ from revlib.data.teachers.cache import ResponseCache
 
 RETRYABLE_STATUS = {408, 409, 425, 429}
 FATAL_STATUS = {401, 403, 404}
+
+
+class _Retryable(Exception):
+    """A failed attempt worth retrying: the failure it leaves if it was the last, and the server's Retry-After."""
+
+    def __init__(self, failure: Failure, retry_after: float | None = None):
+        super().__init__(failure.reason)
+        self.failure = failure
+        self.retry_after = retry_after
 
 
 class ApiTeacher(ChatTeacher):
@@ -92,45 +102,55 @@ class ApiTeacher(ChatTeacher):
         p = self.params
         body = {"model": p.model, "messages": messages, "max_tokens": p.max_tokens, "temperature": p.temperature,
                 "stream": False}
-        last = Failure("no_attempt")
-        for attempt in range(p.max_retries + 1):
-            if not self._reserve():
-                return Failure("budget_exhausted", f"{self._stopped} budget spent")
-            retry_after = None
+        doubling = tenacity.wait_exponential(multiplier=p.backoff_s, max=p.max_backoff_s)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            if state.attempt_number > p.max_retries:  # tenacity asks for a wait before it sees that it stops
+                return 0.0
+            # backoff_s doubling per retry up to max_backoff_s, plus up to 10% jitter; a longer Retry-After wins
+            return max(doubling(state) * (1 + 0.1 * random.random()), state.outcome.exception().retry_after or 0.0)
+
+        def gave_up(state: tenacity.RetryCallState) -> Failure:
+            last = state.outcome.exception().failure
+            return Failure(last.reason, f"after {state.attempt_number} attempts: {last.detail}")
+
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_Retryable), wait=wait, sleep=self._sleep,
+                                     stop=tenacity.stop_after_attempt(p.max_retries + 1), retry_error_callback=gave_up)
+        return retrying(self._attempt, key, body)
+
+    def _attempt(self, key: str, body: dict[str, Any]) -> Completion | Failure:
+        """One request: its completion, or a failure no retry can fix; raises _Retryable for one worth retrying."""
+        p = self.params
+        if not self._reserve():
+            return Failure("budget_exhausted", f"{self._stopped} budget spent")
+        try:
             try:
                 status, text, headers = self._post(body)
             except httpx.TimeoutException as err:
-                last = Failure("timeout", f"no complete reply within {p.timeout_s:g} s ({type(err).__name__})")
+                detail = f"no complete reply within {p.timeout_s:g} s ({type(err).__name__})"
+                raise self._retryable(Failure("timeout", detail))
             except httpx.TransportError as err:
-                last = Failure("connection_error", type(err).__name__)
-            else:
-                if status == 200:
-                    try:
-                        completion = parse_chat_response(redact.redact_obj(json.loads(text)))
-                    except (ValueError, KeyError, IndexError, TypeError) as err:
-                        last = Failure("malformed_response", f"{type(err).__name__}: {text[:200]!r}")
-                    else:
-                        self._received(key, completion, {"model": p.model})
-                        self._release()
-                        return completion
-                elif status in FATAL_STATUS:
-                    self._release()
-                    raise TeacherConfigError(
-                        f"{self.url} answered HTTP {status} ({text[:200]!r}); "
-                        f"check base_url, model and the key in ${p.api_key_env}")
-                elif status in RETRYABLE_STATUS or status >= 500:
-                    kind = "rate_limited" if status == 429 else "server_error"
-                    last = Failure(kind, f"HTTP {status}: {text[:200]!r}")
-                    retry_after = _retry_after(headers)
-                else:  # 400 and friends: this request will never succeed
-                    self._release()
-                    return Failure(f"http_{status}", text[:300])
+                raise self._retryable(Failure("connection_error", type(err).__name__))
+            if status == 200:
+                try:
+                    completion = parse_chat_response(redact.redact_obj(json.loads(text)))
+                except (ValueError, KeyError, IndexError, TypeError) as err:
+                    raise self._retryable(Failure("malformed_response", f"{type(err).__name__}: {text[:200]!r}"))
+                return self._received(key, completion, {"model": p.model})  # counted before the slot is released
+            if status in FATAL_STATUS:
+                raise TeacherConfigError(
+                    f"{self.url} answered HTTP {status} ({text[:200]!r}); "
+                    f"check base_url, model and the key in ${p.api_key_env}")
+            if status in RETRYABLE_STATUS or status >= 500:
+                kind = "rate_limited" if status == 429 else "server_error"
+                raise self._retryable(Failure(kind, f"HTTP {status}: {text[:200]!r}"), _retry_after(headers))
+            return Failure(f"http_{status}", text[:300])  # 400 and friends: this request will never succeed
+        finally:
             self._release()
-            self._count_retry(last.reason)
-            if attempt < p.max_retries:
-                delay = min(p.max_backoff_s, p.backoff_s * 2 ** attempt) * (1 + 0.1 * random.random())
-                self._sleep(max(delay, retry_after or 0.0))
-        return Failure(last.reason, f"after {p.max_retries + 1} attempts: {last.detail}")
+
+    def _retryable(self, failure: Failure, retry_after: float | None = None) -> _Retryable:
+        self._count_retry(failure.reason)
+        return _Retryable(failure, retry_after)
 
     def _post(self, body: dict[str, Any]) -> tuple[int, str, httpx.Headers]:
         """(status, body text with secrets masked, headers); the whole exchange must finish within timeout_s,
