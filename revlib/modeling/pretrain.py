@@ -49,30 +49,28 @@ def pretrain(
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[dict[str, float]]:
     """AdamW with warm-up and cosine decay over `steps`; returns the loss curve."""
+    from transformers import DataCollatorForSeq2Seq
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
+    # not transformers' get_cosine_schedule_with_warmup: its warm-up starts at 0 and its cosine starts after the
+    # warm-up, while this one ramps from 1/warmup and multiplies a cosine over all steps (every lr would change)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(1, steps)))
     )
     eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
-    pad = tokenizer.pad_token_id
+    # pads on the tokenizer's side (build_tokenizer's is the right): ids with the pad token, mask with 0, labels -100
+    collate = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100, return_tensors="pt")
     encoded: dict[int, tuple[list[int], list[int]]] = {}
     curve = []
     for step in range(steps):
         picks = [rng.randrange(len(docs)) for _ in range(batch_size)]
         rows = [encoded.setdefault(i, tokenize_document(tokenizer, docs[i], eos)) for i in picks]
-        width = max(len(r[0]) for r in rows)
-        ids = torch.full((batch_size, width), pad)
-        labels = torch.full((batch_size, width), -100)
-        mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for i, (row, lab) in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            labels[i, : len(row)] = torch.tensor(lab)
-            mask[i, : len(row)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        batch = collate([{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": lab} for ids, lab in rows])
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
