@@ -568,19 +568,14 @@ def _dpo_trainer_class():
         render and the token-level truncation stay revlib's.
         """
 
+        # trl 1.16 has no public way to skip this for DPO (SFTConfig's dataset_kwargs skip_prepare_dataset has no
+        # DPOConfig twin; DPOTrainer skips only vision datasets), so the private hook is overridden
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
                 return dataset
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     return _Pretokenized
-
-
-def __getattr__(name: str):
-    # the subclass is built lazily so importing revlib.train does not import trl
-    if name == "PretokenizedDPOTrainer":
-        return _dpo_trainer_class()
-    raise AttributeError(name)
 
 
 # ---------------------------------------------------------------- accelerate launch
