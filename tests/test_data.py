@@ -13,7 +13,7 @@ from revlib.params import load
 from revlib.core.records import Record
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = REPO / "params" / "smoke" / "reverse.yaml"
+SMOKE = REPO / "params" / "smoke" / "data.yaml"
 R1K_FILE = REPO.parent / "shared" / "data" / "r1k-probe-100.parquet"
 
 

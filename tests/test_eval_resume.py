@@ -41,7 +41,8 @@ def make_ctx(tmp_path: Path, tasks: list[str]) -> SimpleNamespace:
     exp = SimpleNamespace(benchmarks=bp, seed=0, run_root=tmp_path / "outputs" / "exp")
     run_dir = exp.run_root / "05_benchmarks" / "micro"
     run_dir.mkdir(parents=True, exist_ok=True)
-    return SimpleNamespace(exp=exp, dir=run_dir, values={"model": "micro"}, upstream=lambda *a: None)
+    code = {"revlib/modeling/train.py": "a", "revlib/evaluation/score.py": "b"}  # what the stage's fingerprint covers
+    return SimpleNamespace(exp=exp, dir=run_dir, values={"model": "micro"}, upstream=lambda *a: None, code_hashes=code)
 
 
 @pytest.fixture
@@ -123,3 +124,14 @@ def test_stage_judge_uses_the_experiment_cache(tmp_path):
     bp = BenchmarkParams(tasks=["math500"], judge={"budget_requests": 5})
     judge = benchmarks.make_judge(bp, tmp_path / "teacher_cache")
     assert judge.cache_path == tmp_path / "teacher_cache" / "judge.jsonl" and judge.budget_requests == 5
+
+
+def test_store_key_follows_generation_code_not_scoring_code(refs):
+    bp = BenchmarkParams(tasks=["synthetic_forward"], models=["sft"])
+    code = {"revlib/modeling/train.py": "a", "revlib/evaluation/score.py": "b", "revlib/data/teachers/api.py": "c"}
+
+    def key(**changed):
+        return benchmarks.store_key(refs[0], "synthetic_forward", bp, None, 0, code_hashes={**code, **changed})
+
+    assert key() == key(**{"revlib/evaluation/score.py": "b2"}) == key(**{"revlib/data/teachers/api.py": "c2"})
+    assert key() != key(**{"revlib/modeling/train.py": "a2"})

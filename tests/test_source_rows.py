@@ -109,8 +109,8 @@ def test_shortfall_names_every_short_set(params_copy, tmp_path):
 
 
 def test_zero_survivors_name_the_reason(params_copy):
-    exp = load(params_copy(REPO / "params" / "smoke" / "reverse.yaml",
-                           data=yaml.safe_load((REPO / "params" / "smoke" / "reverse.yaml").read_text())["data"]
+    exp = load(params_copy(REPO / "params" / "smoke" / "data.yaml",
+                           data=yaml.safe_load((REPO / "params" / "smoke" / "data.yaml").read_text())["data"]
                            | {"max_reasoning_chars": 5}))
     built = reverse.build(exp)
     assert not built.sets["forward"] and Counter(r["reason"] for r in built.rejects) == {

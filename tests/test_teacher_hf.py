@@ -10,7 +10,7 @@ from revlib.data import reverse
 from revlib.params import load
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = REPO / "params" / "smoke" / "reverse.yaml"
+SMOKE = REPO / "params" / "smoke" / "data.yaml"
 
 
 def test_hf_teacher_builds_and_caches(tiny_model_dir, params_copy, monkeypatch):
