@@ -148,7 +148,7 @@ def test_free_text_answers_go_to_the_judge(params_copy):
         identity = {"kind": "fake-judge"}
 
         def _generate(self, items):
-            return [self._received(k, Completion("YES" if "GOATHERDS" in m[0]["content"].split("Response's")[1] else "NO", ""))
+            return [self._received(k, Completion("YES" if "GOATHERDS" in m[0]["content"].split("Final answer:")[1] else "NO", ""))
                     for k, m in items]
 
     raw = {"experiment": "judge", "stages": ["01_reverse_data"], "base_models": [{"name": "m", "preset": "micro"}],
