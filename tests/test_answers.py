@@ -91,3 +91,12 @@ def test_math_verify_runs_with_timeouts(monkeypatch):
     assert grade.verify_math("1/2", "0.5").correct
     assert grade.math_equal("1/2", "0.5")
     assert seen and all(k.get("parsing_timeout") or k.get("timeout_seconds") for _, k in seen)
+
+
+def test_one_judge_reads_one_verdict():
+    from revlib.data.teachers import judge
+
+    assert judge.parse_verdict("YES") is True and judge.parse_verdict("**No.** they differ") is False
+    assert judge.parse_verdict("Maybe") is None and judge.parse_verdict("") is None
+    text = judge.messages("What is 2+2?", "4", "four")[0]["content"]
+    assert "What is 2+2?" in text and "Reference answer:\n4" in text and "Final answer:\nfour" in text
