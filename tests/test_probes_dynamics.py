@@ -130,6 +130,26 @@ def test_figure_table_and_files(stage):
     assert "(D_f, T_f)/margin_after_DPO" in m and m["scoring/tokens_per_second"] > 0
 
 
+def test_stage_metrics_and_the_parts_a_run_may_not_have(stage):
+    exp, _, ckpts, items, _, scores, stats, tmp = stage
+    summary = dynamics.summarize(scores)
+    check = dynamics.checks(summary)[0]
+    comparison = pd.DataFrame([{"model": "SFT mix", "test set": "T_m", "margin": 0.25},
+                               {"model": "SFT mix + per-step DPO", "test set": "T_m", "margin": 0.5}])
+    m = dynamics.stage_metrics(summary, stats, ckpts, items, comparison, [check])
+    assert m == dynamics.metrics(summary, stats) | {
+        "checkpoints": len(ckpts), "examples": len(items), "variants/SFT mix/T_m/margin": 0.25,
+        "variants/SFT mix + per-step DPO/T_m/margin": 0.5, "learned": check.passed, f"learned/{check.what}": check.passed}
+    assert "checkpoints" in dynamics.stage_metrics(summary, stats, ckpts, items, None, [])
+    assert dynamics.comparison_figure(None) is None and len(dynamics.comparison_figure(comparison).data) == 2
+    # without per-step DPO in the experiment there are no variants to score, and no file
+    assert dynamics.dpo_variants(exp, None, "micro", items, {}, tmp) is None and not (tmp / dynamics.VARIANTS_FILE).exists()
+    assert not exp.probes.in_sample and dynamics.in_sample(exp, ckpts, tmp, "unused", summary, tmp) is None
+    sliced = dynamics.margin_by_direction(scores, last=4)
+    assert len(sliced) == 4 and list(sliced.columns) == ["pair", "checkpoint", "direction", "margin"]
+    assert dynamics.models_note(exp) == "probe models: trained here on the probe sets"
+
+
 def test_params_reject_inconsistent_schedule():
     from revlib.params.probes import ProbeParams
 

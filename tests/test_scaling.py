@@ -96,3 +96,49 @@ def test_kept_skill_check_names_a_broken_policy():
     eff = scaling.efficiency(_rows({64: 0.8, 128: 0.5, 256: 0.3}, {}) + [dict(rows["naive_dpo"], error=0.5,
                                                                          p_vs_sft=0.001)], "naive_dpo")
     assert eff[0]["reading"].endswith("it broke the policy (kept-skill check failed)")
+
+
+def test_summary_file_keeps_the_format_the_findings_read(tmp_path):
+    from revlib.core import io
+    from revlib.params.negatives import NegativeParams
+
+    P = NegativeParams(data_sizes=[4, 8], n_test=4, min_pairs=2, methods=["sft", "rft", "per_step_dpo"])
+    results = []
+    for size, right in ((4, [True, False, False, False]), (8, [True, True, True, False])):
+        runs = {"sft": scaling.MethodRun("sft", size, size, correct=right, steps=10),
+                "rft": scaling.MethodRun("rft", size, size + 1, correct=right[::-1], steps=10),
+                "per_step_dpo": scaling.MethodRun("per_step_dpo", size, 1, note="not trained: 1 pairs, fewer than 2")}
+        results.append(scaling.SizeResult(size, runs, positives=1, negatives=3))
+    rows = scaling.table(results, P.kept_skill_drop)
+    eff = scaling.efficiencies(rows, results, P.methods)
+    assert list(eff) == ["per_step_dpo", "rft"]  # in EFFICIENCY_METHODS' order, only the methods that ran
+    nll = [{"set": "D_syn", "id": "a", "nll": 1.0}, {"set": "D_syn", "id": "b", "nll": 2.0}, {"set": "D+", "id": "c", "nll": 0.5}]
+    path = scaling.write_summary(tmp_path, P, rows, eff, results, nll)
+    assert path == tmp_path / "scaling.json"
+    # the bytes notebook 06 wrote before its writer moved here
+    expected = io.write_json(tmp_path / "expected.json", {
+        "budget_rule": scaling.budget_rule(P), "rows": rows, "efficiency": eff,
+        "per_step_pairs_by_size": {"4": 1, "8": 1}, "min_pairs": 2,
+        "outcomes": {"4": {"sft": [True, False, False, False], "rft": [False, False, False, True], "per_step_dpo": []},
+                     "8": {"sft": [True, True, True, False], "rft": [False, True, True, True], "per_step_dpo": []}},
+        "nll": {"D+": 0.5, "D_syn": 1.5}})
+    assert path.read_bytes() == expected.read_bytes()
+    empty = scaling.write_summary(tmp_path / "none", P, rows, eff, results, [])
+    assert io.read_json(empty)["nll"] == {}
+    assert scaling.stage_metrics(rows, eff, []) == {"sft/error@4": 0.75, "rft/error@4": 0.75, "sft/error@8": 0.25,
+                                                    "rft/error@8": 0.25,
+                                                    **{f"rft/multiple@{r['size']}": r["reading"] for r in eff["rft"]},
+                                                    "learned": True}
+
+
+def test_problems_are_drawn_at_the_seed_plus_the_stage_offset():
+    from revlib.params import Experiment
+    from revlib.tasks import get_task
+
+    exp = Experiment.model_validate({"experiment": "x", "seed": 3, "stages": ["06_negative_data"],
+                                     "base_models": [{"name": "m"}], "sft": {}, "dpo": {},
+                                     "negatives": {"data_sizes": [4, 8], "n_test": 4}}, context={"base_dir": "/tmp"})
+    task, pool, test = scaling.draw_problems(exp)
+    assert scaling.PROBLEM_SEED_OFFSET == 606
+    again = get_task(exp.negatives.task, exp.negatives.knobs).sample(3 + 606, 8 + 4)
+    assert [r.id for r in test] == [r.id for r in again[:4]] and [r.id for r in pool] == [r.id for r in again[4:]]

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from revlib.tasks.grading import verified
 if TYPE_CHECKING:
     from revlib.params.negatives import Sampling
     from revlib.params.train import DPOParams
-    from revlib.modeling.train import Checkpoint, TrainResult
+    from revlib.modeling.train import Checkpoint, OnLog, TrainResult
 
 StepSplit = Literal["task", "line", "sentence"]
 _ANSWER_MARK = "\n<|im_start|>answer"
@@ -137,10 +137,6 @@ def cap_negatives(samples: Sequence[Sample], k: int | None) -> list[Sample]:
 
 def write_samples(path: str | Path, samples: Sequence[Sample]) -> Path:
     return io.write_jsonl(path, (asdict(s) | {"id": s.id} for s in samples))
-
-
-def read_samples(path: str | Path) -> list[Sample]:
-    return [Sample(**{k: v for k, v in row.items() if k != "id"}) for row in io.read_jsonl(path)]
 
 
 # ---------------------------------------------------------------- RFT
@@ -363,16 +359,33 @@ def policy_engine(ckpt: Checkpoint, params: Sampling, temperature: float | None 
     return rollouts.make_engine(params.engine, model, tokenizer, model_path=model_path, checkpoint=ckpt, vllm=params.vllm, **kwargs)
 
 
-def dpo_from(ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, dpo_params: DPOParams, seed: int,
-             epochs: int | None = None, save_every_epochs: int | None = None, on_log=None) -> TrainResult:
-    """DPO with the SFT checkpoint as start and reference (LoRA: its adapter is merged first by train.dpo)."""
-    from revlib.modeling import train
+class DPOTrainer(Protocol):
+    """What `dpo_from` trains with: `revlib.modeling.train` itself, or a stand-in with its `dpo` (tests)."""
 
+    def dpo(self, base: str, pairs: list[PreferencePair], out_dir: Path, params: DPOParams, seed: int = 0,
+            sft_adapter: str | None = None, epochs: int | None = None, save_every_epochs: int | None = None,
+            on_log: OnLog | None = None) -> TrainResult: ...
+
+
+def dpo_from(ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, dpo_params: DPOParams, seed: int,
+             epochs: int | None = None, save_every_epochs: int | None = None, on_log: OnLog | None = None,
+             trainer: DPOTrainer | None = None) -> TrainResult:
+    """DPO with an SFT checkpoint as start and reference: the one way every stage starts DPO from SFT.
+
+    A LoRA checkpoint's adapter is handed to `train.dpo`, which merges it into its base first and trains a fresh
+    adapter on the merge (the reference is the merge with the adapter off: exactly the SFT model); a full
+    checkpoint is itself the start, and trl keeps a frozen copy of it as the reference. `trainer` defaults to
+    `revlib.modeling.train`.
+    """
+    if trainer is None:
+        from revlib.modeling import train
+
+        trainer = train
     if ckpt.adapter:
-        return train.dpo(ckpt.base, pairs, out_dir, dpo_params, seed=seed, sft_adapter=ckpt.adapter,
-                         epochs=epochs, save_every_epochs=save_every_epochs, on_log=on_log)
-    return train.dpo(str(ckpt.path), pairs, out_dir, dpo_params, seed=seed, epochs=epochs,
-                     save_every_epochs=save_every_epochs, on_log=on_log)
+        return trainer.dpo(ckpt.base, pairs, out_dir, dpo_params, seed=seed, sft_adapter=ckpt.adapter,
+                           epochs=epochs, save_every_epochs=save_every_epochs, on_log=on_log)
+    return trainer.dpo(str(ckpt.path), pairs, out_dir, dpo_params, seed=seed, epochs=epochs,
+                       save_every_epochs=save_every_epochs, on_log=on_log)
 
 
 def split_pairs(pairs: Sequence[PreferencePair], share: float, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:

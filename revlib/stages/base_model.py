@@ -9,7 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -19,7 +19,10 @@ from revlib.params import Experiment
 from revlib.params.models import BaseModelSpec
 from revlib.tasks import REGISTRY, get_task
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
+    from revlib.evaluation.learning import Check
 
 CARD_JSON = "card.json"
 CARD_MD = "README.md"
@@ -78,6 +81,23 @@ def build(exp: Experiment, spec: BaseModelSpec, out_dir: Path, on_step=None) -> 
         accuracy = pretrain.primitive_accuracy(model, models.load_tokenizer(ident), _held_out(families, exp.seed, 200))
     io.write_json(out_dir / models.BASE_JSON, ref)
     return BaseResult(ref, accuracy=accuracy)
+
+
+def build_with_progress(exp: Experiment, spec: BaseModelSpec, out_dir: Path) -> BaseResult:
+    """`build`, with a progress bar over the embedded base's pretraining steps (the loss beside it)."""
+    from tqdm import tqdm
+
+    progress = tqdm(total=spec.pretrain.steps if spec.source == "embedded" else 0, desc="pretraining", mininterval=30,
+                    disable=False)
+
+    def on_step(step: int, loss: float) -> None:
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+    try:
+        return build(exp, spec, out_dir, on_step=on_step)
+    finally:
+        progress.close()
 
 
 def _build_from_gguf(spec: BaseModelSpec, out_dir: Path) -> BaseResult:
@@ -188,6 +208,24 @@ def verify_shipped(folder: Path, expected: str | None) -> dict[str, Any] | None:
     return card
 
 
+def loss_figure(result: BaseResult) -> go.Figure | None:
+    """The pretraining loss of an embedded base, by step; None for a base not pretrained here."""
+    from revlib.core import report
+
+    if not result.curve:
+        return None
+    return report.curves(result.curve, "step", ["loss"], "Pretraining loss on primitive skills", log_y=True)
+
+
+def lr_figure(result: BaseResult) -> go.Figure | None:
+    """The pretraining learning rate of an embedded base, by step; None for a base not pretrained here."""
+    from revlib.core import report
+
+    if not result.curve:
+        return None
+    return report.curves(result.curve, "step", ["lr"], "Learning rate")
+
+
 def accuracy_table(result: BaseResult) -> pd.DataFrame:
     return pd.DataFrame(result.accuracy or [{"task": "(not an embedded model)", "accuracy": None}])
 
@@ -198,8 +236,15 @@ def accuracy_table(result: BaseResult) -> pd.DataFrame:
 PRIMITIVE_TARGETS = {"arith": 0.98, "star_graph": None}
 
 
-def checks(result: BaseResult) -> list:
+def checks(result: BaseResult) -> list[Check]:
     from revlib.evaluation import learning
 
     return [learning.accuracy(f"{row['task']} primitive skills (held out)", row["correct"], row["problems"],
                               row["chance"], PRIMITIVE_TARGETS.get(row["task"], 0.9)) for row in result.accuracy]
+
+
+def stage_metrics(result: BaseResult, checks: list[Check]) -> dict[str, Any]:
+    """What 00 records in metrics.json: the base's size, source, final pretraining loss and skills, and the checks."""
+    from revlib.evaluation import learning
+
+    return result.metrics | learning.metrics(checks)

@@ -12,6 +12,7 @@ nothing earlier is deleted. Grading and the judge's verdicts (cached too) are re
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -23,12 +24,14 @@ from typing import Any, Callable
 import pandas as pd
 
 from revlib.core import io
-from revlib.evaluation import harness, score, tables
+from revlib.evaluation import harness, score, stage_checks, tables
+from revlib.evaluation.learning import Check
 from revlib.evaluation.judge import LLMJudge
 from revlib.params.benchmarks import SYNTHETIC_TASKS
+from revlib.stages.context import StageContext
 
 
-def models_to_evaluate(ctx: Any) -> list[harness.ModelRef]:
+def models_to_evaluate(ctx: StageContext) -> list[harness.ModelRef]:
     """The base model and the final SFT/DPO checkpoints of this cell's model, as params ask and stages allow."""
 
     exp, bp, name = ctx.exp, ctx.exp.benchmarks, ctx.values["model"]
@@ -58,11 +61,23 @@ def models_to_evaluate(ctx: Any) -> list[harness.ModelRef]:
     return refs
 
 
+def models_table(refs: list[harness.ModelRef]) -> pd.DataFrame:
+    return pd.DataFrame([{"model": r.label, "train set": r.train_set, "weights": r.pretrained, "adapter": r.adapter or "-"}
+                         for r in refs])
+
+
+def print_model(ref: harness.ModelRef, ev: harness.ModelEval) -> None:
+    """A line per model evaluated: how long it took and lm-eval's own accuracy per benchmark."""
+    print(f"{ref.label}/{ref.train_set}: {ev.seconds:.1f}s {ev.lm_eval_acc}")
+
+
 EVAL_STORE = "eval_store"
 # modules that only grade, judge and tabulate stored samples: changing them re-scores, never re-generates
-# (the teachers' modules are reached only through the judge's API client)
+# (the teachers' modules are reached only through the judge's API client; stages/context.py only names what a stage
+# reads from its context, stages/maybe.py only shows report parts)
 POSTPROCESSING = {"revlib/evaluation/judge.py", "revlib/evaluation/score.py", "revlib/evaluation/tables.py",
-                  "revlib/core/stats.py", "revlib/stages/benchmarks.py"}
+                  "revlib/core/stats.py", "revlib/stages/benchmarks.py", "revlib/stages/context.py",
+                  "revlib/stages/maybe.py"}
 POSTPROCESSING_FOLDERS = ("revlib/data/teachers/",)
 
 
@@ -144,12 +159,16 @@ class StageResult:
             out[f"world_alive/{w['benchmark']}"] = w["alive"]
         return out
 
+    def world_table(self) -> pd.DataFrame | None:
+        """The task-world benchmarks: chance, best model, alive; None when the experiment has none."""
+        return pd.DataFrame(self.world) if self.world else None
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def run(ctx: Any, refs: list[harness.ModelRef] | None = None,
+def run(ctx: StageContext, refs: list[harness.ModelRef] | None = None,
         on_model: Callable[[harness.ModelRef, harness.ModelEval], None] | None = None) -> StageResult:
     from revlib.data import world
 
@@ -206,3 +225,42 @@ def run(ctx: Any, refs: list[harness.ModelRef] | None = None,
     if judge is not None:
         judge.close()
     return StageResult(results, t1, t2, seconds, reused, alive)
+
+
+RESULT_COLUMNS = ["stage", "train_set", "task", "problems", "accuracy", "ci_low", "ci_high", "lm_eval_acc", "no_answer",
+                  "judged"]
+
+
+def results_table(result: StageResult) -> pd.DataFrame:
+    """Accuracy per model and benchmark, with its interval and lm-eval's own aggregate."""
+    return result.results[RESULT_COLUMNS]
+
+
+def checks(ctx: StageContext, result: StageResult) -> list[Check]:
+    """Did the SFT models learn? Each answers its own direction's synthetic test set above chance (the commonest
+    answer of 01's test set, read only when a synthetic benchmark ran)."""
+    needs_data = any(t.startswith("synthetic_") for t in ctx.exp.benchmarks.tasks)
+    return stage_checks.benchmark_checks(result.results, ctx.upstream("01_reverse_data") if needs_data else None)
+
+
+def table_html(table: tables.Table, missing: str) -> str:
+    """A table as HTML, or a paragraph saying why it has no rows."""
+    return table.html() if len(table.cells) else f"<p>{html.escape(missing)}</p>"
+
+
+SAMPLE_COLUMNS = ["model", "task", "doc_id", "gold", "extracted", "correct", "reason", "response"]
+
+
+def sample_responses(out_dir: Path, per_file: int = 2) -> pd.DataFrame:
+    """The first responses of each benchmark for every model, as `run` saved them under samples/."""
+    samples = pd.concat([pd.read_json(p, lines=True).head(per_file).assign(model=p.parent.name)
+                         for p in sorted((Path(out_dir) / "samples").glob("*/*.jsonl"))], ignore_index=True)
+    return samples[SAMPLE_COLUMNS]
+
+
+def stage_metrics(result: StageResult, checks: list[Check]) -> dict[str, Any]:
+    """What 05 records in metrics.json: accuracy and problems per model and benchmark, seconds, which task-world
+    benchmarks are alive, and the learning checks."""
+    from revlib.evaluation import learning
+
+    return result.metrics() | learning.metrics(checks)

@@ -14,18 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from revlib.data import negatives
 from revlib.data.sets import load_pairs, load_set, set_path
 from revlib.core import io
 from revlib.modeling import probes
 from revlib.params import Experiment
 from revlib.core.records import Record
+
+if TYPE_CHECKING:
+    from revlib.evaluation.learning import Check
 
 SHORT = {"forward": "f", "reverse": "r", "mix": "m"}
 SCORES_FILE = "scores.parquet"
@@ -89,13 +93,8 @@ def train_probe_models(exp: Experiment, base: str, data_dir: Path, out_dir: Path
         run = Path(out_dir) / "train" / train_set
         sft = trainer.sft(base, records, run / "sft", sft_params, seed=exp.seed, epochs=p.sft_epochs,
                           save_every_epochs=p.sft_save_every, on_log=on_log)
-        final = sft.final
-        if final.adapter is not None:  # LoRA: DPO merges the SFT adapter into a new base
-            dpo = trainer.dpo(base, pairs, run / "dpo", dpo_params, seed=exp.seed, sft_adapter=final.adapter,
-                              epochs=p.dpo_epochs, save_every_epochs=p.dpo_save_every, on_log=on_log)
-        else:  # full fine-tuning: DPO starts from the SFT checkpoint itself
-            dpo = trainer.dpo(str(final.path), pairs, run / "dpo", dpo_params, seed=exp.seed,
-                              epochs=p.dpo_epochs, save_every_epochs=p.dpo_save_every, on_log=on_log)
+        dpo = negatives.dpo_from(sft.final, pairs, run / "dpo", dpo_params, exp.seed, epochs=p.dpo_epochs,
+                                 save_every_epochs=p.dpo_save_every, on_log=on_log, trainer=trainer)
         x = 0
         if p.include_base:
             out.append(ProbeCheckpoint(train_set, "base", 0.0, 0, 0, Path(base), base, None))
@@ -129,6 +128,12 @@ def probe_models(exp: Experiment, base: str, data_dir: Path, out_dir: Path,
     if exp.probes.models == "stages":
         return stage_checkpoints(exp, base, upstream, model)
     return train_probe_models(exp, base, data_dir, out_dir)
+
+
+def models_note(exp: Experiment) -> str:
+    """Where the probe models came from, in a line for the report."""
+    where = "trained here on the probe sets" if exp.probes.models == "train" else "the checkpoints of 02_sft and 03_dpo"
+    return f"probe models: {where}"
 
 
 def test_sets(exp: Experiment) -> list[str]:
@@ -320,6 +325,23 @@ def metrics(summary: pd.DataFrame, stats: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stage_metrics(summary: pd.DataFrame, stats: dict[str, Any], checkpoints: list[ProbeCheckpoint],
+                  items: list[probes.ProbeItem], comparison: pd.DataFrame | None, checks: list[Check]) -> dict[str, Any]:
+    """What 04 records in metrics.json: the headline margins and scoring throughput, how much was scored, each DPO
+    variant's margin per test set (where 03 ran per-step DPO), and the learning checks."""
+    from revlib.evaluation import learning
+
+    variants = {} if comparison is None else {f"variants/{r['model']}/{r['test set']}/margin": r["margin"]
+                                              for r in comparison.to_dict("records")}
+    return (metrics(summary, stats) | {"checkpoints": len(checkpoints), "examples": len(items)} | variants
+            | learning.metrics(checks))
+
+
+def margin_by_direction(scores: pd.DataFrame, last: int = 12) -> pd.DataFrame:
+    """Mean margin per (pair, checkpoint, test-example direction): the last `last` rows, to show slicing the scores."""
+    return scores.groupby(["pair", "checkpoint", "direction"], sort=False)["margin"].mean().reset_index().tail(last)
+
+
 def checkpoint_frame(checkpoints: list[ProbeCheckpoint]) -> pd.DataFrame:
     return pd.DataFrame([{"train set": c.train_set, "x": c.x, "checkpoint": c.label, "step": c.step,
                           "LoRA": c.adapter is not None, "path": str(c.path)} for c in checkpoints])
@@ -339,6 +361,21 @@ def dpo_variant_models(exp: Experiment, upstream: Callable[[str, str], Path], mo
                                    (f"SFT {s} + per-step DPO", "03_dpo", f"{model}__{s}__per_step")):
             out[label] = train.load_checkpoints(upstream(stage, cell))[-1]
     return out
+
+
+VARIANTS_FILE = "dpo_variants.csv"
+
+
+def dpo_variants(exp: Experiment, upstream: Callable[[str, str], Path], model: str, items: list[probes.ProbeItem],
+                 members: dict[str, list[str]], out_dir: Path) -> pd.DataFrame | None:
+    """Where 03 also ran per-step DPO: its SFT model, directional DPO and per-step DPO scored on the same test probes
+    (written to dpo_variants.csv); None when `dpo.per_step` is not set."""
+    variant_models = dpo_variant_models(exp, upstream, model)
+    if not variant_models:
+        return None
+    comparison = compare_models(exp, items, members, variant_models)
+    comparison.to_csv(Path(out_dir) / VARIANTS_FILE, index=False)
+    return comparison
 
 
 def compare_models(exp: Experiment, items: list[probes.ProbeItem], members: dict[str, list[str]],
@@ -362,7 +399,10 @@ def compare_models(exp: Experiment, items: list[probes.ProbeItem], members: dict
     return pd.DataFrame(rows)
 
 
-def comparison_figure(frame: pd.DataFrame) -> go.Figure:
+def comparison_figure(frame: pd.DataFrame | None) -> go.Figure | None:
+    """Margin per test set of each DPO variant and its SFT model; None without variants."""
+    if frame is None:
+        return None
     fig = go.Figure()
     for label, grp in frame.groupby("model", sort=False):
         fig.add_trace(go.Bar(name=label, x=grp["test set"], y=grp["margin"],
@@ -382,7 +422,7 @@ def last_checkpoint(frame: pd.DataFrame, phase: str) -> pd.DataFrame | None:
 
 
 def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | None = -0.5,
-           min_fall_dpo: float = 0.05) -> list:
+           min_fall_dpo: float = 0.05) -> list[Check]:
     """Did the probe models learn? In distribution: SFT raised ALP(y+) by at least `min_rise` (and above
     `min_after_sft`, where a bar is set) and opened a positive margin, and DPO lowered ALP(y-) (Figure 2's shape)."""
     from revlib.evaluation import learning
@@ -409,6 +449,22 @@ def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | 
         out.append(learning.change("in-distribution ALP(y-), last SFT to last DPO checkpoint", neg_sft, neg_dpo, -1,
                                    min_fall_dpo))
     return out
+
+
+IN_SAMPLE_FILE = "in_sample.csv"
+
+
+def in_sample(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_dir: Path, base: str, summary: pd.DataFrame,
+              out_dir: Path) -> pd.DataFrame | None:
+    """With `probes.in_sample`: `in_sample_table` with the base model's tokenizer, written to in_sample.csv;
+    None when it is off (only the held-out test probes are scored)."""
+    if not exp.probes.in_sample:
+        return None
+    from revlib.modeling import models
+
+    table = in_sample_table(exp, checkpoints, data_dir, models.load_tokenizer(base), summary)
+    table.to_csv(Path(out_dir) / IN_SAMPLE_FILE, index=False)
+    return table
 
 
 def in_sample_table(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_dir: Path, tokenizer: Any,

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from revlib.core import io, render, stats
 from revlib.data import negatives
 from revlib.core.records import PreferencePair, Record
 from revlib.tasks.base import TaskFamily
 
 if TYPE_CHECKING:
+    from revlib.evaluation.learning import Check
     from revlib.params import Experiment
     from revlib.params.negatives import NegativeParams
     from revlib.modeling.train import Checkpoint
@@ -82,6 +85,20 @@ def split_problems(task: TaskFamily, seed: int, sizes: Sequence[int], n_test: in
     """(nested training pool, test set): one draw, so every data size's set extends the smaller ones."""
     pool = task.sample(seed, max(sizes) + n_test)
     return pool[n_test:], pool[:n_test]
+
+
+# the problems are drawn at the experiment's seed plus this, apart from the draws other stages make at the seed
+PROBLEM_SEED_OFFSET = 606
+
+
+def draw_problems(exp: Experiment) -> tuple[TaskFamily, list[Record], list[Record]]:
+    """The experiment's task family, its nested training pool and its test problems."""
+    from revlib.tasks import get_task
+
+    P = exp.negatives
+    task = get_task(P.task, P.knobs)
+    train_pool, test = split_problems(task, exp.seed + PROBLEM_SEED_OFFSET, P.data_sizes, P.n_test)
+    return task, train_pool, test
 
 
 def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path):
@@ -192,6 +209,13 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Reco
                                                   "correct": r.correct, "train_correct": r.train_correct}
                                               for m, r in runs.items()})
     return SizeResult(size, runs, positives, len(samples) - positives, credits)
+
+
+def run_sizes(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Record], test: list[Record],
+              out_dir: Path, log: Callable[[str], None] = print) -> list[SizeResult]:
+    """Every method at every data size, smallest first, each size under out_dir/n<size>."""
+    return [run_size(exp, base, task, train_pool, test, n, Path(out_dir) / f"n{n}", log)
+            for n in sorted(exp.negatives.data_sizes)]
 
 
 # ---------------------------------------------------------------- read-outs
@@ -327,6 +351,93 @@ def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.
             row["reading"] += "; it broke the policy (kept-skill check failed)"
         out.append(row)
     return out
+
+
+EFFICIENCY_METHODS = ("rft_self", "per_step_dpo", "naive_dpo", "rft", "adv_rft")  # the order the table lists them
+
+
+def outcomes_by_size(results: Sequence[SizeResult]) -> dict[int, dict[str, list[bool]]]:
+    """size -> method -> per-test-problem correctness."""
+    return {r.size: {m: run.correct for m, run in r.runs.items()} for r in results}
+
+
+def efficiencies(rows: Sequence[dict[str, Any]], results: Sequence[SizeResult], methods: Sequence[str]
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """`efficiency` of each method the experiment ran, with bootstrap intervals over its test problems."""
+    outcomes = outcomes_by_size(results)
+    return {m: efficiency(rows, m, outcomes=outcomes) for m in EFFICIENCY_METHODS if m in methods}
+
+
+def efficiency_table(eff: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    return pd.DataFrame([r for rs in eff.values() for r in rs])
+
+
+def sft_checks(results: Sequence[SizeResult], test: Sequence[Record], min_drop: float = 0.1) -> list[Check]:
+    """Did SFT learn, and learn more from more data? Its test error falls by `min_drop` from the smallest to the
+    largest size, and at the largest size it answers above chance."""
+    from revlib.evaluation import learning
+
+    by_size = sorted(results, key=lambda r: r.size)
+    first, last = by_size[0].runs["sft"], by_size[-1].runs["sft"]
+    return [learning.change("SFT test error, smallest to largest data size", first.error, last.error, -1, min_drop),
+            learning.accuracy(f"SFT accuracy at n={last.size}", sum(last.correct), len(last.correct),
+                              stats.chance_accuracy([p.gold for p in test]))]
+
+
+def self_positives(out_dir: Path, size: int) -> list[Record]:
+    """The SFT policy's own verified positives at one size (its RFT-on-D+ data), none if that method did not run."""
+    path = Path(out_dir) / f"n{size}" / "rft_self.jsonl"
+    return [Record(**r) for r in io.read_jsonl(path)] if path.exists() else []
+
+
+def likelihoods(base: str, train_pool: list[Record], results: Sequence[SizeResult], out_dir: Path
+                ) -> list[dict[str, Any]]:
+    """Figure 3 at the largest size: `response_nll` of its synthetic problems (D_syn) and of the SFT policy's own
+    positives (D+) under the base model; none without D+."""
+    largest = results[-1].size
+    d_plus = self_positives(out_dir, largest)
+    return response_nll(base, {"D_syn": train_pool[:largest], "D+": d_plus}) if d_plus else []
+
+
+def nll_table(nll: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
+    """Mean, spread and count of the per-token NLL of each set; None without NLL rows."""
+    if not nll:
+        return None
+    return pd.DataFrame(nll).groupby("set")["nll"].agg(["mean", "std", "count"]).reset_index()
+
+
+def method_values(exp: Experiment, task: TaskFamily, results: Sequence[SizeResult], test: list[Record]
+                  ) -> list[dict[str, Any]]:
+    """Figure 7 at the largest size: `values_by_method` of every trained method on the first `value_problems` test
+    problems; none when `value_problems` is 0."""
+    P = exp.negatives
+    ckpts = {m: r.checkpoint for m, r in results[-1].runs.items() if r.checkpoint is not None}
+    return values_by_method(exp, task, ckpts, test[: P.value_problems]) if P.value_problems else []
+
+
+SUMMARY_FILE = "scaling.json"  # read by revlib.lab.findings
+
+
+def write_summary(out_dir: Path, P: NegativeParams, rows: list[dict[str, Any]], eff: dict[str, list[dict[str, Any]]],
+                  results: Sequence[SizeResult], nll: Sequence[dict[str, Any]]) -> Path:
+    """scaling.json: the budget rule, the table's rows, the efficiency readings, per-step pairs per size, the pair
+    floor, every method's per-test-problem outcomes by size and the mean NLL per set (what the findings read)."""
+    return io.write_json(Path(out_dir) / SUMMARY_FILE, {
+        "budget_rule": budget_rule(P), "rows": rows, "efficiency": eff,
+        "per_step_pairs_by_size": per_step_pairs_by_size(rows), "min_pairs": P.min_pairs,
+        "outcomes": {str(r.size): {m: run.correct for m, run in r.runs.items()} for r in results},
+        "nll": pd.DataFrame(nll).groupby("set")["nll"].mean().to_dict() if nll else {},
+    })
+
+
+def stage_metrics(rows: Sequence[dict[str, Any]], eff: dict[str, list[dict[str, Any]]], checks: Sequence[Check]
+                  ) -> dict[str, Any]:
+    """What 06 records in metrics.json: each measured error, each efficiency reading, and the learning checks."""
+    from revlib.evaluation import learning
+
+    out = {f"{r['method']}/error@{r['size']}": r["error"] for r in rows if r["error"] is not None}
+    out |= {f"{m}/multiple@{r['size']}": r["reading"] for m, rs in eff.items() for r in rs}
+    return out | learning.metrics(checks)
 
 
 def values_by_method(exp: Experiment, task: TaskFamily, ckpts: dict[str, Checkpoint], problems: list[Record]

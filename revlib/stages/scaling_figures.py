@@ -38,8 +38,11 @@ def scaling_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> go
     return fig
 
 
-def self_data_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """Figures 2 and 9: RFT on the learner's own positives D+ alone against SFT on synthetic data D_syn."""
+def self_data_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> go.Figure | None:
+    """Figures 2 and 9: RFT on the learner's own positives D+ alone against SFT on synthetic data D_syn; None when
+    `rft_self` is not among the methods."""
+    if "rft_self" not in methods:
+        return None
     fig = go.Figure()
     _curve(fig, rows, "sft", "SFT on D_syn (n problems)")
     _curve(fig, rows, "rft_self", "RFT on D+ only (positives the SFT model wrote for the same n problems)")
@@ -49,8 +52,10 @@ def self_data_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
     return fig
 
 
-def values_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """Figure 7: average Monte-Carlo value after each step, one line per method."""
+def values_figure(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
+    """Figure 7: average Monte-Carlo value after each step, one line per method; None without rows."""
+    if not rows:
+        return None
     fig = go.Figure()
     for m in dict.fromkeys(r["method"] for r in rows):
         pts = [r for r in rows if r["method"] == m]
@@ -61,8 +66,10 @@ def values_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
     return fig
 
 
-def advantages_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """Figure 10: step advantages in positive and in negative traces, per step index."""
+def advantages_figure(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
+    """Figure 10: step advantages in positive and in negative traces, per step index; None without rows."""
+    if not rows:
+        return None
     fig = go.Figure()
     for trace, colour in (("positive", "#2ca02c"), ("negative", "#d62728")):
         pts = [r for r in rows if r["trace"] == trace]
@@ -74,8 +81,11 @@ def advantages_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
     return fig
 
 
-def nll_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """Figure 3: per-token NLL of self-generated positives D+ and synthetic data D_syn under one model."""
+def nll_figure(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
+    """Figure 3: per-token NLL of self-generated positives D+ and synthetic data D_syn under one model; None without
+    rows."""
+    if not rows:
+        return None
     fig = go.Figure()
     for name in dict.fromkeys(r["set"] for r in rows):
         fig.add_trace(go.Histogram(x=[r["nll"] for r in rows if r["set"] == name], name=name, opacity=0.6,

@@ -10,8 +10,9 @@ explores, and much less from the over-trained one, which has memorised.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +21,10 @@ from revlib.data import negatives
 from revlib.core.records import Record
 from revlib.tasks import get_task
 from revlib.tasks.grading import verified
+
+if TYPE_CHECKING:
+    from revlib.evaluation.learning import Check
+    from revlib.params import Experiment
 
 
 def path_outcome(problem: Record, answer: str) -> dict[str, bool]:
@@ -109,7 +114,11 @@ def base_lookup(base: str, task: Any, seed: int, n: int = 200) -> dict[str, Any]
             "pretrained_on": pretrained_on, "same_knobs": same_knobs}
 
 
-def run(exp: Any, base: str, out_dir: Path, log=print) -> dict[str, Any]:
+# the problems are drawn at the experiment's seed plus this, apart from the draws other stages make at the seed
+PROBLEM_SEED_OFFSET = 707
+
+
+def run(exp: Experiment, base: str, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """SFT with per-epoch checkpoints, then per-step DPO from the under- and over-trained checkpoints."""
     from revlib.modeling import train
 
@@ -120,7 +129,7 @@ def run(exp: Any, base: str, out_dir: Path, log=print) -> dict[str, Any]:
     log(f"base edge look-ups: {lookup['k']}/{lookup['n']} right ({lookup['accuracy']:.1%}; chance {lookup['chance']:.1%})")
     if lookup["same_knobs"] is False:
         log(f"the base was pretrained on star graphs with other knobs ({lookup['pretrained_on']}) than this experiment's")
-    pool = task.sample(seed + 707, P.n_train + P.n_test)
+    pool = task.sample(seed + PROBLEM_SEED_OFFSET, P.n_train + P.n_test)
     test, problems = pool[:P.n_test], pool[P.n_test:]
     probe = test[: P.probe_problems]
     sft = train.sft(base, problems, out_dir / "sft", exp.sft, seed=seed, epochs=P.over_epochs, save_every_epochs=1)
@@ -238,6 +247,13 @@ def metrics(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stage_metrics(result: dict[str, Any], checks: list[Check]) -> dict[str, Any]:
+    """What 07 records in metrics.json: `metrics` and the learning checks."""
+    from revlib.evaluation import learning
+
+    return metrics(result) | learning.metrics(checks)
+
+
 def _series(result: dict[str, Any], key: str) -> list[tuple[str, list[float], list[float]]]:
     """(name, x, y) for SFT over its epochs and for DPO from each start, placed after its start epoch."""
     out = [("SFT", [r["epoch"] for r in result["sft_curve"]], [r[key] for r in result["sft_curve"]])]
@@ -304,7 +320,7 @@ def summary_table(result: dict[str, Any]):
     } for name, epoch, r in rows])
 
 
-def checks(result: dict[str, Any]) -> list:
+def checks(result: dict[str, Any]) -> list[Check]:
     """Did the run reach the studied state? Base look-ups above chance (reported, no target), SFT valid paths
     >= 70%, and SFT's first node within 15 points of 1/degree."""
     from revlib.evaluation import learning
