@@ -198,3 +198,21 @@ def test_figure_renders_offline_in_a_browser(probes_run):
     dom = rendered_dom((run_dir / "04_probe_dynamics.html").resolve(), tmp)
     assert len(re.findall(r'class="[^"]*js-plotly-plot', dom)) >= 1 and 'class="main-svg"' in dom
     assert "SFT | DPO" in dom  # the stage boundary annotation, drawn by plotly.js
+
+
+def _summary_rows(train_set: str, phases: list[tuple[str, float, float, float]]) -> list[dict]:
+    return [{"train_set": train_set, "test_set": train_set, "pair": dynamics.pair_name(train_set, train_set),
+             "distribution": "ID", "phase": phase, "x": x, "alp_chosen": pos, "alp_rejected": neg,
+             "margin": pos - neg} for phase, x, pos, neg in phases]
+
+
+def test_dpo_check_compares_the_training_sets_that_have_dpo():
+    # D_f and D_r end SFT far lower in y- than D_m; only D_m gets DPO, which lowers its y- by 0.002
+    rows = (_summary_rows("forward", [("base", 0, -2.2, -2.4), ("sft", 2, -2.0, -2.30)])
+            + _summary_rows("reverse", [("base", 0, -2.2, -2.5), ("sft", 2, -2.0, -2.30)])
+            + _summary_rows("mix", [("base", 0, -2.2, -2.4), ("sft", 2, -1.9, -2.150), ("dpo", 3, -1.9, -2.152)]))
+    summary = pd.DataFrame(rows)
+    fall = [c for c in dynamics.checks(summary, 0.1, None, 0.001) if c.what.startswith("in-distribution ALP(y-)")]
+    assert len(fall) == 1 and fall[0].passed and fall[0].reference == pytest.approx(-2.150)
+    assert not [c for c in dynamics.checks(summary, 0.1, None, 0.005) if c.what.startswith("in-distribution ALP(y-)")][0].passed
+    assert not [c for c in dynamics.checks(summary, 0.1, None, None) if c.what.startswith("in-distribution ALP(y-)")]

@@ -422,15 +422,16 @@ def last_checkpoint(frame: pd.DataFrame, phase: str) -> pd.DataFrame | None:
 
 
 def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | None = -0.5,
-           min_fall_dpo: float = 0.05) -> list[Check]:
+           min_fall_dpo: float | None = 0.05) -> list[Check]:
     """Did the probe models learn? In distribution: SFT raised ALP(y+) by at least `min_rise` (and above
-    `min_after_sft`, where a bar is set) and opened a positive margin, and DPO lowered ALP(y-) (Figure 2's shape)."""
+    `min_after_sft`, where a bar is set) and opened a positive margin, and DPO lowered ALP(y-) by `min_fall_dpo`
+    (where a bar is set), compared on the training sets that have DPO models."""
     from revlib.evaluation import learning
 
     idf = summary[summary["distribution"] == "ID"]
 
-    def at(phase: str, metric: str) -> float | None:
-        last = last_checkpoint(idf, phase)
+    def at(phase: str, metric: str, frame: pd.DataFrame = idf) -> float | None:
+        last = last_checkpoint(frame, phase)
         return None if last is None else float(last[metric].mean())
 
     out = []
@@ -444,8 +445,9 @@ def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | 
                                       "likely, not just likelier)"))
         margin = at("sft", "margin")
         out.append(learning.change("in-distribution margin ALP(y+) - ALP(y-) after SFT", 0.0, margin, +1, 0.05))
-    neg_sft, neg_dpo = at("sft", "alp_rejected"), at("dpo", "alp_rejected")
-    if neg_sft is not None and neg_dpo is not None:
+    with_dpo = idf[idf["train_set"].isin(set(idf.loc[idf["phase"] == "dpo", "train_set"]))]
+    neg_sft, neg_dpo = at("sft", "alp_rejected", with_dpo), at("dpo", "alp_rejected", with_dpo)
+    if min_fall_dpo is not None and neg_sft is not None and neg_dpo is not None:
         out.append(learning.change("in-distribution ALP(y-), last SFT to last DPO checkpoint", neg_sft, neg_dpo, -1,
                                    min_fall_dpo))
     return out
@@ -494,11 +496,12 @@ def in_sample_table(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_di
                 if phase == "base" and base_scores:  # one base serves every training set
                     scores = [base_scores[it.id] for it in items]
                 else:
+                    # every pass scores all items: the lower layers' states, computed once for them, are reused
                     with bank.use(ck) as model:
-                        scores = scorer.score(model, all_items if phase == "base" else items, frozen_below=frozen)
+                        scored = {sc.id: sc for sc in scorer.score(model, all_items, frozen_below=frozen)}
+                    scores = [scored[it.id] for it in items]
                     if phase == "base":
-                        base_scores = {sc.id: sc for sc in scores}
-                        scores = [base_scores[it.id] for it in items]
+                        base_scores = scored
                 held = summary[(summary["train_set"] == train_set) & (summary["test_set"] == train_set)
                                & (summary["x"] == ck.x)]
                 row = {"pair": pair_name(train_set, train_set), "checkpoint": ck.label,
