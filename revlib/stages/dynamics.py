@@ -30,6 +30,7 @@ from revlib.core.records import Record
 
 if TYPE_CHECKING:
     from revlib.evaluation.learning import Check
+    from revlib.params.probes import ProbeParams
 
 SHORT = {"forward": "f", "reverse": "r", "mix": "m"}
 SCORES_FILE = "scores.parquet"
@@ -214,7 +215,7 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
     return frame, stats
 
 
-def scoring_tools(p: Any) -> tuple[probes.ModelBank, probes.Scorer]:
+def scoring_tools(p: ProbeParams) -> tuple[probes.ModelBank, probes.Scorer]:
     """The model bank and scorer the probe params configure (one per scoring pass)."""
     return (probes.ModelBank(dtype=p.score_dtype),
             probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt))

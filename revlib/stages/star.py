@@ -24,7 +24,11 @@ from revlib.tasks.grading import verified
 
 if TYPE_CHECKING:
     from revlib.evaluation.learning import Check
+    from revlib.modeling.rollouts import Sampler
+    from revlib.modeling.train import Checkpoint
     from revlib.params import Experiment
+    from revlib.params.negatives import StarGraphParams
+    from revlib.tasks.base import TaskFamily
 
 
 def path_outcome(problem: Record, answer: str) -> dict[str, bool]:
@@ -63,7 +67,7 @@ def critical_token_prob(model: Any, tokenizer: Any, problems: list[Record]) -> f
     return total / len(problems)
 
 
-def critical_q_value(engine: Any, task: Any, problems: list[Record], rollouts: int, seed: int) -> dict[str, float]:
+def critical_q_value(engine: Sampler, task: TaskFamily, problems: list[Record], rollouts: int, seed: int) -> dict[str, float]:
     """Monte-Carlo Q-value of the critical token: success rate of rollouts after "centre>first\n" (the right
     first node), beside the value of the state before it (rollouts from the think header alone)."""
     right = [(p.question, render.THINK + f"{p.meta['path'][0]}>{p.meta['path'][1]}\n") for p in problems]
@@ -75,7 +79,7 @@ def critical_q_value(engine: Any, task: Any, problems: list[Record], rollouts: i
     return {"critical_q_value": sum(wins[:len(problems)]) / total, "start_value": sum(wins[len(problems):]) / total}
 
 
-def test_counts(engine: Any, task: Any, test: list[Record], seed: int) -> dict[str, int]:
+def test_counts(engine: Sampler, task: TaskFamily, test: list[Record], seed: int) -> dict[str, int]:
     """Greedy answers to the test problems: how many are valid paths, start on the right arm, are right."""
     outs = engine.sample([(p.question, render.THINK) for p in test], 1, seed)
     counts = {"n": len(test), "valid": 0, "first_node": 0, "correct": 0}
@@ -86,7 +90,8 @@ def test_counts(engine: Any, task: Any, test: list[Record], seed: int) -> dict[s
     return counts
 
 
-def checkpoint_readout(ckpt: Any, P: Any, task: Any, test: list[Record], probe: list[Record], seed: int) -> dict[str, Any]:
+def checkpoint_readout(ckpt: Checkpoint, P: StarGraphParams, task: TaskFamily, test: list[Record], probe: list[Record],
+                       seed: int) -> dict[str, Any]:
     """Test error with its counts (greedy), and the critical token's probability and Q-value on the probe problems."""
     from revlib.modeling import train
 
@@ -98,7 +103,7 @@ def checkpoint_readout(ckpt: Any, P: Any, task: Any, test: list[Record], probe: 
             "valid_path_rate": counts["valid"] / counts["n"], "first_node_accuracy": counts["first_node"] / counts["n"]}
 
 
-def base_lookup(base: str, task: Any, seed: int, n: int = 200) -> dict[str, Any]:
+def base_lookup(base: str, task: TaskFamily, seed: int, n: int = 200) -> dict[str, Any]:
     """Held-out edge look-up accuracy of the base (the same held-out set as stage 00's), with its counts."""
     import random
 
