@@ -51,7 +51,10 @@ def request_ids(tokenizer: Any, question: str, partial: str, system: str | None 
 
 def vllm_available() -> bool:
     """Whether vLLM is installed (found, not imported: importing it costs seconds)."""
-    return importlib.util.find_spec("vllm") is not None
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except ValueError:  # already imported without a spec (a stand-in module): importable all the same
+        return True
 
 
 def _stable_seed(*parts: Any) -> int:
