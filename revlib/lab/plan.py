@@ -12,7 +12,7 @@ from typing import Any
 
 from revlib.core.io import REPO_ROOT
 from revlib.params import Experiment
-from revlib.params.stages import BY_NAME, DATA_CELL, STAGE_NAMES, dpo_cells  # noqa: F401 (dpo_cells: the plan's API)
+from revlib.params.stages import BY_NAME, STAGE_NAMES
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
