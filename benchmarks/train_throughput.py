@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from revlib.core import render
-from revlib.modeling import train
+from revlib.modeling import train, train_rows
 from revlib.modeling.models import build_model, build_tokenizer
 from revlib.params.train import DPOParams, Lora, SFTParams
 from revlib.core.records import PreferencePair
@@ -172,9 +172,9 @@ def main() -> None:
     sp = SFTParams(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, max_length=length, lora=lora)
     dp = DPOParams(epochs=args.epochs, batch_size=max(1, args.batch_size // 2), lr=1e-4, max_length=length,
                    max_prompt_length=prompt_length, lora=lora)
-    sft_tokens = sum(len(r["input_ids"]) for r in train.sft_rows(tok, records, sp.max_length))
+    sft_tokens = sum(len(r["input_ids"]) for r in train_rows.sft_rows(tok, records, sp.max_length)[0])
     dpo_tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
-                     for r in train.dpo_rows(tok, pairs, dp.max_length, dp.max_prompt_length))
+                     for r in train_rows.dpo_rows(tok, pairs, dp.max_length, dp.max_prompt_length)[0])
     print(f"model {args.preset}, {len(records)} SFT examples ({sft_tokens} tokens/epoch), {len(pairs)} DPO pairs "
           f"({dpo_tokens} tokens/epoch), {args.epochs} epochs per run, {args.repeats} interleaved pairs, "
           f"{torch.get_num_threads()} threads, device {'cuda' if torch.cuda.is_available() else 'cpu'}")

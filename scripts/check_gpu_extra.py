@@ -1,33 +1,34 @@
-"""Check that the `gpu` extra's pins resolve together with revlib's own pins, without installing CUDA builds.
+"""Check that `pip install -c requirements.lock -e ".[gpu,test]"` resolves, by pip's own resolver, metadata only.
 
-Pins are revlib's dependencies in pyproject.toml, requirements.lock and the `gpu` extra itself.
-For each pinned package of the extra, pip is asked for its metadata only
-(`pip install --dry-run --no-deps --report`: nothing is installed; flash-attn and deepspeed build their
-metadata from the sdist with the CUDA build skipped). Checked:
+One full resolution (`pip install --dry-run --ignore-installed --report`, nothing installed) of revlib's
+dependencies with the `test` and `gpu` extras and the integrations revlib uses (trl[vllm,liger], lm-eval[vllm]),
+under `-c requirements.lock`. What pip reports is compared with the lock: every package the lock pins must
+resolve to its pin.
 
-1. every requirement a gpu package declares on a pinned package (torch, transformers, lark, ray...) against
-   that pin;
-2. one level further for the packages a gpu package pins exactly (vllm's torchvision==, compressed-tensors==...):
-   their requirements on pinned packages, against the pins;
-3. the other direction: what revlib's pinned packages declare for their integration with a gpu package
-   (trl's `vllm`, `liger` and `deepspeed` extras, lm-eval's `vllm` extra...), against the gpu pins;
-4. environment.yml: it installs with `-c requirements.lock` and its pip pins equal revlib's (a different pin
-   there could not install together with the extra, which README's GPU section adds on top of it).
+The two source builds stand apart: flash-attn and deepspeed ship only sdists, whose setup.py imports torch,
+so pip cannot build them in a dry run's isolated build environment. Their own metadata is built once
+against the installed torch with the CUDA build skipped, and what they require joins the resolution.
 
-Exit 1 and one line per conflict if any. pip reads a wheel's metadata by fetching the wheel when the index does
-not serve the metadata file on its own; the largest is vllm's (about 300 MB, no CUDA libraries).
+Metadata only, no multi-GB wheels: the package index here serves no PEP 658 metadata files, so a plain
+dry run downloads every wheel it considers (torch's CUDA 13 wheel and the nvidia-* libraries: gigabytes).
+pip's `fast-deps` reads each wheel's METADATA with HTTP range requests instead, and pip >= 26.0 returns from
+`--dry-run` before downloading anything (pypa/pip#13482). That pip runs from its wheel, not installed.
+Measured here: about 100 MB of network for the whole set.
 
-    python scripts/check_gpu_extra.py
+Machine-local pip configuration (find-links folders of CPU wheels, constraint files) is left out, so the
+resolution is the one a GPU machine gets from the index (`PIP_INDEX_URL` is honoured).
+
+    python scripts/check_gpu_extra.py           # exit 0: resolves; 1: pip's conflict, or a lock pin it moved
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -37,147 +38,128 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCK = Path(os.environ.get("REVLIB_LOCK", ROOT / "requirements.lock"))  # another lock: to try a change
+RESOLVER_PIP = "pip==26.0.1"  # has pypa/pip#13482: --dry-run downloads nothing once metadata is read
+SOURCE_BUILDS = ("flash-attn", "deepspeed")  # sdists whose setup.py imports torch
+INTEGRATIONS = ("trl[vllm,liger]", "lm-eval[vllm]")  # what revlib's own pins declare for the gpu packages
+# the lock is for Linux x86_64, CPython 3.11; its markers are read there
 ENV = {**default_environment(), "extra": ""}
 
 
-def _exact(req: Requirement) -> str | None:
-    return next((s.version.split("+")[0] for s in req.specifier if s.operator == "=="), None)
-
-
-def pins() -> dict[str, str]:
-    """name -> exact version, from pyproject's dependencies and requirements.lock."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def lock_pins(text: str) -> dict[str, str]:
+    """name -> exact version of every `name==version` line of a lock file."""
     out = {}
-    lines = list(project["dependencies"]) + (ROOT / "requirements.lock").read_text().splitlines()
-    for line in lines:
+    for line in text.splitlines():
         line = line.split("#")[0].strip()
         if "==" in line:
             req = Requirement(line)
-            out.setdefault(canonicalize_name(req.name), _exact(req))
+            out[canonicalize_name(req.name)] = next(s.version for s in req.specifier if s.operator == "==")
     return out
 
 
-def metadata(requirement: str) -> dict:
+def requirements(project: dict) -> tuple[list[str], list[str]]:
+    """(what the resolution gets, the source builds) from pyproject: dependencies, `test` and `gpu` extras."""
+    extras = project["optional-dependencies"]
+    plain, apart = [], []
+    for spec in project["dependencies"] + extras["test"] + extras["gpu"]:
+        name = canonicalize_name(Requirement(spec).name)
+        target = apart if name in SOURCE_BUILDS else plain
+        if spec not in target and not any(canonicalize_name(Requirement(s).name) == name for s in target):
+            target.append(spec)
+    return plain + list(INTEGRATIONS), apart
+
+
+def resolver_pip(cache: Path) -> Path:
+    """The pinned pip's wheel (run as `python <wheel>/pip`), downloaded once."""
+    name = RESOLVER_PIP.replace("==", "-")
+    found = sorted(cache.glob(f"{name}-py3-none-any.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(cache), RESOLVER_PIP],
+                       check=True)
+        found = sorted(cache.glob(f"{name}-py3-none-any.whl"))
+    return found[0]
+
+
+def index_env() -> dict[str, str]:
+    """The environment for pip without this machine's local wheel folders and caps."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PIP_FIND_LINKS", "PIP_CONSTRAINT", "PIP_EXTRA_INDEX_URL")}
+    env["PIP_CONFIG_FILE"] = os.devnull  # no pip.conf: its find-links and constraints are this machine's
+    return env
+
+
+def source_build_requires(spec: str) -> list[str]:
+    """What an sdist requires, from its own metadata built against the installed torch (CUDA build skipped)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        # sdists (flash-attn, deepspeed) build their metadata against the installed torch, CUDA kernels skipped
-        env = {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE", "DS_BUILD_OPS": "0"}
-        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet",
-                        "--no-build-isolation", "--disable-pip-version-check", "--report", str(report), requirement],
-                       check=True, capture_output=True, text=True, env=env)
-        return json.loads(report.read_text())["install"][0]["metadata"]
+        env = {**index_env(), "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE", "DS_BUILD_OPS": "0"}
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed",
+                               "--quiet", "--no-build-isolation", "--no-binary", Requirement(spec).name,
+                               "--report", str(report), spec], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"{spec}: pip could not build its metadata:\n{done.stderr.strip()[-1500:]}")
+        meta = json.loads(report.read_text())["install"][0]["metadata"]
+    return [r for r in meta.get("requires_dist", []) if Requirement(r).marker is None
+            or Requirement(r).marker.evaluate(ENV)]
 
 
-def conflicts(who: str, requires: list[str], have: dict[str, str], env: dict) -> list[str]:
-    """Requirements (active under env's markers) that a pinned version does not satisfy."""
-    out = []
-    for dep in requires:
-        d = Requirement(dep)
-        if d.marker is not None and not d.marker.evaluate(env):
-            continue
-        pinned = have.get(canonicalize_name(d.name))
-        if pinned is not None and d.specifier and not d.specifier.contains(pinned, prereleases=True):
-            out.append(f"{who} needs {d.name}{d.specifier}; pinned {d.name}=={pinned}")
-    return out
+def resolve(reqs: list[str], lock: Path, pip_wheel: Path) -> tuple[int, dict[str, str], str]:
+    """(pip's exit status, name -> version it would install, its output's tail)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req_file, report = Path(tmp) / "requirements.txt", Path(tmp) / "report.json"
+        req_file.write_text("\n".join(reqs) + "\n")
+        done = subprocess.run([sys.executable, str(pip_wheel / "pip"), "install", "--dry-run", "--ignore-installed",
+                               "--use-feature=fast-deps", "--progress-bar", "off", "--disable-pip-version-check",
+                               "--report", str(report), "-c", str(lock), "-r", str(req_file)],
+                              capture_output=True, text=True, env=index_env())
+        tail = (done.stdout + done.stderr).strip()[-4000:]
+        if done.returncode != 0:
+            return done.returncode, {}, tail
+        installs = json.loads(report.read_text())["install"]
+    return 0, {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"] for i in installs}, tail
 
 
-def integration_extras(extras: list[str], gpu: set[str]) -> list[str]:
-    """Extras of a package named for a gpu package: trl's 'vllm' and 'liger' (liger-kernel), lm-eval's 'vllm'..."""
-    return sorted(e for e in extras
-                  if any(g == canonicalize_name(e) or g.startswith(canonicalize_name(e) + "-") for g in gpu))
-
-
-def pinned_metadata(name: str, version: str) -> tuple[list[str], list[str]]:
-    """(requirements, extras) of a revlib pin: from the installed copy when it is that version, else the index."""
-    try:
-        dist = importlib.metadata.distribution(name)
-        if dist.version.split("+")[0] == version:
-            return dist.requires or [], dist.metadata.get_all("Provides-Extra") or []
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    meta = metadata(f"{name}=={version}")
-    return meta.get("requires_dist", []), meta.get("provides_extra", [])
-
-
-def environment_yml(have: dict[str, str]) -> list[str]:
-    path = ROOT / "environment.yml"
-    if not path.exists():
-        return []
-    deps = yaml.safe_load(path.read_text())["dependencies"]
+def environment_yml(pins: dict[str, str]) -> list[str]:
+    """environment.yml installs with -c requirements.lock and pins nothing different."""
+    deps = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
     pip = next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
-    out = []
-    if "-c requirements.lock" not in pip:
-        out.append("environment.yml: its pip section does not install with -c requirements.lock")
+    out = [] if "-c requirements.lock" in pip else ["environment.yml: its pip section does not use -c requirements.lock"]
     for line in pip:
-        if line.startswith("-") or "==" not in line:
-            continue
-        req = Requirement(line)
-        want = have.get(canonicalize_name(req.name))
-        if want is not None and _exact(req) != want:
-            out.append(f"environment.yml pins {req.name}=={_exact(req)}; revlib pins {req.name}=={want}")
+        if "==" in line and not line.startswith("-"):
+            req = Requirement(line)
+            want, have = pins.get(canonicalize_name(req.name)), str(req.specifier).lstrip("=")
+            if want is not None and have != want:
+                out.append(f"environment.yml pins {req.name}=={have}; requirements.lock pins {want}")
     return out
 
 
 def main() -> int:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    have = pins()
-    gpu = {}
-    problems = []
-    for spec in project["optional-dependencies"]["gpu"]:
-        req = Requirement(spec)
-        if _exact(req) is None:
-            problems.append(f"{spec}: not pinned")
-            continue
-        gpu[canonicalize_name(req.name)] = _exact(req)
-    have_all = {**gpu, **have}
-    for name, version in gpu.items():
-        if name in have and have[name] != version:
-            problems.append(f"gpu extra pins {name}=={version}; revlib pins {name}=={have[name]}")
-
-    # 1 and 2: what the gpu packages (and what they pin exactly) need of revlib's pins
-    seen = set()
-    for name, version in gpu.items():
-        try:
-            meta = metadata(f"{name}=={version}")
-        except subprocess.CalledProcessError as err:
-            problems.append(f"{name}=={version}: pip could not read its metadata: {err.stderr.strip()[-300:]}")
-            continue
-        print(f"{meta['name']} {meta['version']}")
-        requires = meta.get("requires_dist", [])
-        problems += conflicts(f"{meta['name']} {meta['version']}", requires, have_all, ENV)
-        for dep in requires:
-            d = Requirement(dep)
-            pinned_here, key = _exact(d), canonicalize_name(d.name)
-            if pinned_here is None or key in have_all or key in seen or (d.marker and not d.marker.evaluate(ENV)):
-                continue
-            seen.add(key)
-            try:
-                sub = metadata(f"{d.name}=={pinned_here}")
-            except subprocess.CalledProcessError as err:
-                problems.append(f"{d.name}=={pinned_here} (for {meta['name']}): pip could not read its metadata: "
-                                f"{err.stderr.strip()[-300:]}")
-                continue
-            print(f"  {sub['name']} {sub['version']} (pinned by {meta['name']})")
-            problems += conflicts(f"{sub['name']} {sub['version']} (pinned by {meta['name']} {meta['version']})",
-                                  sub.get("requires_dist", []), have_all, ENV)
-
-    # 3: what revlib's pins declare for working with a gpu package
-    for name, version in sorted(have.items()):
-        try:
-            requires, extras = pinned_metadata(name, version)
-        except subprocess.CalledProcessError:
-            continue  # a lock entry for another platform; its own install is checked by scripts/env.sh
-        for extra in integration_extras(extras, set(gpu)):
-            found = conflicts(f"{name} {version} (its '{extra}' extra)", requires, have_all, {**ENV, "extra": extra})
-            print(f"{name} {version}[{extra}]: {'conflict' if found else 'ok'}")
-            problems += found
-
-    # 4: environment.yml installs the same pins
-    problems += environment_yml(have_all)
-
+    pins = lock_pins(LOCK.read_text())
+    reqs, apart = requirements(project)
+    problems = environment_yml(pins)
+    for spec in apart:
+        name, version = canonicalize_name(Requirement(spec).name), str(Requirement(spec).specifier).lstrip("=")
+        if pins.get(name, version) != version:
+            problems.append(f"pyproject pins {spec}; requirements.lock pins {name}=={pins[name]}")
+        needs = source_build_requires(spec)
+        print(f"{spec} (source build, its own metadata): requires {', '.join(needs) or 'nothing'}")
+        reqs += needs
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "revlib"
+    cache.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    code, resolved, tail = resolve(reqs, LOCK, resolver_pip(cache))
+    print(f"pip's resolution of .[gpu,test] under -c requirements.lock: {time.monotonic() - start:.0f} s")
+    if code != 0:
+        problems.append(f"pip could not resolve (exit {code}):\n{tail}")
+    else:
+        for name in ("torch", "vllm", "transformers", "trl", "numpy", "mistral-common", "flashinfer-python", "ray"):
+            print(f"  {name} {resolved.get(name, '-')}")
+        print(f"  ({len(resolved)} packages)")
+        problems += [f"{name}: the lock pins {pins[name]}, pip resolved {v}"
+                     for name, v in sorted(resolved.items()) if name in pins and pins[name] != v.split("+")[0]]
     for p in problems:
         print("CONFLICT", p)
-    print("OK: the gpu extra resolves with revlib's pins" if not problems else f"{len(problems)} conflict(s)")
+    print("OK: the gpu extra resolves with revlib's pins" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
 
 

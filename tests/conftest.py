@@ -16,6 +16,8 @@ PARAMS = REPO / "params"
 torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the multiprocess tier runs the GPU launch configs (ddp, zero3) as CPU processes on purpose; tests of the refusal unset it
+os.environ.setdefault("REVLIB_ALLOW_CPU", "1")
 
 
 @pytest.fixture(scope="session")

@@ -160,16 +160,24 @@ def test_no_finished_stage_writes_no_page(exp):
     assert findings.write(exp) is None
 
 
-def _star_json(d, under: tuple[int, int], over: tuple[int, int], valid=80, first=45, reached=True):
-    """07's star.json: SFT checkpoints at epochs 4 and 12, per-step DPO from each (start correct -> end correct)."""
+def _star_json(d, under: tuple[int, int], over: tuple[int, int], valid=80, first=45):
+    """07's star.json: SFT checkpoints at epochs 4 and 12, per-step DPO from each (start correct -> end correct); the
+    state is reached with valid paths >= 70% and the first node within 15 points of 1/degree = 50%."""
+    from revlib.stages import star
+
     _done(d)
-    ck = lambda epoch, correct: {"epoch": epoch, "n": 100, "correct": correct, "valid": valid, "first_node": first}  # noqa: E731
-    io.write_json(d / "star.json", {
-        "base_lookup": {"k": 145, "n": 200}, "sft_valid_path": {"k": valid, "n": 100},
-        "sft_first_node": {"k": first, "n": 100}, "degree": 2, "reached": reached,
-        "sft_checkpoints": [ck(4.0, under[0]), ck(12.0, over[0])],
-        "per_step_dpo": {"under": {"start_epoch": 4.0, "pairs": 300, "checkpoints": [ck(4.0, under[0]), ck(3.0, under[1])]},
-                         "over": {"start_epoch": 12.0, "pairs": 250, "checkpoints": [ck(12.0, over[0]), ck(3.0, over[1])]}}})
+
+    def ck(epoch, correct):
+        return star.StarCheckpoint(epoch=epoch, step=int(epoch), n=100, correct=correct, valid=valid, first_node=first,
+                                   critical_token_prob=0.5, critical_q_value=0.9, start_value=0.5)
+
+    def dpo(start, pairs, end):
+        return star.PerStepDPO(start_epoch=start, pairs=pairs, checkpoints=[ck(3.0, end)], loss=[],
+                               samples=star.DrawnSamples(n=800, correct=400, critical_at_first_step=pairs))
+
+    star.StarResult(knobs={"degree": 2}, base_lookup=star.BaseLookup(k=145, n=200, accuracy=0.725, chance=0.05),
+                    sft_checkpoints=[ck(4.0, under[0]), ck(12.0, over[0])], sft_loss=[],
+                    per_step_dpo={"under": dpo(4.0, 300, under[1]), "over": dpo(12.0, 250, over[1])}).save(d)
 
 
 def test_star_rows_judge_the_phase_transition_and_learned_keys(exp):
@@ -187,7 +195,7 @@ def test_star_rows_judge_the_phase_transition_and_learned_keys(exp):
     assert by_id["setlur.star_phase_transition.under"]["verdict"] == "not reproduced"
     assert by_id["setlur.star_phase_transition.under_vs_over"]["verdict"] != "reproduced"
     # a base below 90% look-ups no longer gates the row; an SFT that missed the state does
-    _star_json(d, under=(15, 90), over=(35, 36), valid=40, reached=False)
+    _star_json(d, under=(15, 90), over=(35, 36), valid=40)
     row = {c["id"]: c for c in findings.collect(exp)["claims"]}["setlur.star_phase_transition.under"]
     assert row["verdict"] == "inconclusive" and "did not reach the state" in row["note"]
 
@@ -205,7 +213,8 @@ def test_negatives_rows_name_pair_counts_and_left_out_points(exp):
         rows.append({"size": size, "method": "per_step_dpo", "examples": pairs,
                      "error": None if size == 64 else 1 - sum(o) / n,
                      "note": "not trained: 12 pairs, fewer than 50" if size == 64 else ""})
-    io.write_json(d / "scaling.json", {"rows": rows, "outcomes": outcomes, "efficiency": {}})
+    io.write_json(d / "scaling.json", {"budget_rule": "", "min_pairs": 50, "rows": rows, "outcomes": outcomes,
+                                       "efficiency": {}, "nll": {}})
     data = findings.collect(exp)
     assert data["learned"]["negatives_per_step_pairs_by_size"] == {"64": 12, "128": 80, "256": 150}
     row = {c["id"]: c for c in data["claims"]}["setlur.per_step_8x"]

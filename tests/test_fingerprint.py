@@ -52,7 +52,8 @@ def states(exp) -> dict[str, str]:
 
 def test_sources_follow_imports_through_the_package():
     sft = {p.relative_to(fingerprint.PACKAGE_ROOT).as_posix() for p in fingerprint.revlib_sources(NOTEBOOKS / "02_sft.ipynb")}
-    assert {"modeling/train.py", "modeling/launch.py", "core/render.py"} <= sft  # launch.py only through `-m revlib.modeling.launch`
+    assert {"modeling/train.py", "modeling/launch.py", "modeling/worker.py", "modeling/train_rows.py",
+            "core/render.py"} <= sft  # worker.py only through `-m revlib.modeling.worker`
     assert "core/report.py" not in sft and not any(f.startswith("lab/") for f in sft)  # presentation, not results
     bench = {p.relative_to(fingerprint.PACKAGE_ROOT).as_posix() for p in fingerprint.revlib_sources(NOTEBOOKS / "05_benchmarks.ipynb")}
     assert {"evaluation/judge.py", "evaluation/__init__.py", "evaluation/lmeval_tasks/revlib_math500.yaml"} <= bench

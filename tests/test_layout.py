@@ -57,9 +57,13 @@ def imports_of(name: str) -> set[str]:
 
 
 GRAPH = {m: imports_of(m) for m in MODULES}
+# old import paths kept for one release, each warning with the new one
+DEPRECATED = {"revlib.records"}
 
 
 def subpackage(module: str) -> str | None:
+    if module in DEPRECATED:  # a shim at the top re-exporting a lower layer: outside the layers on purpose
+        return None
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else None
 
@@ -100,7 +104,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_every_module_lives_in_a_layer():
-    loose = [m for m in MODULES if m != "revlib" and subpackage(m) not in LAYERS]
+    loose = [m for m in MODULES if m != "revlib" and m not in DEPRECATED and subpackage(m) not in LAYERS]
     assert not loose, f"modules outside the layers {LAYERS}: {loose}"
 
 

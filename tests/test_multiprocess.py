@@ -19,7 +19,7 @@ from revlib.data.sets import load_pairs
 from revlib.stages import dynamics
 from revlib.core import io
 from revlib import params
-from revlib.modeling import train
+from revlib.modeling import launch, train, train_rows
 
 pytestmark = pytest.mark.multiprocess
 SMOKE_PROBES = Path(__file__).resolve().parent.parent / "params" / "smoke" / "probes.yaml"
@@ -74,7 +74,7 @@ def test_probe_schedule_sft_then_dpo_in_two_processes(probe_run):
     assert [c.step for c in ckpts if c.phase == "sft"] == [2, 4]  # 4 rows / (batch 1 x 2 processes) per epoch
     for phase in ("sft", "dpo"):
         log = (run / phase / "launch" / "launch.log").read_text()
-        assert "--num_processes 2" in log and train.LOG_PREFIX in log
+        assert "--num_processes 2" in log and launch.LOG_PREFIX in log
 
 
 def test_lora_sft_merge_lora_dpo_in_two_processes(probe_run, tiny_model_dir):
@@ -85,7 +85,7 @@ def test_lora_sft_merge_lora_dpo_in_two_processes(probe_run, tiny_model_dir):
     assert all(c.base == str(merged) and c.adapter == str(c.path) for c in dpo)
     model, tok = train.load_model_for(dpo[-1])
     pairs, _ = probe_dpo_args(exp, data_dir, run)
-    row = train.dpo_rows(tok, pairs[:1], exp.dpo.max_length, exp.dpo.max_prompt_length)[0]
+    row = train_rows.dpo_rows(tok, pairs[:1], exp.dpo.max_length, exp.dpo.max_prompt_length)[0][0]
     assert torch.isfinite(model(torch.tensor([row["prompt_ids"] + row["chosen_ids"]])).logits).all()
     # the reference is the merged SFT model: the first logged reward margin is 0 (policy == reference)
     history = io.read_json(run / "dpo" / "trainer_state.json")["log_history"]

@@ -137,7 +137,7 @@ def test_best_of_k_values_count_groups_with_a_success(task):
 
 
 def test_step_pairs_reject_the_negative_ending_at_its_critical_step(task, task_tokenizer):
-    from revlib.modeling import train
+    from revlib.modeling import train, train_rows
     from revlib.params.negatives import Sampling
 
     problems = task.sample(3, 4)
@@ -149,7 +149,7 @@ def test_step_pairs_reject_the_negative_ending_at_its_critical_step(task, task_t
     for pair, s in zip(pairs, samples):
         assert pair.step_index == 3 and pair.meta["open_rejected"]
         assert pair.rejected[0]["content"] == s.prefix(3) == pair.prefix + s.steps[2] + "\n"
-    rows = train.dpo_rows(task_tokenizer, pairs, 512, 256)
+    rows = train_rows.dpo_rows(task_tokenizer, pairs, 512, 256)[0]
     for row, pair in zip(rows, pairs):
         rejected = task_tokenizer.decode(row["rejected_ids"])
         chosen = task_tokenizer.decode(row["chosen_ids"])
@@ -266,6 +266,7 @@ def test_held_out_pairs_split_by_problem_and_the_dpo_loss_of_the_reference_is_lo
     import torch
 
     from revlib.modeling import models
+    from revlib.modeling.preference import pair_loss, pair_losses
     from revlib.params.train import DPOParams
     from revlib.modeling.train import Checkpoint
 
@@ -280,7 +281,7 @@ def test_held_out_pairs_split_by_problem_and_the_dpo_loss_of_the_reference_is_lo
     assert neg.split_pairs(pairs, 0.0, 0) == (pairs, [])
     ref = Checkpoint(Path(tiny_model_dir), 0.0, 0, str(tiny_model_dir), None)
     params = DPOParams(max_length=256, max_prompt_length=128, beta=0.5)
-    assert neg.dpo_pair_loss(ref, ref, held, params) == pytest.approx(math.log(2), abs=1e-5)
+    assert pair_loss(ref, ref, held, params) == pytest.approx(math.log(2), abs=1e-5)
     # a policy that moved: the loss differs from log 2 (a random perturbation of the weights)
     moved = Path(tiny_model_dir).parent / "moved"
     m = models.load_model(tiny_model_dir)
@@ -290,4 +291,35 @@ def test_held_out_pairs_split_by_problem_and_the_dpo_loss_of_the_reference_is_lo
     m.save_pretrained(moved)
     models.load_tokenizer(tiny_model_dir).save_pretrained(moved)
     other = Checkpoint(moved, 1.0, 1, str(moved), None)
-    assert abs(neg.dpo_pair_loss(other, ref, held, params) - math.log(2)) > 1e-3
+    assert abs(pair_loss(other, ref, held, params) - math.log(2)) > 1e-3
+    # batched through the probe scorer, as the per-pair loss it replaced computed it
+    for policy in (ref, other):
+        assert pair_loss(policy, ref, held, params) == pytest.approx(_per_pair_loss(policy, ref, held, params), abs=1e-4)
+    assert pair_losses([ref, other, ref], ref, pairs, params) == pytest.approx(
+        [_per_pair_loss(c, ref, pairs, params) for c in (ref, other, ref)], abs=1e-4)
+
+
+def _per_pair_loss(policy, reference, pairs, dpo_params) -> float:
+    """The per-pair, unbatched DPO loss `negatives.dpo_pair_loss` computed before it moved to modeling.preference."""
+    import torch
+
+    from revlib.modeling import train, train_rows
+
+    models_ = [train.load_model_for(c)[0] for c in (policy, reference)]
+    rows = train_rows.dpo_rows(train.load_model_for(reference)[1], list(pairs), dpo_params.max_length,
+                          dpo_params.max_prompt_length)[0]
+
+    @torch.no_grad()
+    def logp(model, prompt, response) -> float:
+        ids = torch.tensor([prompt + response])
+        out = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        pos = torch.arange(len(prompt) - 1, len(prompt) + len(response) - 1)
+        return out[pos, torch.tensor(response)].sum().item()
+
+    losses = []
+    for r in rows:
+        (pc, pr), (rc, rr) = [(logp(m, r["prompt_ids"], r["chosen_ids"]), logp(m, r["prompt_ids"], r["rejected_ids"]))
+                              for m in models_]
+        margin = dpo_params.beta * ((pc - rc) - (pr - rr))
+        losses.append(-torch.nn.functional.logsigmoid(torch.tensor(margin)).item())
+    return sum(losses) / len(losses)

@@ -11,6 +11,8 @@ import yaml
 
 from revlib.core import io
 from revlib.params import ParamsError, load, validate
+from revlib.stages.scaling import ScalingResult
+from revlib.stages.star import StarResult
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "params" / "smoke" / "negatives.yaml"
@@ -56,11 +58,11 @@ def test_stages_06_and_07_run_end_to_end(tmp_path):
         assert all(r["meta"]["source"] == "rft" and r["meta"]["sample"].rsplit("-s", 1)[0] in right for r in own)
         rft = list(io.read_jsonl(neg / f"n{n}" / "rft.jsonl"))  # synthetic positives plus the same own samples
         assert len(rft) == n + len(own) and sum(r["meta"].get("source") == "rft" for r in rft) == len(own)
-    scaling = io.read_json(neg / "scaling.json")
-    assert "optimizer steps" in scaling["budget_rule"] and {r["method"] for r in scaling["rows"]} >= {"sft", "rft"}
-    assert all(len(v) == 4 for size in scaling["outcomes"].values() for v in size.values() if v)  # n_test outcomes
-    star = io.read_json(root / "07_star_graph" / "micro" / "star_results.json")
-    assert [r["epoch"] for r in star["sft_curve"]] == [1.0, 2.0]
-    assert all(0.0 <= r["critical_token_prob"] <= 1.0 for r in star["sft_curve"])
-    assert set(star["dpo_curves"]) == {"under", "over"}
+    scaling = ScalingResult.load(neg)  # what the findings page reads
+    assert "optimizer steps" in scaling.budget_rule and {r.method for r in scaling.rows} >= {"sft", "rft"}
+    assert all(len(v) == 4 for size in scaling.outcomes.values() for v in size.values() if v)  # n_test outcomes
+    star = StarResult.load(root / "07_star_graph" / "micro")
+    assert [r.epoch for r in star.sft_checkpoints] == [1.0, 2.0]
+    assert all(0.0 <= r.critical_token_prob <= 1.0 for r in star.sft_checkpoints)
+    assert set(star.per_step_dpo) == {"under", "over"} and star.per_step_dpo["over"].start_epoch == 2.0
     assert (root / "07_star_graph" / "micro" / "07_star_graph.html").exists()

@@ -59,6 +59,7 @@ FAULTS = {
     "m40_base_url_without_scheme.yaml": ["data.teacher.base_url: String should match pattern", "api.deepseek.com/v1"],
     "m41_empty_lora_targets.yaml": ["sft.lora.target_modules: empty"],
     "m42_judge_without_model.yaml": ["benchmarks.judge.model: String should have at least 1 character"],
+    "m43_star_graph_sft_epochs.yaml": ["star_graph.sft_epochs: unknown key"],
 }
 
 

@@ -9,8 +9,8 @@ from revlib.core import stats
 
 
 def _rows(sft: dict[int, float], other: dict[int, float], p: float = 0.001, method: str = "per_step_dpo"):
-    rows = [{"size": n, "method": "sft", "error": e} for n, e in sft.items()]
-    rows += [{"size": n, "method": method, "error": e, "p_vs_sft": p} for n, e in other.items()]
+    rows = [scaling.TableRow(size=n, method="sft", examples=n, error=e) for n, e in sft.items()]
+    rows += [scaling.TableRow(size=n, method=method, examples=n, error=e, p_vs_sft=p) for n, e in other.items()]
     return rows
 
 
@@ -23,24 +23,24 @@ def test_sft_size_to_match_interpolates_in_log_size():
 
 def test_efficiency_not_measurable_on_a_flat_sft_curve():
     out = scaling.efficiency(_rows({100: 0.98, 200: 1.0, 400: 0.97}, {100: 0.5}), "per_step_dpo")
-    assert out[0]["multiple"] is None and "flat" in out[0]["reading"]
+    assert out[0].multiple is None and "flat" in out[0].reading
 
 
 def test_efficiency_reads_a_multiple_where_the_curves_cross():
     out = scaling.efficiency(_rows({100: 0.8, 200: 0.6, 400: 0.4}, {100: 0.6}), "per_step_dpo")
-    assert out[0]["multiple"] == pytest.approx(2.0) and out[0]["reading"] == "2.00x"
+    assert out[0].multiple == pytest.approx(2.0) and out[0].reading == "2.00x"
 
 
 def test_efficiency_never_crossing_gives_a_lower_bound_or_says_worse():
     better = scaling.efficiency(_rows({100: 0.8, 200: 0.6, 400: 0.4}, {100: 0.2}), "per_step_dpo")
-    assert better[0]["multiple"] == pytest.approx(4.0) and better[0]["reading"].startswith("> 4.00x")
+    assert better[0].multiple == pytest.approx(4.0) and better[0].reading.startswith("> 4.00x")
     worse = scaling.efficiency(_rows({100: 0.8, 200: 0.6, 400: 0.4}, {400: 0.9}), "per_step_dpo")
-    assert worse[0]["multiple"] is None and "worse" in worse[0]["reading"]
+    assert worse[0].multiple is None and "worse" in worse[0].reading
 
 
 def test_efficiency_not_measurable_when_not_distinct_from_sft():
     out = scaling.efficiency(_rows({100: 0.8, 200: 0.6, 400: 0.4}, {100: 0.75}, p=0.4), "per_step_dpo")
-    assert out[0]["multiple"] is None and "not distinct" in out[0]["reading"]
+    assert out[0].multiple is None and "not distinct" in out[0].reading
 
 
 def test_mcnemar_and_intervals():
@@ -65,13 +65,13 @@ def test_multiple_interval_brackets_the_point_reading_and_leaves_the_curve_when_
     assert lo < 2.0 < hi and 1.2 < lo and hi < 3.5
     rows = _rows({k: 1 - sum(v) / n for k, v in sft.items()}, {100: 1 - sum(mine) / n})
     out = scaling.efficiency(rows, "per_step_dpo", outcomes=outcomes)
-    assert out[0]["multiple"] == pytest.approx(2.0) and abs(out[0]["multiple_lo"] - lo) < 0.2 and "[95% " in out[0]["reading"]
+    assert out[0].multiple == pytest.approx(2.0) and abs(out[0].multiple_lo - lo) < 0.2 and "[95% " in out[0].reading
     # a method better than SFT's best point: the upper bound leaves the curve (inf), read as "> 4.00x"
     outcomes[100]["per_step_dpo"] = [i % 10 != 0 for i in range(n)]
     lo, hi = scaling.multiple_interval(outcomes, "per_step_dpo", 100, boot=200)
     assert hi == float("inf") and lo == float("inf")
     rows = _rows({k: 1 - sum(v) / n for k, v in sft.items()}, {100: 0.1})
-    assert scaling.efficiency(rows, "per_step_dpo", outcomes=outcomes)[0]["reading"].endswith("[95% > 4.00x, > 4.00x]")
+    assert scaling.efficiency(rows, "per_step_dpo", outcomes=outcomes)[0].reading.endswith("[95% > 4.00x, > 4.00x]")
     assert scaling.multiple_interval({100: {"sft": sft[100]}}, "per_step_dpo", 100) is None  # one SFT point
 
 
@@ -79,26 +79,26 @@ def test_kept_skill_check_names_a_broken_policy():
     sft = scaling.MethodRun("sft", 64, 64, train_correct=[True] * 90 + [False] * 10)
     kept = scaling.MethodRun("per_step_dpo", 64, 120, train_correct=[True] * 80 + [False] * 20)
     broke = scaling.MethodRun("naive_dpo", 64, 120, train_correct=[True] * 70 + [False] * 30)
-    assert scaling.kept_skill(kept, sft, 0.15)["kept"]
+    assert scaling.kept_skill(kept, sft, 0.15).kept
     out = scaling.kept_skill(broke, sft, 0.15)
-    assert not out["kept"] and "broke the policy" in out["text"] and out["train_accuracy"] == 0.7
+    assert not out.kept and "broke the policy" in out.text and out.train_accuracy == 0.7
     assert scaling.kept_skill(scaling.MethodRun("rft", 64, 0), sft, 0.15) is None  # not trained: nothing to check
     res = scaling.SizeResult(64, {"sft": sft, "naive_dpo": broke, "per_step_dpo": kept,
                                   "rft": scaling.MethodRun("rft", 64, 10, note="not trained: 10 pairs, fewer than 50")},
                              positives=1, negatives=1)
     for m, r in res.runs.items():
         r.correct = [True, False]
-    rows = {r["method"]: r for r in scaling.table([res])}
-    assert rows["naive_dpo"]["kept_skill"] is False and "broke the policy" in rows["naive_dpo"]["note"]
-    assert rows["per_step_dpo"]["kept_skill"] is True and rows["per_step_dpo"]["note"] == ""
-    assert rows["rft"]["note"].startswith("not trained") and rows["sft"]["train_accuracy"] == 0.9
+    rows = {r.method: r for r in scaling.table([res])}
+    assert rows["naive_dpo"].kept_skill is False and "broke the policy" in rows["naive_dpo"].note
+    assert rows["per_step_dpo"].kept_skill is True and rows["per_step_dpo"].note == ""
+    assert rows["rft"].note.startswith("not trained") and rows["sft"].train_accuracy == 0.9
     assert scaling.per_step_pairs_by_size(list(rows.values())) == {"64": 120}
-    eff = scaling.efficiency(_rows({64: 0.8, 128: 0.5, 256: 0.3}, {}) + [dict(rows["naive_dpo"], error=0.5,
-                                                                         p_vs_sft=0.001)], "naive_dpo")
-    assert eff[0]["reading"].endswith("it broke the policy (kept-skill check failed)")
+    eff = scaling.efficiency(_rows({64: 0.8, 128: 0.5, 256: 0.3}, {}) + [rows["naive_dpo"].model_copy(
+        update={"error": 0.5, "p_vs_sft": 0.001})], "naive_dpo")
+    assert eff[0].reading.endswith("it broke the policy (kept-skill check failed)")
 
 
-def test_summary_file_keeps_the_format_the_findings_read(tmp_path):
+def test_scaling_result_round_trips_through_scaling_json(tmp_path):
     from revlib.core import io
     from revlib.params.negatives import NegativeParams
 
@@ -112,23 +112,35 @@ def test_summary_file_keeps_the_format_the_findings_read(tmp_path):
     rows = scaling.table(results, P.kept_skill_drop)
     eff = scaling.efficiencies(rows, results, P.methods)
     assert list(eff) == ["per_step_dpo", "rft"]  # in EFFICIENCY_METHODS' order, only the methods that ran
-    nll = [{"set": "D_syn", "id": "a", "nll": 1.0}, {"set": "D_syn", "id": "b", "nll": 2.0}, {"set": "D+", "id": "c", "nll": 0.5}]
-    path = scaling.write_summary(tmp_path, P, rows, eff, results, nll)
-    assert path == tmp_path / "scaling.json"
-    # the bytes notebook 06 wrote before its writer moved here
-    expected = io.write_json(tmp_path / "expected.json", {
-        "budget_rule": scaling.budget_rule(P), "rows": rows, "efficiency": eff,
-        "per_step_pairs_by_size": {"4": 1, "8": 1}, "min_pairs": 2,
-        "outcomes": {"4": {"sft": [True, False, False, False], "rft": [False, False, False, True], "per_step_dpo": []},
-                     "8": {"sft": [True, True, True, False], "rft": [False, True, True, True], "per_step_dpo": []}},
-        "nll": {"D+": 0.5, "D_syn": 1.5}})
-    assert path.read_bytes() == expected.read_bytes()
-    empty = scaling.write_summary(tmp_path / "none", P, rows, eff, results, [])
-    assert io.read_json(empty)["nll"] == {}
+    nll = [scaling.NLLRow("D_syn", "a", 1.0), scaling.NLLRow("D_syn", "b", 2.0), scaling.NLLRow("D+", "c", 0.5)]
+    result = scaling.ScalingResult(budget_rule=scaling.budget_rule(P), min_pairs=P.min_pairs, rows=rows,
+                                   efficiency=eff, outcomes=scaling.outcomes_by_size(results),
+                                   nll=scaling.nll_means(nll))
+    assert not scaling.ScalingResult.exists(tmp_path)
+    path = result.save(tmp_path)
+    assert path == tmp_path / "scaling.json" and scaling.ScalingResult.exists(tmp_path)
+    again = scaling.ScalingResult.load(tmp_path)
+    assert again == result
+    raw = io.read_json(path)  # the keys a reader opens, sizes as JSON keys
+    assert set(raw) == {"budget_rule", "rows", "efficiency", "min_pairs", "outcomes", "nll"}
+    assert raw["outcomes"]["4"]["rft"] == [False, False, False, True] and raw["outcomes"]["8"]["per_step_dpo"] == []
+    assert raw["nll"] == {"D+": 0.5, "D_syn": 1.5}
+    assert again.per_step_pairs_by_size == {"4": 1, "8": 1} and again.sft_error_by_size() == {"4": 0.75, "8": 0.25}
+    assert again.pooled("rft", "sft") == ([False, False, False, True, False, True, True, True],
+                                          [True, False, False, False, True, True, True, False])
+    assert again.pooled("per_step_dpo", "sft") == ([], [])  # never trained: nothing to pair
     assert scaling.stage_metrics(rows, eff, []) == {"sft/error@4": 0.75, "rft/error@4": 0.75, "sft/error@8": 0.25,
                                                     "rft/error@8": 0.25,
-                                                    **{f"rft/multiple@{r['size']}": r["reading"] for r in eff["rft"]},
+                                                    **{f"rft/multiple@{r.size}": r.reading for r in eff["rft"]},
                                                     "learned": True}
+
+
+def test_an_unbounded_multiple_interval_survives_the_file(tmp_path):
+    row = scaling.EfficiencyRow(size=4, method="rft", error=0.1, multiple=2.0, reading="> 2.00x",
+                                multiple_lo=float("inf"), multiple_hi=float("inf"))
+    result = scaling.ScalingResult(budget_rule="", min_pairs=1, rows=[], efficiency={"rft": [row]}, outcomes={}, nll={})
+    result.save(tmp_path)
+    assert scaling.ScalingResult.load(tmp_path).efficiency["rft"][0].multiple_hi == float("inf")
 
 
 def test_problems_are_drawn_at_the_seed_plus_the_stage_offset():

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from revlib.core import io, records
-from revlib.data import negatives
+from revlib.modeling import preference
 from revlib.data.sets import set_path
 from revlib.evaluation import learning
 from revlib.modeling.train import Checkpoint, TrainResult
@@ -87,8 +87,8 @@ def test_dpo_from_merges_a_lora_sft_and_starts_a_full_one_from_itself(tmp_path):
     lora = Checkpoint(tmp_path / "sft" / "checkpoint-2", 2.0, 8, "/models/base", str(tmp_path / "sft" / "checkpoint-2"))
     full = Checkpoint(tmp_path / "sft" / "checkpoint-3", 3.0, 12, "/models/base", None)
     params = DPOParams()
-    negatives.dpo_from(lora, [], tmp_path / "a", params, 7, epochs=2, save_every_epochs=1, trainer=trainer)
-    negatives.dpo_from(full, [], tmp_path / "b", params, 7, trainer=trainer)
+    preference.dpo_from(lora, [], tmp_path / "a", params, 7, epochs=2, save_every_epochs=1, trainer=trainer)
+    preference.dpo_from(full, [], tmp_path / "b", params, 7, trainer=trainer)
     assert trainer.calls == [
         # LoRA: train.dpo gets the adapter's base and the adapter, and merges them into the start and reference
         {"base": "/models/base", "sft_adapter": lora.adapter, "seed": 7, "epochs": 2, "save_every_epochs": 1,

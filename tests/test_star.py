@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+from revlib.core import io
 from revlib.stages import star
 from revlib.tasks import get_task
 
@@ -64,27 +67,32 @@ def test_path_outcome_tells_valid_wrong_arm_from_invalid_and_correct():
     assert star.path_outcome(rec, "") == {"valid": False, "first_node": False, "correct": False}
 
 
-def _result(lookup_acc: float, valid: int, first: int, n: int = 100):
-    row = {"epoch": 4.0, "test": {"n": n, "valid": valid, "first_node": first, "correct": first},
-           "valid_path_rate": valid / n, "first_node_accuracy": first / n, "test_error": 1 - first / n,
-           "critical_token_prob": 0.3, "critical_q_value": 0.9, "start_value": 0.3}
-    result = {"knobs": dict(KNOBS), "base_lookup": {"k": int(lookup_acc * 200), "n": 200, "accuracy": lookup_acc},
-              "sft_curve": [row], "dpo_curves": {"under": [dict(row, dpo_epoch=0)]}, "pairs": {"under": 0},
-              "start_epochs": {"under": 4.0}}
-    result["state"] = star.studied_state(result)
-    return result
+def _ckpt(epoch: float, valid: int, first: int, n: int = 100) -> star.StarCheckpoint:
+    return star.StarCheckpoint(epoch=epoch, step=int(epoch) * 10, n=n, valid=valid, first_node=first, correct=first,
+                               critical_token_prob=0.3, critical_q_value=0.9, start_value=0.3)
+
+
+def _result(lookup_acc: float, valid: int, first: int, n: int = 100) -> star.StarResult:
+    drawn = star.DrawnSamples(n=8, correct=2, critical_at_first_step=0)
+    return star.StarResult(
+        knobs=get_task("star_graph", KNOBS).knobs,
+        base_lookup=star.BaseLookup(k=int(lookup_acc * 200), n=200, accuracy=lookup_acc, chance=0.05),
+        sft_checkpoints=[_ckpt(4.0, valid, first, n)], sft_loss=[star.LossPoint(epoch=4.0, loss=0.5)],
+        per_step_dpo={"under": star.PerStepDPO(start_epoch=4.0, pairs=0, samples=drawn, checkpoints=[], loss=[])})
 
 
 def test_state_check_needs_valid_paths_and_a_first_node_near_one_over_degree():
-    assert star.studied_state(_result(0.95, 80, 33) | {})["reached"]
+    assert _result(0.95, 80, 33).state.reached
     # look-up accuracy is reported, not required: a 55% base that SFT carries into valid paths reaches the state
-    low_lookup = _result(0.55, 80, 33)
-    assert low_lookup["state"]["reached"] and "base look-ups 55%" in low_lookup["state"]["text"]
-    few_valid = _result(0.95, 40, 33)
-    assert not few_valid["state"]["reached"] and few_valid["state"]["text"].startswith("Not reached")
+    low_lookup = _result(0.55, 80, 33).state
+    assert low_lookup.reached and "base look-ups 55%" in low_lookup.text
+    few_valid = _result(0.95, 40, 33).state
+    assert not few_valid.reached and few_valid.text.startswith("Not reached")
     # SFT that already picks the right arm (80% against 1/3) is not the Clever-Hans state; 18% is 15.3 points off
-    assert not _result(0.95, 90, 80)["state"]["reached"]
-    assert not _result(0.95, 90, 18)["state"]["reached"] and _result(0.95, 90, 19)["state"]["reached"]
+    assert not _result(0.95, 90, 80).state.reached
+    assert not _result(0.95, 90, 18).state.reached and _result(0.95, 90, 19).state.reached
+    # the prose names the constants the check uses
+    assert star.state_rule() == "valid paths at least 70%, first node within 15 points of 1/degree"
 
 
 def test_checks_gate_on_valid_paths_and_the_first_node_not_on_lookups():
@@ -94,14 +102,29 @@ def test_checks_gate_on_valid_paths_and_the_first_node_not_on_lookups():
     assert len(failed) == 1 and "first node" in failed[0]
 
 
-def test_counts_and_metrics_expose_the_learned_state_with_its_counts():
+def test_result_round_trips_through_star_json_and_metrics_read_its_counts(tmp_path):
     result = _result(0.95, 80, 33)
-    counts = star.counts_summary(result)
-    assert counts["base_lookup"] == {"k": 190, "n": 200}
-    assert counts["sft_valid_path"] == {"k": 80, "n": 100} and counts["sft_first_node"] == {"k": 33, "n": 100}
-    assert counts["per_step_dpo"]["under"]["checkpoints"][0]["n"] == 100
-    m = star.metrics(result)
+    result.per_step_dpo["over"] = star.PerStepDPO(
+        start_epoch=4.0, pairs=12, samples=star.DrawnSamples(n=8, correct=3, critical_at_first_step=2),
+        checkpoints=[_ckpt(1.0, 70, 50), _ckpt(2.0, 75, 60)], loss=[star.LossPoint(step=1, epoch=1.0, loss=0.69)])
+    assert not star.StarResult.exists(tmp_path)
+    path = result.save(tmp_path)
+    assert path == tmp_path / "star.json" and star.StarResult.exists(tmp_path)
+    again = star.StarResult.load(tmp_path)
+    assert again == result
+    raw = io.read_json(path)  # counts once each, and for a reader the derived error and state
+    assert raw["base_lookup"]["k"] == 190 and raw["sft_checkpoints"][0]["test_error"] == pytest.approx(0.67) and raw["reached"]
+    assert "sft_valid_path" not in raw and "dpo_epoch" not in raw["per_step_dpo"]["over"]["checkpoints"][0]
+    # without DPO checkpoints (no pairs) per-step DPO ends where it started
+    assert again.end("under") == again.start("under") == again.final_sft
+    assert [x for x, _ in again.curve("over")] == [4.0, 5.0, 6.0]
+    m = star.metrics(again)
     assert m["sft/valid_path_rate"] == 0.8 and m["sft/first_node_accuracy"] == 0.33 and m["sft/test_n"] == 100
+    assert m["pairs/over"] == 12 and m["dpo_from_over/final_error"] == pytest.approx(0.4) and m["dpo_from_under/final_error"] == pytest.approx(0.67)
+    run = star.StarRun(again, star.checks(again))
+    assert len(run.summary_table()) == 3 and run.metrics["learned"] is True
+    for fig in (run.q_figure(), run.p_figure(), run.dpo_loss_figure(), run.sft_figure(), run.error_figure()):
+        assert fig.data
 
 
 def test_star_experiment_loads_the_shipped_base_it_was_built_for():

@@ -55,7 +55,7 @@ def test_trl_trainer_tokenizes_as_trained(whole_number_model, tmp_path):
     recs = [Record(id=f"r{i}", pair_id=f"p{i}", direction="forward", task="arith", question=t, reasoning="(1) 12 + 3 = 15",
                    answer="15", gold="15") for i, t in enumerate(texts[:8])]
     params = SFTParams(lora=None, epochs=1, batch_size=4, max_steps=1, max_length=256)
-    trainer, rows = train.sft_trainer(str(path), recs, tmp_path / "sft", params, seed=0, epochs=1, every=1)
+    trainer, rows, _ = train.sft_trainer(str(path), recs, tmp_path / "sft", params, seed=0, epochs=1, every=1)
     assert _ids(trainer.processing_class, texts) == _ids(tok, texts)
     row = rows[0]
     prompt, completion = render.tokenize_example(tok, recs[0].question, recs[0].reasoning, recs[0].answer)

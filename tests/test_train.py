@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from revlib.core import render
-from revlib.modeling import train
+from revlib.core import io, render
+from revlib.modeling import launch, train, train_rows
 from revlib.params.train import DPOParams, Lora, SFTParams
 from revlib.core.records import PreferencePair
 from revlib.tasks import get_task
@@ -82,7 +82,7 @@ def test_lora_sft_freezes_base_and_trains_adapter(tiny_model_dir, records, tmp_p
 
 
 def test_sft_loss_only_on_response(tiny_model_dir, records, tmp_path):
-    trainer, rows = train.sft_trainer(str(tiny_model_dir), records[:4], tmp_path / "run", sft_params(padding_free=True), 0, 1, 1)
+    trainer, rows, _ = train.sft_trainer(str(tiny_model_dir), records[:4], tmp_path / "run", sft_params(padding_free=True), 0, 1, 1)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     tok = trainer.processing_class
     labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
@@ -97,7 +97,7 @@ def test_padding_free_loss_matches_padded(tiny_model_dir, records, tmp_path):
     """Concatenated rows with position_ids give the same loss as padded rows (no cross-attention between examples)."""
     losses = []
     for free in (True, False):
-        trainer, _ = train.sft_trainer(str(tiny_model_dir), records[:4], tmp_path / f"r{free}", sft_params(padding_free=free), 0, 1, 1)
+        trainer, _, _ = train.sft_trainer(str(tiny_model_dir), records[:4], tmp_path / f"r{free}", sft_params(padding_free=free), 0, 1, 1)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
         with torch.no_grad():
             losses.append(trainer.model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids", "labels")}).loss.item())
@@ -152,7 +152,7 @@ def test_each_checkpoint_saved_once(tiny_model_dir, records, tmp_path, max_steps
         def on_save(self, args, state, control, **kwargs):
             saves.append(state.global_step)
 
-    trainer, _ = train.sft_trainer(str(tiny_model_dir), records[:8], tmp_path / "run",
+    trainer, _, _ = train.sft_trainer(str(tiny_model_dir), records[:8], tmp_path / "run",
                                    sft_params(batch_size=4, max_steps=max_steps), 0, 2, 1)
     trainer.add_callback(CountSaves())
     trainer.train()
@@ -160,20 +160,20 @@ def test_each_checkpoint_saved_once(tiny_model_dir, records, tmp_path, max_steps
 
 
 def test_dpo_rows_truncate_in_tokens_and_keep_prompt_once(task_tokenizer, pairs):
-    rows = train.dpo_rows(task_tokenizer, pairs, max_length=60, max_prompt_length=40)
+    rows = train_rows.dpo_rows(task_tokenizer, pairs, max_length=60, max_prompt_length=40)[0]
     for row, pair in zip(rows, pairs):
         assert len(row["prompt_ids"]) <= 40
         assert len(row["prompt_ids"]) + len(row["chosen_ids"]) <= 60
         assert len(row["prompt_ids"]) + len(row["rejected_ids"]) <= 60
         # the question lives in the prompt only, never inside the responses
         assert pair.prompt[-1]["content"] not in task_tokenizer.decode(row["chosen_ids"])
-    full = train.dpo_rows(task_tokenizer, pairs, max_length=4096, max_prompt_length=4000)
+    full = train_rows.dpo_rows(task_tokenizer, pairs, max_length=4096, max_prompt_length=4000)[0]
     assert any(len(f["chosen_ids"]) > len(r["chosen_ids"]) for f, r in zip(full, rows)), "nothing was truncated"
 
 
 def test_dpo_trainer_uses_params(tiny_model_dir, pairs, tmp_path):
     params = dpo_params(beta=0.6, max_length=200, max_prompt_length=100, max_steps=3)
-    trainer, rows = train.dpo_trainer(str(tiny_model_dir), pairs, tmp_path / "run", params, 0, None, 2, 1)
+    trainer, rows, _ = train.dpo_trainer(str(tiny_model_dir), pairs, tmp_path / "run", params, 0, None, 2, 1)
     assert trainer.beta == 0.6 and trainer.args.beta == 0.6
     assert trainer.args.max_steps == 3 and trainer.data_collator.max_length == 200
     assert trainer.precompute_ref_logps and "ref_chosen_logps" in trainer.train_dataset.column_names
@@ -191,7 +191,7 @@ def test_dpo_trainer_uses_params(tiny_model_dir, pairs, tmp_path):
 def _margins(model, tok, pairs) -> torch.Tensor:
     """Summed log p(chosen) - log p(rejected) per pair."""
     out = []
-    for row in train.dpo_rows(tok, pairs, 4096, 4000):
+    for row in train_rows.dpo_rows(tok, pairs, 4096, 4000)[0]:
         lp = []
         for resp in (row["chosen_ids"], row["rejected_ids"]):
             ids = torch.tensor([row["prompt_ids"] + resp])
@@ -242,7 +242,7 @@ def test_two_process_gloo_sft_through_accelerate(tiny_model_dir, records, tmp_pa
 
 
 def test_launch_entry_point_usage():
-    proc = subprocess.run([sys.executable, "-m", "revlib.modeling.launch"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "revlib.modeling.worker"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
@@ -260,9 +260,9 @@ def test_params_files_validate(name):
 
 def test_trainer_passthrough_reaches_trl_untouched(tiny_model_dir, pairs, tmp_path):
     params = dpo_params(max_steps=1, trainer={"loss_type": ["ipo"], "max_grad_norm": 0.25, "adam_beta2": 0.95})
-    trainer, _ = train.dpo_trainer(str(tiny_model_dir), pairs[:4], tmp_path / "run", params, 0, None, 1, 1)
+    trainer, _, _ = train.dpo_trainer(str(tiny_model_dir), pairs[:4], tmp_path / "run", params, 0, None, 1, 1)
     assert trainer.args.loss_type == ["ipo"] and trainer.args.max_grad_norm == 0.25 and trainer.args.adam_beta2 == 0.95
-    trainer, _ = train.sft_trainer(str(tiny_model_dir), get_task("arith").sample(0, 2), tmp_path / "s",
+    trainer, _, _ = train.sft_trainer(str(tiny_model_dir), get_task("arith").sample(0, 2), tmp_path / "s",
                                    sft_params(trainer={"neftune_noise_alpha": 5.0, "max_grad_norm": 0.5}), 0, 1, 1)
     assert trainer.args.neftune_noise_alpha == 5.0 and trainer.args.max_grad_norm == 0.5
 
@@ -290,40 +290,38 @@ def test_launched_dpo_starts_from_the_merged_sft(tiny_model_dir, records, pairs,
     sft = train.sft(str(tiny_model_dir), records[:4], tmp_path / "sft", sft_params(epochs=1))
     seen = {}
 
-    def fake_launch(kind, base, data, out_dir, params, seed, epochs, every, on_log=None, sft_adapter=None):
-        seen.update(base=base, sft_adapter=sft_adapter, ready=(Path(base) / "config.json").exists())
-        return train.TrainResult([])
+    def fake_launch(kind, job, data, out_dir, accelerate_config, num_processes, on_log=None):
+        seen.update(base=job["base"], keys=sorted(job), ready=(Path(job["base"]) / "config.json").exists())
+        io.write_json(Path(out_dir) / "trainer_state.json", {"log_history": []})
+        io.write_json(Path(out_dir) / "train_metrics.json", {})
 
-    monkeypatch.setattr(train, "launch", fake_launch)
+    monkeypatch.setattr(launch, "launch", fake_launch)
     train.dpo(str(tiny_model_dir), pairs, tmp_path / "dpo", dpo_params(accelerate_config="ddp", num_processes=2),
               sft_adapter=sft.final.adapter)
-    assert seen == {"base": str(tmp_path / "dpo" / train.MERGED_SFT), "sft_adapter": None, "ready": True}
+    # the job names the merged SFT as its base, and no adapter: the worker never merges
+    assert seen == {"base": str(tmp_path / "dpo" / train.MERGED_SFT), "ready": True,
+                    "keys": ["base", "epochs", "params", "save_every_epochs", "seed"]}
 
 
 def test_launch_streams_output_as_it_happens(tmp_path, monkeypatch, capsys):
     """Each line reaches launch.log and the caller while the processes still run (the child waits for proof)."""
     proof = tmp_path / "seen"
     child = (f"import json, os, sys, time\n"
-             f"print({train.LOG_PREFIX!r} + json.dumps({{'step': 1, 'epoch': 0.5, 'loss': 1.0}}), flush=True)\n"
+             f"print({launch.LOG_PREFIX!r} + json.dumps({{'step': 1, 'epoch': 0.5, 'loss': 1.0}}), flush=True)\n"
              f"t = time.time()\n"
              f"while not os.path.exists({str(proof)!r}):\n"
              f"    time.sleep(0.05)\n"
              f"    if time.time() - t > 20: sys.exit(3)\n")
     real_popen = subprocess.Popen
-    monkeypatch.setattr(train.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", child], **kw))
-    monkeypatch.setattr(train, "load_checkpoints", lambda out_dir: [])
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", child], **kw))
     out = tmp_path / "run"
-    from revlib.core import io
-
-    io.write_json(out / "trainer_state.json", {"log_history": []})
-    io.write_json(out / "train_metrics.json", {})
 
     def on_log(entry):
         assert entry["loss"] == 1.0
-        assert train.LOG_PREFIX in (out / "launch" / "launch.log").read_text()  # already on disk
+        assert launch.LOG_PREFIX in (out / "launch" / "launch.log").read_text()  # already on disk
         proof.touch()
 
-    train.launch("sft", "base", [], out, sft_params(accelerate_config="ddp"), 0, 1, 1, on_log=on_log)
+    launch.launch("sft", {"base": "base"}, [], out, "ddp", 2, on_log=on_log)
     # without on_log (a notebook cell), each entry is printed as a progress line
-    train.launch("sft", "base", [], out, sft_params(accelerate_config="ddp"), 0, 1, 1)
+    launch.launch("sft", {"base": "base"}, [], out, "ddp", 2)
     assert "[sft] step 1" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,18 @@ from typing import Any
 
 # the checkout revlib runs from: notebooks/, configs/ and params/ sit beside the package
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# what a JSON file holds; a stage's metrics.json is a flat Metrics map
+JSONValue = float | int | str | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+JSONObject = dict[str, JSONValue]
+Metrics = JSONObject
+
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def slug(text: str, sep: str = "_") -> str:
+    """`text` as a file or folder name: every run of characters outside [A-Za-z0-9_.-] becomes `sep`."""
+    return _SLUG_UNSAFE.sub(sep, text)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

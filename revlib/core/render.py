@@ -11,6 +11,8 @@ from typing import Any
 
 THINK = "<|im_start|>think\n"
 ANSWER_SEP = "\n<|im_start|>answer\n"
+# where a sampled think body ends: the answer header, with or without the newline after it
+ANSWER_MARK = ANSWER_SEP.rstrip("\n")
 ANSWER_PREFIX = "Answer: "
 DEFAULT_SYSTEM = "Reason step by step, then give the final answer."
 

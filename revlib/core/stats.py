@@ -68,3 +68,37 @@ def chance_accuracy(golds: Sequence[str]) -> float:
     """Accuracy of always answering the commonest gold answer."""
     golds = list(golds)
     return max(golds.count(g) for g in set(golds)) / len(golds) if golds else 0.0
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """Mean of a - b over paired outcomes (the same problems, two models) with its normal interval:
+    (mean, lo, hi); nan for no pairs."""
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    n = len(d)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / max(n - 1, 1)
+    half = z * math.sqrt(var / n)
+    return mean, mean - half, mean + half
+
+
+def difference_of_differences(k: Sequence[tuple[int, int]], z: float = Z95) -> tuple[float, float, float]:
+    """(p1 - p0) - (q1 - q0) for four independent proportions given as (k, n) in the order p1, p0, q1, q0, with
+    its normal interval: (effect, lo, hi)."""
+    (a1, m1), (a0, m0), (b1, l1), (b0, l0) = k
+    effect = (a1 / m1 - a0 / m0) - (b1 / l1 - b0 / l0)
+    var = sum((c / n) * (1 - c / n) / n for c, n in k)
+    half = z * math.sqrt(var)
+    return effect, effect - half, effect + half
+
+
+def mean_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """mean(a) - mean(b) for two independent samples, with the interval that combines each mean's bootstrap interval
+    (Newcombe's square-root rule): (effect, lo, hi)."""
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    lo_a, hi_a = bootstrap_mean(a)
+    lo_b, hi_b = bootstrap_mean(b)
+    effect = mean_a - mean_b
+    return (effect, effect - math.hypot(mean_a - lo_a, hi_b - mean_b),
+            effect + math.hypot(hi_a - mean_a, mean_b - lo_b))

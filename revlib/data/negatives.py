@@ -1,7 +1,8 @@
 """Negative data with per-step credit assignment: Setlur et al.'s method, piece by piece.
 
 Sampling from the SFT policy with verification, RFT data, Monte-Carlo step values and
-advantages, the critical step, per-step / naive DPO pairs and advantage-filtered RFT.
+advantages, the critical step, per-step / naive DPO pairs and advantage-filtered RFT. Training on them (DPO
+from an SFT checkpoint, the held-out DPO loss) is `revlib.modeling.preference`.
 The experiment that runs them (notebook 06) is `revlib.stages.scaling`; its figures `revlib.stages.scaling_figures`.
 Every function takes a `Sampler` (revlib.modeling.rollouts): the Hugging Face engine with prefix-cache
 reuse, vLLM, or, in tests, a scripted policy whose success probabilities are known.
@@ -18,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -30,11 +31,9 @@ from revlib.tasks.grading import verified
 
 if TYPE_CHECKING:
     from revlib.params.negatives import Sampling
-    from revlib.params.train import DPOParams
-    from revlib.modeling.train import Checkpoint, OnLog, TrainResult
+    from revlib.modeling.train import Checkpoint
 
 StepSplit = Literal["task", "line", "sentence"]
-_ANSWER_MARK = "\n<|im_start|>answer"
 
 
 @dataclass
@@ -91,7 +90,7 @@ def parse_sample(task: TaskFamily, problem: Record, text: str, index: int, mode:
     """Verify a sampled assistant text and locate its steps in it."""
     if not text.startswith(render.THINK):
         text = render.THINK + text
-    body_end = text.find(_ANSWER_MARK, len(render.THINK))
+    body_end = text.find(render.ANSWER_MARK, len(render.THINK))
     body_end = len(text) if body_end < 0 else body_end
     raw_reasoning = text[len(render.THINK):body_end]
     reasoning, answer = render.split_answer(text)
@@ -359,35 +358,6 @@ def policy_engine(ckpt: Checkpoint, params: Sampling, temperature: float | None 
     return rollouts.make_engine(params.engine, model, tokenizer, model_path=model_path, checkpoint=ckpt, vllm=params.vllm, **kwargs)
 
 
-class DPOTrainer(Protocol):
-    """What `dpo_from` trains with: `revlib.modeling.train` itself, or a stand-in with its `dpo` (tests)."""
-
-    def dpo(self, base: str, pairs: list[PreferencePair], out_dir: Path, params: DPOParams, seed: int = 0,
-            sft_adapter: str | None = None, epochs: int | None = None, save_every_epochs: int | None = None,
-            on_log: OnLog | None = None) -> TrainResult: ...
-
-
-def dpo_from(ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, dpo_params: DPOParams, seed: int,
-             epochs: int | None = None, save_every_epochs: int | None = None, on_log: OnLog | None = None,
-             trainer: DPOTrainer | None = None) -> TrainResult:
-    """DPO with an SFT checkpoint as start and reference: the one way every stage starts DPO from SFT.
-
-    A LoRA checkpoint's adapter is handed to `train.dpo`, which merges it into its base first and trains a fresh
-    adapter on the merge (the reference is the merge with the adapter off: exactly the SFT model); a full
-    checkpoint is itself the start, and trl keeps a frozen copy of it as the reference. `trainer` defaults to
-    `revlib.modeling.train`.
-    """
-    if trainer is None:
-        from revlib.modeling import train
-
-        trainer = train
-    if ckpt.adapter:
-        return trainer.dpo(ckpt.base, pairs, out_dir, dpo_params, seed=seed, sft_adapter=ckpt.adapter,
-                           epochs=epochs, save_every_epochs=save_every_epochs, on_log=on_log)
-    return trainer.dpo(str(ckpt.path), pairs, out_dir, dpo_params, seed=seed, epochs=epochs,
-                       save_every_epochs=save_every_epochs, on_log=on_log)
-
-
 def split_pairs(pairs: Sequence[PreferencePair], share: float, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """(training pairs, held-out pairs): about `share` of the problems, with all their pairs, are held out, so a
     held-out pair never shares its question with a training pair."""
@@ -398,34 +368,6 @@ def split_pairs(pairs: Sequence[PreferencePair], share: float, seed: int) -> tup
     held = set(rng.sample(problems, round(share * len(problems)))) if share else set()
     return ([p for p in pairs if p.meta.get("problem", p.id) not in held],
             [p for p in pairs if p.meta.get("problem", p.id) in held])
-
-
-def dpo_pair_loss(policy: Checkpoint, reference: Checkpoint, pairs: Sequence[PreferencePair], dpo_params: DPOParams) -> float:
-    """Mean sigmoid DPO loss of `pairs` for a policy checkpoint against its reference, tokenized as DPO trains them."""
-    import torch
-
-    from revlib.modeling import train
-
-    if not pairs:
-        raise ValueError("no pairs to score")
-    models = [train.load_model_for(c)[0] for c in (policy, reference)]
-    tokenizer = train.load_model_for(reference)[1]
-    rows = train.dpo_rows(tokenizer, list(pairs), dpo_params.max_length, dpo_params.max_prompt_length)
-
-    @torch.no_grad()
-    def logp(model: Any, prompt: list[int], response: list[int]) -> float:
-        ids = torch.tensor([prompt + response])
-        out = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
-        pos = torch.arange(len(prompt) - 1, len(prompt) + len(response) - 1)
-        return out[pos, torch.tensor(response)].sum().item()
-
-    losses = []
-    for r in rows:
-        (pc, pr), (rc, rr) = [(logp(m, r["prompt_ids"], r["chosen_ids"]), logp(m, r["prompt_ids"], r["rejected_ids"]))
-                              for m in models]
-        margin = dpo_params.beta * ((pc - rc) - (pr - rr))
-        losses.append(-torch.nn.functional.logsigmoid(torch.tensor(margin)).item())
-    return sum(losses) / len(losses)
 
 
 # ---------------------------------------------------------------- direction-aware per-step DPO (03, beyond both papers)

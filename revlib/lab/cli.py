@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from revlib import params as params_mod
-from revlib.core import redact
+from revlib.core import io, redact
 from revlib.lab.manifest import live_status, read_manifest
 from revlib.lab.plan import plan
 
@@ -49,7 +49,25 @@ def check(params_file: Annotated[Path, typer.Argument(help="experiment YAML")]) 
     """Validate a params file and print the expanded plan: which notebook runs for which cell, and where it writes."""
     exp = _load(params_file)
     console.print(_plan_table(exp))
+    _say_hardware(exp)
     console.print(f"[green]OK[/] {params_file}: {len(plan(exp))} cells")
+
+
+def _say_hardware(exp: params_mod.Experiment) -> None:
+    """What the plan asks of this machine: a GPU shortfall (a warning here; `run` refuses), settings revlib
+    switches off, and the disk the checkpoints take."""
+    from revlib.lab import hardware  # reads configs/ and, only when GPUs are asked for, torch's CUDA count
+
+    missing = hardware.missing_gpus(exp)
+    if missing:
+        console.print(f"[bold yellow]Warning:[/] {missing}; `revlib run` refuses this plan here", soft_wrap=True)
+    for line in hardware.gate_stops(exp):
+        console.print(f"[yellow]Gate:[/] {line}", soft_wrap=True)
+    for line in hardware.switched_off(exp):
+        console.print(f"[yellow]Switched off:[/] {line}", soft_wrap=True)
+    console.print("Disk estimate:")
+    for line in hardware.disk_estimate(exp):
+        console.print(f"  {line}", soft_wrap=True)
 
 
 @app.command()
@@ -67,10 +85,17 @@ def run(
 
     from revlib.lab.runner import CellFailed, run as run_plan, select, write_index
 
+    from revlib.lab import hardware
+
     exp = _load(params_file)
     if dry_run:
         console.print(_plan_table(exp, only))
         return
+    missing = hardware.missing_gpus(exp)
+    if missing:  # before any compute: an 8-GPU plan on a box without them would otherwise fail hours in, or run on CPU
+        console.print(_plan_table(exp, only))
+        err_console.print(f"[bold red]Refused:[/] {missing}. Nothing was run or written.", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_PARAMS)
     cells = select(exp, only)
     t0 = time.time()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -198,8 +223,6 @@ def eval_model(
     """Evaluate one model or adapter through notebook 05 and its lm-eval tasks: the same tables as an experiment.
 
     The params it runs are written to <output-dir>/<name>.yaml, so `revlib run` on that file repeats it."""
-    import re
-
     import yaml
 
     wrong = [b for b in benchmarks if b not in EVAL_BENCHMARKS]
@@ -213,7 +236,7 @@ def eval_model(
         err_console.print(f"[bold red]Invalid eval arguments[/]: {', '.join(wrong)}; benchmarks are "
                           f"{', '.join(EVAL_BENCHMARKS)} (synthetic_* need notebook 01: use a params file)", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_PARAMS)
-    name = name or "eval-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model.rstrip("/")).name or model).strip("-.")
+    name = name or "eval-" + io.slug(Path(model.rstrip("/")).name or model, "-").strip("-.")
     output_dir.mkdir(parents=True, exist_ok=True)
     raw = eval_params(model, benchmarks, pairs, name, output_dir, limit=limit, max_gen_toks=max_gen_toks,
                       batch_size=batch_size, backend=backend, instruction=instruction)

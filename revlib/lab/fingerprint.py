@@ -112,7 +112,7 @@ _SOURCES_LOCK = threading.Lock()
 
 def revlib_sources(notebook: Path) -> list[Path]:
     """The revlib files a notebook's code reaches: its imports, followed through the package (lazy imports
-    inside functions and `-m revlib.x` strings included), plus the data folders those modules read."""
+    inside functions and `-m revlib.<module>` strings included), plus the data folders those modules read."""
     package = tuple((str(f), f.stat().st_mtime_ns) for f in sorted(PACKAGE_ROOT.rglob("*.py")))
     key = (str(notebook), Path(notebook).stat().st_mtime_ns, package)
     with _SOURCES_LOCK:

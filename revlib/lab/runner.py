@@ -14,6 +14,8 @@ from typing import Any
 
 from revlib.core import io, redact
 from revlib.params import Experiment, dump
+from revlib.lab import pages
+from revlib.lab.kernel import IPCKernelManager
 from revlib.lab.plan import NOTEBOOKS, Cell, plan
 from revlib.lab.context import RUNNER_ENV
 from revlib.core.provenance import environment, now
@@ -160,6 +162,7 @@ def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, An
             parameters={"params_file": str(params_file), "cell": cell.name, "run_dir": str(cell.run_dir)},
             progress_bar=False,
             kernel_name="python3",
+            kernel_manager_class=IPCKernelManager,
         )
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
         status, error = "failed", redact.redact(_short_error(err))
@@ -237,16 +240,13 @@ def write_index(exp: Experiment) -> Path:
     findings_link = _findings(exp)
     if (exp.run_root / "seeds.html").exists():  # written by `revlib seeds`
         findings_link += '<p><a href="seeds.html">Verdicts across seeds</a>: each claim\'s verdict per seed, flips marked.</p>'
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(exp.experiment)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.failed td{{background:#fdd}}tr.running td{{background:#ffd}}tr.interrupted td{{background:#fed}}</style>
-</head><body><h1>{html.escape(exp.experiment)}</h1><p>{html.escape(exp.description)}</p>
+    body = f"""<p>{html.escape(exp.description)}</p>
 {findings_link}
 <h2>Reports</h2><table><tr><th>notebook / cell</th><th>status</th><th>wall time</th><th>finished</th><th>error</th></tr>
 {''.join(rows)}</table>
 <h2>Time by stage</h2>{budget_line}<table><tr><th>stage</th><th>wall time</th><th>share of run</th><th>share of budget</th></tr>{share_rows}</table>
-{headline}
-</body></html>"""
+{headline}"""
+    page = pages.page(exp.experiment, body, width=1100)
     return io.write_text(exp.run_root / "index.html", page)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
-from revlib.lab import findings
+from revlib.lab import findings, pages
 from revlib.core import io
 from revlib.params import Experiment, load
 
@@ -152,13 +152,10 @@ def render(data: dict[str, Any], exp: Experiment) -> str:
         + ", ".join(f"{html.escape(b['name'])}: {'alive' if b.get('alive') else 'inert'}" for b in r["benchmarks"])
         + "</td></tr>" for r in data["runs"])
     flips = sum(r["across_seeds"] == "flips" for r in data["claims"])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Verdicts across seeds: {html.escape(data['experiment'])}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}</style></head><body>
-<h1>Verdicts across seeds: {html.escape(data['experiment'])}</h1>
-<p><b>What varies.</b> {html.escape(data['varies'])}. <b>Base model:</b> {html.escape(data['base'])}.</p>
+    body = f"""<p><b>What varies.</b> {html.escape(data['varies'])}. <b>Base model:</b> {html.escape(data['base'])}.</p>
 <p><b>Rule.</b> Each seed's verdict is its own findings page's (the rule is on that page). A claim whose verdict is not
 the same at every seed is marked <b>flips</b>: {flips} of {len(data['claims'])} claims flip.</p>
 <table><tr><th>paper</th><th>claim</th><th>δ</th>{''.join(f'<th>seed {s}</th>' for s in seeds)}<th>across seeds</th></tr>{rows}</table>
 <h2>Runs</h2><table><tr><th>seed</th><th>findings</th><th>status</th><th>this sweep's wall time (finished cells are reused)</th><th>cells' recorded wall time, summed</th><th>task-world benchmarks</th></tr>{runs}</table>
-<p><a href="index.html">all reports</a></p></body></html>"""
+<p><a href="index.html">all reports</a></p>"""
+    return pages.page(f"Verdicts across seeds: {data['experiment']}", body, width=1300)

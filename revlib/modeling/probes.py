@@ -427,8 +427,10 @@ class ModelBank:
     """
 
     def __init__(self, dtype: str = "float32", device: str | None = None, attn_implementation: str = "sdpa"):
-        self.dtype = dtype
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype == "by_device":  # bfloat16 where it is native (a GPU); CPU keeps float32's exact sums
+            dtype = "bfloat16" if str(self.device).startswith("cuda") else "float32"
+        self.dtype = dtype
         self.attn = attn_implementation
         self._base_path: str | None = None
         self._model: Any = None

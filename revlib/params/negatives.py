@@ -47,11 +47,6 @@ class Sampling(Strict):
         return self
 
 
-class _Rollouts(Sampling):
-    sft_epochs: int | None = Field(None, ge=1, description="override sft.epochs for this stage")
-    dpo_epochs: int | None = Field(None, ge=1, description="override dpo.epochs for this stage")
-
-
 class NegativeParams(Sampling):
     task: str = "arith"
     knobs: dict[str, Any] = Field(default_factory=dict)
@@ -86,13 +81,17 @@ class NegativeParams(Sampling):
         return self
 
 
-class StarGraphParams(_Rollouts):
+class StarGraphParams(Sampling):
+    """The star graph (07): SFT for `over_epochs` epochs with a checkpoint each epoch (so SFT's epochs are
+    `over_epochs`; there is no separate sft_epochs), then per-step DPO from epoch `under_epochs` and from the last."""
+
     knobs: dict[str, Any] = Field(default_factory=dict)
     n_train: int = Field(200, ge=1)
     n_test: int = Field(100, ge=1)
     probe_problems: int = Field(32, ge=1, description="test problems scored for the critical token's probability")
     under_epochs: int = Field(2, ge=1, description="SFT epoch of the under-trained start of per-step DPO")
     over_epochs: int = Field(8, ge=1, description="SFT epochs in all; the over-trained start is the last")
+    dpo_epochs: int | None = Field(None, ge=1, description="per-step DPO epochs from each start; empty: dpo.epochs")
 
     @model_validator(mode="after")
     def _order(self):

@@ -36,7 +36,9 @@ class ProbeParams(Strict):
                                     "null: about 16 MiB of logits on CPU, 1 GiB on a GPU")
     share_prompt: Literal["auto", "always", "never"] = Field(
         "auto", description="score chosen and rejected in one row sharing the prompt; auto: when prompts are long enough")
-    score_dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="weights while scoring")
+    score_dtype: Literal["by_device", "float32", "bfloat16", "auto"] = Field(
+        "by_device", description="weights while scoring; by_device: bfloat16 on a GPU (a 7B checkpoint in float32 "
+                                 "takes 33 GB), float32 on CPU; auto: as saved")
     extra_probes: bool = Field(True, description="also score where the mass goes: another question's response "
                                "(irrelevant), y+ with its tokens shuffled, and the argmax token along y+")
     min_alp_rise: float = Field(0.5, gt=0, description="learning check: in-distribution ALP(y+) must rise at least "

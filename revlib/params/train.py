@@ -42,10 +42,11 @@ OWNED_COMMON = {
     "model_init_kwargs": "bf16 and attn_implementation", "seed": "the experiment's seed", "data_seed": "the experiment's seed",
     "output_dir": "revlib (checkpoints/ of the run directory)", "save_strategy": "save_every_epochs",
     "save_steps": "save_every_epochs", "save_total_limit": "save_every_epochs (every scheduled checkpoint is kept)",
-    "logging_strategy": "logging_steps", "use_cpu": "revlib (CPU only without CUDA)", "fp16": "bf16",
+    "logging_strategy": "logging_steps", "use_cpu": "revlib (CPU only without CUDA, never for a GPU launch config)", "fp16": "bf16",
     "remove_unused_columns": "revlib (pre-tokenized rows)", "disable_tqdm": "revlib (curves instead of progress bars)",
     "resume_from_checkpoint": "revlib (resumes from the last finished checkpoint)",
     "activation_checkpointing": "gradient_checkpointing",
+    "save_only_model": "keep_optimizer_states (the newest checkpoint keeps its state, for resume)",
 }
 OWNED = {
     "sft": {**OWNED_COMMON, "padding_free": "padding_free", "completion_only_loss": "revlib (loss on the response only)",
@@ -95,6 +96,9 @@ class _Common(Strict):
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(512, ge=8, description="tokens of prompt + response; longer examples are cut in tokens")
     save_every_epochs: int = Field(1, ge=1, description="checkpoint every N epochs; the last epoch is always saved")
+    keep_optimizer_states: Literal["last", "all"] = Field(
+        "last", description="last: only the newest checkpoint keeps optimizer and scheduler state (what resume "
+                            "needs; at 7B about 9 GB a checkpoint); all: every checkpoint keeps it")
     max_steps: int = Field(-1, description="-1: run all epochs; otherwise stop after this many optimizer steps")
     logging_steps: int = Field(1, ge=1)
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
@@ -159,3 +163,14 @@ class DPOParams(_Common):
         if self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be below max_length ({self.max_length})")
         return self
+
+    def switched_off(self) -> list[str]:
+        """Settings asked here that revlib turns off, one line each (said at `revlib check` and when training starts).
+
+        precompute_ref_log_probs under ZeRO-3: trl wraps the model in a second (inference) DeepSpeed engine for that
+        pass, and ZeRO-3's parameter trace then breaks on the first training step ("pop from an empty deque"; seen
+        with 2 processes on DeepSpeed 0.19.8). The reference is the same, scored each step instead.
+        """
+        if self.precompute_ref_log_probs and self.accelerate_config == "zero3":
+            return ["precompute_ref_log_probs is off under ZeRO-3; the reference is scored each step"]
+        return []

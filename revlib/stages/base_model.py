@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from revlib.core import io
+from revlib.core.io import JSONObject, Metrics
 from revlib.modeling import models, pretrain
 from revlib.params import Experiment
 from revlib.params.models import BaseModelSpec
-from revlib.tasks import REGISTRY, get_task
+from revlib.tasks import REGISTRY, TaskFamily, get_task
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -28,7 +29,7 @@ CARD_JSON = "card.json"
 CARD_MD = "README.md"
 
 
-def task_knobs(exp: Experiment, spec: BaseModelSpec | None = None) -> dict[str, dict[str, Any]]:
+def task_knobs(exp: Experiment, spec: BaseModelSpec | None = None) -> dict[str, JSONObject]:
     """The families an embedded base pretrains on, with the knobs this experiment uses them with.
 
     Only these families enter the base's fingerprint: registering another family leaves it fresh.
@@ -54,7 +55,7 @@ class BaseResult:
     accuracy: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> Metrics:
         out = {"parameters": self.ref["parameters"], "source": self.ref["source"]}
         if self.curve:
             out["final_loss"] = self.curve[-1]["loss"]
@@ -119,7 +120,7 @@ def _build_from_gguf(spec: BaseModelSpec, out_dir: Path) -> BaseResult:
     return BaseResult(ref)
 
 
-def _held_out(families: dict[str, Any], seed: int, n: int) -> dict[str, list[tuple[str, str]]]:
+def _held_out(families: dict[str, TaskFamily], seed: int, n: int) -> dict[str, list[tuple[str, str]]]:
     return {name: fam.primitive_skills(random.Random(f"eval:{seed}:{name}"), n) for name, fam in families.items()}
 
 
@@ -159,8 +160,8 @@ def folder_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
-def publish(exp: Experiment, spec: BaseModelSpec, model_dir: Path, target: Path, knobs: dict[str, dict[str, Any]],
-            accuracy: list[dict[str, Any]], seconds: float) -> Path:
+def publish(exp: Experiment, spec: BaseModelSpec, model_dir: Path, target: Path, knobs: dict[str, JSONObject],
+            accuracy: list[JSONObject], seconds: float) -> Path:
     """Write the built model and its card to `target`, the way a checkpoint is published on a hub."""
     from revlib.core.provenance import git_commit
 
@@ -181,7 +182,7 @@ def publish(exp: Experiment, spec: BaseModelSpec, model_dir: Path, target: Path,
     return target
 
 
-def card_markdown(card: dict[str, Any]) -> str:
+def card_markdown(card: JSONObject) -> str:
     acc = "\n".join(f"| {t} | {v['accuracy']:.1%} | {v['chance']:.1%} | {v['problems']} |"
                      for t, v in card["primitive_accuracy"].items())
     return (f"# {card['name']}: embedded revlib base\n\n"
@@ -194,7 +195,7 @@ def card_markdown(card: dict[str, Any]) -> str:
             "Pretraining settings:\n\n```json\n" + json.dumps(card["pretrain"], indent=2) + "\n```\n")
 
 
-def verify_shipped(folder: Path, expected: str | None) -> dict[str, Any] | None:
+def verify_shipped(folder: Path, expected: str | None) -> JSONObject | None:
     """The card of a shipped base, after checking the folder against its checksum; None if it has no card."""
     card_path = folder / CARD_JSON
     card = io.read_json(card_path) if card_path.exists() else None
@@ -243,8 +244,31 @@ def checks(result: BaseResult) -> list[Check]:
                               row["chance"], PRIMITIVE_TARGETS.get(row["task"], 0.9)) for row in result.accuracy]
 
 
-def stage_metrics(result: BaseResult, checks: list[Check]) -> dict[str, Any]:
+def stage_metrics(result: BaseResult, checks: list[Check]) -> Metrics:
     """What 00 records in metrics.json: the base's size, source, final pretraining loss and skills, and the checks."""
     from revlib.evaluation import learning
 
     return result.metrics | learning.metrics(checks)
+
+
+@dataclass(frozen=True)
+class BaseSkills:
+    """What 00 hands on to the findings page: the base's own checksum (a GGUF base) and its held-out primitive-skill
+    accuracy per task family, read back from 00's run directory."""
+
+    sha256: str | None
+    primitive_accuracy: dict[str, float]
+
+    @classmethod
+    def exists(cls, run_dir: Path) -> bool:
+        return (Path(run_dir) / "metrics.json").exists()
+
+    @classmethod
+    def load(cls, run_dir: Path) -> BaseSkills:
+        run_dir = Path(run_dir)
+        ref = run_dir / models.BASE_JSON
+        sha = io.read_json(ref).get("sha256") if ref.exists() else None
+        prefix = "primitive_accuracy/"
+        skills = {k.removeprefix(prefix): float(v) for k, v in io.read_json(run_dir / "metrics.json").items()
+                  if k.startswith(prefix)}
+        return cls(sha or None, skills)

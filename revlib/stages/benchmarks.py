@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 
 from revlib.core import io
+from revlib.core.io import JSONObject, Metrics
 from revlib.evaluation import harness, score, stage_checks, tables
 from revlib.evaluation.learning import Check
 from revlib.evaluation.judge import LLMJudge
@@ -124,14 +125,22 @@ def store_key(ref: harness.ModelRef, task: str, bp, data_dir: Path | None, seed:
     return io.sha256_text(json.dumps(parts, sort_keys=True, default=str))[:24]
 
 
-def _load_entry(folder: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class StoreEntry:
+    """One stored (model, benchmark) evaluation: lm-eval's logged samples and its own aggregate."""
+
+    lm_eval_acc: float | None
+    samples: list[JSONObject]
+
+
+def _load_entry(folder: Path) -> StoreEntry | None:
     meta = folder / "meta.json"  # written last: an entry without it was cut short
     if not meta.exists():
         return None
-    return {**io.read_json(meta), "samples": io.read_jsonl(folder / "samples.jsonl")}
+    return StoreEntry(io.read_json(meta)["lm_eval_acc"], io.read_jsonl(folder / "samples.jsonl"))
 
 
-def _save_entry(folder: Path, ref: harness.ModelRef, task: str, samples: list[dict], acc: float | None,
+def _save_entry(folder: Path, ref: harness.ModelRef, task: str, samples: list[JSONObject], acc: float | None,
                 seconds: float) -> None:
     rows = json.loads(json.dumps(samples, default=str))  # lm-eval's samples hold a few non-JSON values
     io.write_jsonl(folder / "samples.jsonl", rows)
@@ -140,36 +149,60 @@ def _save_entry(folder: Path, ref: harness.ModelRef, task: str, samples: list[di
 
 
 @dataclass
-class StageResult:
+class BenchmarkRun:
+    """05's run for one base model: the models evaluated, their results, the tables and the learning checks."""
+
+    dir: Path
+    refs: list[harness.ModelRef]
     results: pd.DataFrame
     table1: tables.Table
     table2: tables.Table
+    checks: list[Check]
     seconds: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)  # model/benchmark pairs read from the store, not evaluated
-    world: list[dict[str, Any]] = field(default_factory=list)  # revlib.world.summary: chance, best, alive per benchmark
+    world: list[WorldBenchmark] = field(default_factory=list)
 
-    def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    @property
+    def metrics(self) -> Metrics:
+        """What 05 records in metrics.json: accuracy and problems per model and benchmark, seconds, which task-world
+        benchmarks are alive, and the learning checks."""
+        from revlib.evaluation import learning
+
+        out: Metrics = {}
         for _, r in self.results.iterrows():
             key = f"{r['stage']}/{r['train_set']}/{r['task']}"
             out[f"accuracy/{key}"] = r["accuracy"]
             out[f"problems/{key}"] = int(r["problems"])
         out["seconds"] = sum(self.seconds.values())
         for w in self.world:
-            out[f"world_alive/{w['benchmark']}"] = w["alive"]
-        return out
+            out[f"world_alive/{w.benchmark}"] = w.alive
+        return out | learning.metrics(self.checks)
+
+    def models_table(self) -> pd.DataFrame:
+        return models_table(self.refs)
+
+    def results_table(self) -> pd.DataFrame:
+        """Accuracy per model and benchmark, with its interval and lm-eval's own aggregate."""
+        return self.results[RESULT_COLUMNS]
 
     def world_table(self) -> pd.DataFrame | None:
         """The task-world benchmarks: chance, best model, alive; None when the experiment has none."""
-        return pd.DataFrame(self.world) if self.world else None
+        return pd.DataFrame([w.__dict__ for w in self.world]) if self.world else None
 
+    def table1_html(self) -> str:
+        return table_html(self.table1, "No SFT models in this experiment.")
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+    def table2_html(self) -> str:
+        return table_html(self.table2, "No DPO models in this experiment.")
+
+    def sample_responses(self, per_file: int = 2) -> pd.DataFrame:
+        return sample_responses(self.dir, per_file)
 
 
 def run(ctx: StageContext, refs: list[harness.ModelRef] | None = None,
-        on_model: Callable[[harness.ModelRef, harness.ModelEval], None] | None = None) -> StageResult:
+        on_model: Callable[[harness.ModelRef, harness.ModelEval], None] | None = print_model) -> BenchmarkRun:
+    """Evaluate every model (`refs`: default, the final checkpoints of this cell's model) on every benchmark,
+    write results, tables and samples, and check that the SFT models learned."""
     from revlib.data import world
 
     bp = ctx.exp.benchmarks
@@ -182,7 +215,7 @@ def run(ctx: StageContext, refs: list[harness.ModelRef] | None = None,
     refs = refs if refs is not None else models_to_evaluate(ctx)
     rows, seconds, reused = [], {}, []
     for ref in refs:
-        tag = _slug(f"{ref.label}__{ref.train_set}")
+        tag = sample_folder(ref.label, ref.train_set)
         keys = {task: store_key(ref, task, bp, data_dir, ctx.exp.seed, world_files, ctx.code_hashes) for task in tasks_all}
         entries = {task: _load_entry(store / key) for task, key in keys.items()}
         missing = [task for task, entry in entries.items() if entry is None]
@@ -196,10 +229,10 @@ def run(ctx: StageContext, refs: list[harness.ModelRef] | None = None,
                 entries[task] = _load_entry(store / keys[task])
         reused += [f"{tag}/{task}" for task in tasks_all if task not in missing]
         seconds[tag] = time.time() - t0
-        ev = harness.ModelEval(ref, {t: e["lm_eval_acc"] for t, e in entries.items()},
-                               {t: e["samples"] for t, e in entries.items()}, seconds[tag])
+        ev = harness.ModelEval(ref, {t: e.lm_eval_acc for t, e in entries.items()},
+                               {t: e.samples for t, e in entries.items()}, seconds[tag])
         for task in tasks_all:
-            samples = entries[task]["samples"]
+            samples = entries[task].samples
             scored = score.score_samples(task, samples, judge)
             io.write_jsonl(ctx.dir / "samples" / tag / f"{task}.jsonl", scored)
             summary = score.summarise(task, scored)
@@ -219,28 +252,24 @@ def run(ctx: StageContext, refs: list[harness.ModelRef] | None = None,
 
     what = {world.WORLD_PREFIX + w.name: w.what for w in bp.world}
     alive = world.summary(results, {t: read_records(p) for t, p in world_files.items()}, what)
-    io.write_json(ctx.dir / "world.json", alive)
+    io.write_json(ctx.dir / WORLD_FILE, alive)
     io.write_json(ctx.dir / "seconds.json", seconds)
     io.write_json(ctx.dir / "reused.json", reused)
     if judge is not None:
         judge.close()
-    return StageResult(results, t1, t2, seconds, reused, alive)
+    return BenchmarkRun(ctx.dir, refs, results, t1, t2, checks(ctx, results), seconds, reused,
+                        [WorldBenchmark(**w) for w in alive])
 
 
 RESULT_COLUMNS = ["stage", "train_set", "task", "problems", "accuracy", "ci_low", "ci_high", "lm_eval_acc", "no_answer",
                   "judged"]
 
 
-def results_table(result: StageResult) -> pd.DataFrame:
-    """Accuracy per model and benchmark, with its interval and lm-eval's own aggregate."""
-    return result.results[RESULT_COLUMNS]
-
-
-def checks(ctx: StageContext, result: StageResult) -> list[Check]:
+def checks(ctx: StageContext, results: pd.DataFrame) -> list[Check]:
     """Did the SFT models learn? Each answers its own direction's synthetic test set above chance (the commonest
     answer of 01's test set, read only when a synthetic benchmark ran)."""
     needs_data = any(t.startswith("synthetic_") for t in ctx.exp.benchmarks.tasks)
-    return stage_checks.benchmark_checks(result.results, ctx.upstream("01_reverse_data") if needs_data else None)
+    return stage_checks.benchmark_checks(results, ctx.upstream("01_reverse_data") if needs_data else None)
 
 
 def table_html(table: tables.Table, missing: str) -> str:
@@ -258,9 +287,115 @@ def sample_responses(out_dir: Path, per_file: int = 2) -> pd.DataFrame:
     return samples[SAMPLE_COLUMNS]
 
 
-def stage_metrics(result: StageResult, checks: list[Check]) -> dict[str, Any]:
-    """What 05 records in metrics.json: accuracy and problems per model and benchmark, seconds, which task-world
-    benchmarks are alive, and the learning checks."""
-    from revlib.evaluation import learning
+# ---------------------------------------------------------------- what 05 hands on: typed, read back from its run dir
 
-    return result.metrics() | learning.metrics(checks)
+
+def sample_folder(stage: str, train_set: str) -> str:
+    """The samples/<folder> of one model's responses."""
+    return io.slug(f"{stage}__{train_set}")
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """One model's accuracy on one benchmark (a row of results.csv)."""
+
+    stage: str        # "base", "sft", "dpo" or "dpo_per_step"
+    train_set: str
+    task: str
+    problems: int
+    accuracy: float
+
+    @property
+    def correct(self) -> int:
+        return round(self.accuracy * self.problems)
+
+    @property
+    def model(self) -> str:
+        return f"{self.stage}/{self.train_set}"
+
+
+@dataclass(frozen=True)
+class WorldBenchmark:
+    """A task-world benchmark outside both training sets (world.json): chance, best model, alive."""
+
+    benchmark: str
+    n: int
+    chance: float
+    alive: bool
+    best_accuracy: float | None = None
+    best_model: str | None = None
+    what: str = ""
+
+
+@dataclass
+class BenchmarkResults:
+    """05's results as later readers use them: accuracy per (model, benchmark), the task-world benchmarks, and
+    per-problem outcomes and benchmark records read from samples/ and world/ on demand."""
+
+    dir: Path
+    scores: list[ModelScore]
+    world: list[WorldBenchmark]
+
+    FILE = "results.csv"
+
+    @classmethod
+    def exists(cls, run_dir: Path) -> bool:
+        return (Path(run_dir) / cls.FILE).exists()
+
+    @classmethod
+    def load(cls, run_dir: Path) -> BenchmarkResults:
+        run_dir = Path(run_dir)
+        frame = pd.read_csv(run_dir / cls.FILE)
+        scores = [ModelScore(str(r["stage"]), str(r["train_set"]), str(r["task"]), int(r["problems"]), float(r["accuracy"]))
+                  for r in frame.to_dict("records")]
+        world = [WorldBenchmark(**w) for w in io.read_json(run_dir / WORLD_FILE)] if (run_dir / WORLD_FILE).exists() else []
+        return cls(run_dir, scores, world)
+
+    def score(self, stage: str, train_set: str, task: str) -> ModelScore | None:
+        return next((s for s in self.scores if (s.stage, s.train_set, s.task) == (stage, train_set, task)), None)
+
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(s.task for s in self.scores))
+
+    def alive(self) -> list[str]:
+        return [w.benchmark for w in self.world if w.alive]
+
+    def per_problem(self, stage: str, train_set: str, tasks: Sequence[str]) -> dict[tuple[str, int], float]:
+        """(task, problem) -> the share of this model's samples that were right, over `tasks`."""
+        out: dict[tuple[str, int], float] = {}
+        for s in self.scores:
+            if (s.stage, s.train_set) != (stage, train_set) or s.task not in tasks:
+                continue
+            path = self.dir / "samples" / sample_folder(stage, train_set) / f"{s.task}.jsonl"
+            if not path.exists():
+                continue
+            per: dict[int, list[bool]] = {}
+            for row in io.read_jsonl(path):
+                per.setdefault(int(row["doc_id"]), []).append(bool(row["correct"]))
+            out.update({(s.task, k): sum(v) / len(v) for k, v in per.items()})
+        return out
+
+    def models(self) -> list[tuple[str, str]]:
+        """(stage, train set) of every model evaluated, in results.csv's order."""
+        return list(dict.fromkeys((s.stage, s.train_set) for s in self.scores))
+
+    def golds(self, task: str) -> list[str]:
+        """The gold answers of a benchmark's problems (first sample of the first model's responses)."""
+        for path in sorted((self.dir / "samples").glob(f"*/{task}.jsonl"))[:1]:
+            return [str(r["gold"]) for r in io.read_jsonl(path) if int(r.get("sample", 0)) == 0]
+        return []
+
+    def world_directions(self) -> dict[str, list[str]]:
+        """Task-world benchmarks asked both ways (no 'middle' queries): the direction of each problem, in order."""
+        from revlib.core.records import read_records
+
+        out: dict[str, list[str]] = {}
+        folder = self.dir / "world"
+        for path in sorted(folder.glob("world_*.jsonl")) if folder.exists() else []:
+            recs = read_records(path)
+            if {r.direction for r in recs} == {"forward", "reverse"} and not any(r.meta.get("query") == "middle" for r in recs):
+                out[path.stem] = [r.direction for r in recs]
+        return out
+
+
+WORLD_FILE = "world.json"

@@ -6,7 +6,7 @@ Stages sit below the lab, so they cannot import StageRun; they name the part of 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from revlib.params import Experiment
@@ -19,7 +19,7 @@ class StageContext(Protocol):
     def exp(self) -> Experiment: ...
 
     @property
-    def values(self) -> dict[str, Any]: ...
+    def values(self) -> dict[str, str]: ...
 
     @property
     def dir(self) -> Path: ...

@@ -7,6 +7,8 @@ opposite). Per-step variant: pairs cut at the critical step of the SFT policy's 
 
 from __future__ import annotations
 
+from revlib.core.io import Metrics
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from revlib.core.records import PreferencePair
 from revlib.data import negatives
 from revlib.data.sets import load_pairs, load_set
 from revlib.evaluation import learning, stage_checks
-from revlib.modeling import train
+from revlib.modeling import preference, train
 from revlib.modeling.rollouts import Sampler
 from revlib.params.train import DPOParams
 from revlib.stages.context import StageContext
@@ -109,7 +111,7 @@ class DPORun:
         return pd.DataFrame(train.checkpoint_table(self.train.checkpoints))
 
     @property
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> Metrics:
         """What 03 records in metrics.json: the pairs, the run, its last logged loss, margin and reward accuracy,
         and the learning checks."""
         last = self.curves[-1] if self.curves else {}
@@ -123,10 +125,10 @@ class DPORun:
 
 
 def run(ctx: StageContext, begin: Start, pairs: Pairs) -> DPORun:
-    """DPO from the SFT model on the pairs (`negatives.dpo_from`: a LoRA SFT's adapter merged first), then whether
+    """DPO from the SFT model on the pairs (`preference.dpo_from`: a LoRA SFT's adapter merged first), then whether
     the log-probabilities moved and the policy kept SFT's skill."""
     exp = ctx.exp
-    result = negatives.dpo_from(begin.sft, pairs.pairs, ctx.dir, params_for(exp.dpo, begin.variant, len(pairs.pairs)),
+    result = preference.dpo_from(begin.sft, pairs.pairs, ctx.dir, params_for(exp.dpo, begin.variant, len(pairs.pairs)),
                                 exp.seed)
     curves = train.curves_rows(result.log_history)
     checks = stage_checks.dpo_checks(curves, exp.dpo.beta)

@@ -21,15 +21,18 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from revlib.data import negatives
 from revlib.data.sets import load_pairs, load_set, set_path
 from revlib.core import io
-from revlib.modeling import probes
+from revlib.core.io import JSONObject, Metrics
+from revlib.modeling import preference, probes
 from revlib.params import Experiment
 from revlib.core.records import Record
+from revlib.stages.context import StageContext
+from revlib.stages.maybe import Missing
 
 if TYPE_CHECKING:
     from revlib.evaluation.learning import Check
+    from revlib.modeling.train import Checkpoint
     from revlib.params.probes import ProbeParams
 
 SHORT = {"forward": "f", "reverse": "r", "mix": "m"}
@@ -70,7 +73,7 @@ def _trainer() -> ModuleType:
 
 
 def train_probe_models(exp: Experiment, base: str, data_dir: Path, out_dir: Path, trainer: Any = None,
-                       on_log: Callable[[dict], None] | None = None) -> list[ProbeCheckpoint]:
+                       on_log: Callable[[JSONObject], None] | None = None) -> list[ProbeCheckpoint]:
     """SFT then DPO on each probe-training set; the checkpoints in x-axis order per train set.
 
     Training resumes from finished checkpoints, so a re-run after an interruption continues.
@@ -94,7 +97,7 @@ def train_probe_models(exp: Experiment, base: str, data_dir: Path, out_dir: Path
         run = Path(out_dir) / "train" / train_set
         sft = trainer.sft(base, records, run / "sft", sft_params, seed=exp.seed, epochs=p.sft_epochs,
                           save_every_epochs=p.sft_save_every, on_log=on_log)
-        dpo = negatives.dpo_from(sft.final, pairs, run / "dpo", dpo_params, exp.seed, epochs=p.dpo_epochs,
+        dpo = preference.dpo_from(sft.final, pairs, run / "dpo", dpo_params, exp.seed, epochs=p.dpo_epochs,
                                  save_every_epochs=p.dpo_save_every, on_log=on_log, trainer=trainer)
         x = 0
         if p.include_base:
@@ -158,9 +161,27 @@ def load_probe_items(exp: Experiment, data_dir: Path, tokenizer: Any) -> tuple[l
     return items, {t: [r.id for r in sets[t]] for t in test_sets(exp)}
 
 
+@dataclass(frozen=True)
+class ScoringStats:
+    """How scoring went: seconds, response tokens, lower layers shared, loads of bases and adapters."""
+
+    scoring_seconds: float
+    response_tokens_scored: int
+    shared_lower_layers: int
+    tokens_per_second: float
+    base_loads: int
+    adapter_loads: int
+
+    def __getitem__(self, key: str) -> float | int:  # read like the metrics.json entries it becomes
+        return getattr(self, key)
+
+    def metrics(self) -> Metrics:
+        return {f"scoring/{k}": v for k, v in self.__dict__.items()}
+
+
 def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items: list[probes.ProbeItem],
                       members: dict[str, list[str]], on_checkpoint: Callable[[ProbeCheckpoint, float], None] | None = None
-                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
+                      ) -> tuple[pd.DataFrame, ScoringStats]:
     """Per-example scores of every (train, test) pair at every checkpoint, and scoring throughput.
 
     Checkpoints are visited grouped by the base their adapters apply to, so each base loads once.
@@ -169,7 +190,7 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
     wanted = {train: [t for tr, t in p.pairs if tr == train] for train in p.train_sets}
     bank, scorer = scoring_tools(p)
     meta = {it.id: it for it in items}
-    rows: list[dict[str, Any]] = []
+    rows: list[JSONObject] = []
     seconds = 0.0
     base_done: dict[str, list[probes.ItemScore]] = {}
     # the model a checkpoint needs loaded: its base for an adapter, itself for a full model
@@ -204,9 +225,8 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
                                  "direction": it.direction, "task": it.task, **{k: v for k, v in s.row().items() if k != "id"}})
     finally:
         bank.close()
-    stats = {"scoring_seconds": seconds, "response_tokens_scored": scorer.tokens_scored, "shared_lower_layers": frozen,
-             "tokens_per_second": probes.tokens_per_second(scorer.tokens_scored, seconds),
-             "base_loads": bank.base_loads, "adapter_loads": bank.adapter_loads}
+    stats = ScoringStats(seconds, scorer.tokens_scored, frozen, probes.tokens_per_second(scorer.tokens_scored, seconds),
+                         bank.base_loads, bank.adapter_loads)
     pair_rank = {pair_name(t, s): i for i, (t, s) in enumerate(p.pairs)}
     frame = pd.DataFrame(rows)
     if not frame.empty:
@@ -307,8 +327,7 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
 def save(scores: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """Per-example scores as parquet (to slice), the summary as CSV, the headline fragment for the index."""
     out_dir = Path(out_dir)
-    with io.atomic_path(out_dir / SCORES_FILE) as tmp:
-        scores.to_parquet(tmp, index=False)
+    ProbeResult(scores).save(out_dir)
     with io.atomic_path(out_dir / SUMMARY_FILE) as tmp:
         summary.to_csv(tmp, index=False)
     io.write_text(out_dir / "headline_probes.html",
@@ -317,8 +336,8 @@ def save(scores: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> dict[str
     return {"scores": out_dir / SCORES_FILE, "summary": out_dir / SUMMARY_FILE}
 
 
-def metrics(summary: pd.DataFrame, stats: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {f"scoring/{k}": v for k, v in stats.items()}
+def metrics(summary: pd.DataFrame, stats: ScoringStats) -> Metrics:
+    out = stats.metrics()
     for row in headline(summary).to_dict("records"):
         for key in ("margin after SFT", "margin after DPO"):
             if key in row:
@@ -326,8 +345,8 @@ def metrics(summary: pd.DataFrame, stats: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stage_metrics(summary: pd.DataFrame, stats: dict[str, Any], checkpoints: list[ProbeCheckpoint],
-                  items: list[probes.ProbeItem], comparison: pd.DataFrame | None, checks: list[Check]) -> dict[str, Any]:
+def stage_metrics(summary: pd.DataFrame, stats: ScoringStats, checkpoints: list[ProbeCheckpoint],
+                  items: list[probes.ProbeItem], comparison: pd.DataFrame | None, checks: list[Check]) -> Metrics:
     """What 04 records in metrics.json: the headline margins and scoring throughput, how much was scored, each DPO
     variant's margin per test set (where 03 ran per-step DPO), and the learning checks."""
     from revlib.evaluation import learning
@@ -351,11 +370,11 @@ def checkpoint_frame(checkpoints: list[ProbeCheckpoint]) -> pd.DataFrame:
 # ---------------------------------------------------------------- directional vs per-step DPO (dpo.per_step)
 
 
-def dpo_variant_models(exp: Experiment, upstream: Callable[[str, str], Path], model: str) -> dict[str, Any]:
+def dpo_variant_models(exp: Experiment, upstream: Callable[[str, str], Path], model: str) -> dict[str, Checkpoint]:
     """For each SFT model that also ran per-step DPO: the SFT model, its directional DPO and its per-step DPO."""
     from revlib.modeling import train
 
-    out: dict[str, Any] = {}
+    out: dict[str, Checkpoint] = {}
     for s in exp.dpo.per_step.on if exp.dpo and exp.dpo.per_step else []:
         for label, stage, cell in ((f"SFT {s}", "02_sft", f"{model}__{s}"),
                                    (f"SFT {s} + directional DPO", "03_dpo", f"{model}__{s}"),
@@ -380,7 +399,7 @@ def dpo_variants(exp: Experiment, upstream: Callable[[str, str], Path], model: s
 
 
 def compare_models(exp: Experiment, items: list[probes.ProbeItem], members: dict[str, list[str]],
-                   checkpoints: dict[str, Any]) -> pd.DataFrame:
+                   checkpoints: dict[str, Checkpoint]) -> pd.DataFrame:
     """Mean ALP(y+), ALP(y-) and margin of each labelled checkpoint on each test probe set."""
     p = exp.probes
     bank, scorer = scoring_tools(p)
@@ -562,3 +581,134 @@ def mass_table(summary: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"pair": pair, "probe": label, "after SFT": a[metric], "after DPO": b[metric],
                              "change under DPO": b[metric] - a[metric]})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- what 04 hands on: typed, read back from its run dir
+
+PROBE_KEY = ["train_set", "test_set", "example"]  # one probe example of one (train, test) pair
+
+
+@dataclass
+class ProbeResult:
+    """04's per-example scores (scores.parquet: one row per checkpoint x (train, test) pair x test example) as later
+    readers use them: filtered on fields (distribution, phase, train set), never on display labels."""
+
+    scores: pd.DataFrame
+
+    FILE = SCORES_FILE
+
+    @classmethod
+    def exists(cls, run_dir: Path) -> bool:
+        return (Path(run_dir) / cls.FILE).exists()
+
+    @classmethod
+    def load(cls, run_dir: Path) -> ProbeResult:
+        return cls(pd.read_parquet(Path(run_dir) / cls.FILE))
+
+    def save(self, run_dir: Path) -> Path:
+        with io.atomic_path(Path(run_dir) / self.FILE) as tmp:
+            self.scores.to_parquet(tmp, index=False)
+        return Path(run_dir) / self.FILE
+
+    @property
+    def test_examples(self) -> int:
+        return int(self.scores["example"].nunique())
+
+    def at(self, phase: str, distribution: str = "ID") -> pd.DataFrame | None:
+        """Rows of `distribution` at each pair's last checkpoint of `phase` (every base row for "base"), indexed by
+        PROBE_KEY; None when no checkpoint of that phase was scored."""
+        part = self.scores[self.scores["distribution"] == distribution]
+        last = part[part["phase"] == "base"] if phase == "base" else last_checkpoint(part, phase)
+        if last is None or last.empty:
+            return None
+        return last.set_index(PROBE_KEY)
+
+    def paired(self, metric: str, first: str, second: str, distribution: str = "ID") -> list[float] | None:
+        """Per probe example, `metric` at the last `first` checkpoint minus at the last `second` one, in the order of
+        the last SFT checkpoint's rows; None when either phase is missing."""
+        order, a, b = self.at("sft", distribution), self.at(first, distribution), self.at(second, distribution)
+        if order is None or a is None or b is None or metric not in a or metric not in b:
+            return None
+        return (a[metric].reindex(order.index) - b[metric].reindex(order.index)).dropna().tolist()
+
+    def mean(self, metric: str, phase: str, distribution: str = "ID") -> float | None:
+        rows = self.at(phase, distribution)
+        return None if rows is None else float(rows[metric].mean())
+
+
+@dataclass
+class ProbeRun:
+    """04's run for one base model: the probe checkpoints, their scores, Figure 2's summary and the checks."""
+
+    exp: Experiment
+    dir: Path
+    checkpoints: list[ProbeCheckpoint]
+    items: list[probes.ProbeItem]
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+    stats: ScoringStats
+    checks: list[Check]
+    in_sample: pd.DataFrame | None = None   # with probes.in_sample: the training examples beside the held-out ones
+    comparison: pd.DataFrame | None = None  # with dpo.per_step: directional vs per-step DPO on the same probes
+
+    @property
+    def models_note(self) -> str:
+        return models_note(self.exp)
+
+    def checkpoint_table(self) -> pd.DataFrame:
+        return checkpoint_frame(self.checkpoints)
+
+    def stats_table(self) -> pd.DataFrame:
+        return pd.DataFrame([self.stats.__dict__])
+
+    def figure(self) -> go.Figure:
+        return figure(self.summary)
+
+    def table(self) -> pd.DataFrame:
+        return table(self.summary)
+
+    def beside_paper(self) -> go.Figure:
+        from revlib.evaluation import paper_reference
+
+        return paper_reference.side_by_side(self.summary)
+
+    def mass_figure(self) -> go.Figure | None:
+        return mass_figure(self.summary)
+
+    def mass_table(self) -> pd.DataFrame:
+        return mass_table(self.summary)
+
+    def margin_by_direction(self) -> pd.DataFrame:
+        return margin_by_direction(self.scores)
+
+    def in_sample_table(self) -> pd.DataFrame | Missing:
+        """The training examples beside the held-out test probes, or why they were not scored."""
+        if self.in_sample is None:
+            return Missing("probes.in_sample is off: only the held-out test probes are scored.")
+        return self.in_sample
+
+    def comparison_figure(self) -> go.Figure | None:
+        return comparison_figure(self.comparison)
+
+    @property
+    def metrics(self) -> Metrics:
+        return stage_metrics(self.summary, self.stats, self.checkpoints, self.items, self.comparison, self.checks)
+
+
+def run(ctx: StageContext) -> ProbeRun:
+    """04 for the cell's base model: the probe models (trained here or 02/03's), every checkpoint scored on the test
+    probes, the in-sample and DPO-variant readings where params ask, saved, and the learning checks."""
+    from revlib.modeling import models
+
+    exp, base = ctx.exp, ctx.base_path()
+    data_dir = ctx.upstream("01_reverse_data")
+    checkpoints = probe_models(exp, base, data_dir, ctx.dir, ctx.upstream, ctx.values["model"])
+    items, members = load_probe_items(exp, data_dir, models.load_tokenizer(base))
+    scores, stats = score_checkpoints(exp, checkpoints, items, members)
+    summary = summarize(scores)
+    save(scores, summary, ctx.dir)
+    p = exp.probes
+    found = checks(summary, p.min_alp_rise, p.min_alp_after_sft, p.min_alp_fall_dpo)
+    return ProbeRun(exp, ctx.dir, checkpoints, items, scores, summary, stats, found,
+                    in_sample(exp, checkpoints, data_dir, base, summary, ctx.dir),
+                    dpo_variants(exp, ctx.upstream, ctx.values["model"], items, members, ctx.dir))

@@ -6,12 +6,20 @@ A notebook cell calls one of these instead of branching on whether its part exis
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from revlib.core import report
 from revlib.evaluation import learning
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A report part a run does not have, and why: what a stage's run object gives instead of the part."""
+
+    why: str
 
 
 def _missing(why: str) -> None:
@@ -27,9 +35,12 @@ def show(fig: go.Figure | None, missing: str = "") -> None:
         report.show(fig)
 
 
-def table(frame: pd.DataFrame | None, caption: str, missing: str = "") -> None:
-    """Show the captioned table (an empty frame too); None: print `missing` (nothing when it is empty)."""
-    if frame is None:
+def table(frame: pd.DataFrame | Missing | None, caption: str, missing: str = "") -> None:
+    """Show the captioned table (an empty frame too); Missing: print its reason; None: print `missing` (nothing when
+    it is empty)."""
+    if isinstance(frame, Missing):
+        _missing(frame.why)
+    elif frame is None:
         _missing(missing)
     else:
         report.table(frame, caption)

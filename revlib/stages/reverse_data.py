@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from revlib.core.io import Metrics
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +61,7 @@ class DataRun:
         return pd.DataFrame(reverse.twins_table(self.built, n=n))
 
     @property
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> Metrics:
         """What 01 records in metrics.json: the rows of every set and pair file, and the rejects by reason."""
         return self.stats["counts"] | {"rejects": len(self.built.rejects),
                                        "rejects_by_reason": self.stats["rejects_by_reason"]}

@@ -13,27 +13,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import ClassVar
 
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+import torch
+from pydantic import BaseModel
 
 from revlib.core import io, render, stats
-from revlib.data import negatives
+from revlib.core.io import Metrics
 from revlib.core.records import PreferencePair, Record
+from revlib.data import negatives
+from revlib.evaluation import learning
+from revlib.evaluation.learning import Check
+from revlib.modeling import models, preference, train
+from revlib.modeling.train import Checkpoint, TrainResult
+from revlib.params import Experiment
+from revlib.params.negatives import NegativeParams
+from revlib.stages import scaling_figures as figures
+from revlib.stages.context import StageContext
+from revlib.tasks import get_task
 from revlib.tasks.base import TaskFamily
 
-if TYPE_CHECKING:
-    from revlib.evaluation.learning import Check
-    from revlib.params import Experiment
-    from revlib.params.negatives import NegativeParams
-    from revlib.modeling.train import Checkpoint
-
 SFT_METHODS = ("rft", "rft_self", "adv_rft")  # trained by SFT from the base
+# SFT's test error must fall by at least this from the smallest to the largest size: a flatter curve maps every
+# error to any size (no efficiency multiple) and says more data taught SFT nothing
+MIN_SFT_DROP = 0.1
 DPO_METHODS = ("naive_dpo", "per_step_dpo")  # trained by DPO from the SFT checkpoint
-NAMES = {"sft": "SFT (synthetic positives)", "rft": "RFT (synthetic + own positives)", "rft_self": "RFT on D+ only",
-         "naive_dpo": "naive DPO", "per_step_dpo": "per-step DPO", "adv_rft": "advantage-filtered RFT"}
 
 
 def budget_rule(P: NegativeParams) -> str:
@@ -48,6 +58,20 @@ def budget_rule(P: NegativeParams) -> str:
             f"(greedy accuracy at most {P.kept_skill_drop:.0%} below SFT's, else the row says it broke the policy)")
 
 
+@dataclass(frozen=True)
+class DPOKept:
+    """How a DPO run's checkpoint was chosen: its training and held-out pairs, the pass kept, and with held-out pairs
+    the held-out DPO loss of every pass (by epoch)."""
+
+    train_pairs: int
+    held_out_pairs: int
+    epoch: float
+    held_out_loss: dict[str, float] | None = None
+
+    def as_json(self) -> Metrics:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 @dataclass
 class MethodRun:
     """One method at one size: its training examples, its checkpoint and its per-problem test outcomes."""
@@ -59,7 +83,7 @@ class MethodRun:
     checkpoint: Checkpoint | None = None
     train_correct: list[bool] = field(default_factory=list)  # greedy, on the size's first training problems
     steps: int | None = None  # optimizer steps it trained
-    dpo: dict[str, Any] = field(default_factory=dict)  # DPO: training / held-out pairs, the pass kept, held-out losses
+    dpo: DPOKept | None = None  # DPO: training / held-out pairs, the pass kept, held-out losses
     note: str = ""  # why it was not trained
 
     @property
@@ -93,24 +117,20 @@ PROBLEM_SEED_OFFSET = 606
 
 def draw_problems(exp: Experiment) -> tuple[TaskFamily, list[Record], list[Record]]:
     """The experiment's task family, its nested training pool and its test problems."""
-    from revlib.tasks import get_task
-
     P = exp.negatives
     task = get_task(P.task, P.knobs)
     train_pool, test = split_problems(task, exp.seed + PROBLEM_SEED_OFFSET, P.data_sizes, P.n_test)
     return task, train_pool, test
 
 
-def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path):
-    from revlib.modeling import train
-
+def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path) -> TrainResult:
     P = exp.negatives
     params = exp.sft.model_copy(update={"max_steps": P.sft_steps, "save_every_epochs": 10**6})
     return train.sft(base, records, out_dir, params, seed=exp.seed, epochs=1, save_every_epochs=10**6)
 
 
 def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, log: Callable[[str], None] = print
-         ) -> tuple[Checkpoint, dict[str, Any]]:
+         ) -> tuple[Checkpoint, DPOKept]:
     """DPO from the SFT checkpoint under the budget rule: (the kept checkpoint, how it was chosen).
 
     With `held_out_pairs`, the pairs of a share of the problems are held out, every pass over the rest is
@@ -120,26 +140,36 @@ def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir
     train_pairs, held = negatives.split_pairs(pairs, P.held_out_pairs, exp.seed)
     every = 1 if held else P.dpo_epochs
     params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": every})
-    res = negatives.dpo_from(ckpt, train_pairs, out_dir, params, exp.seed, epochs=P.dpo_epochs, save_every_epochs=every)
-    info: dict[str, Any] = {"train_pairs": len(train_pairs), "held_out_pairs": len(held)}
+    res = preference.dpo_from(ckpt, train_pairs, out_dir, params, exp.seed, epochs=P.dpo_epochs, save_every_epochs=every)
     if not held:
-        return res.final, info | {"epoch": res.final.epoch}
-    losses = {c.epoch: negatives.dpo_pair_loss(c, ckpt, held, exp.dpo) for c in res.checkpoints}
+        return res.final, DPOKept(len(train_pairs), len(held), res.final.epoch)
+    # the reference (the SFT checkpoint) is scored once for every pass
+    losses = dict(zip([c.epoch for c in res.checkpoints], preference.pair_losses(res.checkpoints, ckpt, held, exp.dpo)))
     best = min(res.checkpoints, key=lambda c: (round(losses[c.epoch], 6), c.epoch))
     log(f"{out_dir.name}: held-out DPO loss by pass {', '.join(f'{e:g}: {v:.4f}' for e, v in losses.items())}; "
         f"kept pass {best.epoch:g}")
-    return best, info | {"epoch": best.epoch, "held_out_loss": {str(k): v for k, v in losses.items()}}
+    return best, DPOKept(len(train_pairs), len(held), best.epoch, {str(k): v for k, v in losses.items()})
 
 
-def kept_skill(run: MethodRun, sft: MethodRun, max_drop: float) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class KeptSkill:
+    """A method's greedy accuracy on its size's training problems against SFT's, and whether it kept SFT's skill."""
+
+    train_accuracy: float
+    sft_train_accuracy: float
+    n: int
+    kept: bool
+    text: str
+
+
+def kept_skill(run: MethodRun, sft: MethodRun, max_drop: float) -> KeptSkill | None:
     """Whether a method kept SFT's skill: its greedy accuracy on the size's training problems against SFT's."""
     if not run.train_correct or not sft.train_correct:
         return None
     n, acc, base = len(run.train_correct), sum(run.train_correct), sum(sft.train_correct)
     ok = acc / n >= base / n - max_drop
-    return {"train_accuracy": acc / n, "sft_train_accuracy": base / n, "n": n, "kept": ok,
-            "text": f"training problems {acc}/{n} vs SFT {base}/{n}" + ("" if ok else f": broke the policy "
-                                                                            f"(fell more than {max_drop:.0%})")}
+    return KeptSkill(acc / n, base / n, n, ok, f"training problems {acc}/{n} vs SFT {base}/{n}" +
+                     ("" if ok else f": broke the policy (fell more than {max_drop:.0%})"))
 
 
 def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Record], test: list[Record], size: int,
@@ -205,7 +235,8 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Reco
         lo, hi = run.interval()
         log(f"n={size}: {method} ({run.examples} examples, {run.steps} steps) test error {run.error:.3f} "
             f"[{lo:.3f}, {hi:.3f}]; training problems {sum(run.train_correct)}/{len(run.train_correct)}")
-    io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "steps": r.steps, "note": r.note, "dpo": r.dpo,
+    io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "steps": r.steps, "note": r.note,
+                                                  "dpo": r.dpo.as_json() if r.dpo else {},
                                                   "correct": r.correct, "train_correct": r.train_correct}
                                               for m, r in runs.items()})
     return SizeResult(size, runs, positives, len(samples) - positives, credits)
@@ -221,35 +252,69 @@ def run_sizes(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Rec
 # ---------------------------------------------------------------- read-outs
 
 
-def table(results: Sequence[SizeResult], max_drop: float = 0.15) -> list[dict[str, Any]]:
+class TableRow(BaseModel):
+    """One (size, method) of 06's table: error with its 95% Wilson interval, training examples (pairs for DPO),
+    optimizer steps, McNemar p against SFT, the kept-skill check, and why a method was not trained (`note`)."""
+
+    size: int
+    method: str
+    examples: int
+    steps: int | None = None
+    error: float | None = None
+    n_test: int = 0
+    error_lo: float | None = None
+    error_hi: float | None = None
+    p_vs_sft: float | None = None
+    train_accuracy: float | None = None
+    kept_skill: bool | None = None
+    dpo_epoch_kept: float | None = None
+    held_out_pairs: int | None = None
+    note: str = ""
+
+
+class EfficiencyRow(BaseModel):
+    """At one size: how much synthetic data SFT needs to match a method (`multiple`, with its 95% bootstrap interval
+    where measured), or why that is not measurable (`reading` says which)."""
+
+    size: int
+    method: str
+    error: float
+    sft_error: float | None = None
+    p_vs_sft: float | None = None
+    multiple: float | None = None
+    reading: str = ""
+    multiple_lo: float | None = None
+    multiple_hi: float | None = None
+
+
+def table(results: Sequence[SizeResult], max_drop: float = 0.15) -> list[TableRow]:
     """One row per (size, method): error with its interval, training examples (pairs for DPO), optimizer steps,
     McNemar p against SFT, the kept-skill check, and why a method was not trained."""
     rows = []
     for res in results:
         sft = res.runs["sft"]
         for method, run in res.runs.items():
-            row: dict[str, Any] = {"size": res.size, "method": method, "examples": run.examples, "steps": run.steps,
-                                   "error": run.error, "n_test": len(run.correct)}
+            row = TableRow(size=res.size, method=method, examples=run.examples, steps=run.steps, error=run.error,
+                           n_test=len(run.correct))
             if run.dpo:
-                row["dpo_epoch_kept"] = run.dpo.get("epoch")
-                row["held_out_pairs"] = run.dpo.get("held_out_pairs")
+                row.dpo_epoch_kept, row.held_out_pairs = run.dpo.epoch, run.dpo.held_out_pairs
             if run.correct:
-                row["error_lo"], row["error_hi"] = run.interval()
+                row.error_lo, row.error_hi = run.interval()
             if method != "sft" and run.correct and sft.correct:
-                row["p_vs_sft"] = stats.mcnemar(run.correct, sft.correct)
+                row.p_vs_sft = stats.mcnemar(run.correct, sft.correct)
             kept = kept_skill(run, sft, max_drop) if method != "sft" else None
             if kept is not None:
-                row["train_accuracy"], row["kept_skill"] = kept["train_accuracy"], kept["kept"]
+                row.train_accuracy, row.kept_skill = kept.train_accuracy, kept.kept
             elif method == "sft" and run.train_correct:
-                row["train_accuracy"] = sum(run.train_correct) / len(run.train_correct)
-            row["note"] = run.note or (kept["text"] if kept is not None and not kept["kept"] else "")
+                row.train_accuracy = sum(run.train_correct) / len(run.train_correct)
+            row.note = run.note or (kept.text if kept is not None and not kept.kept else "")
             rows.append(row)
     return rows
 
 
-def per_step_pairs_by_size(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+def per_step_pairs_by_size(rows: Sequence[TableRow]) -> dict[str, int]:
     """Per-step DPO pairs built at each size (trained or not)."""
-    return {str(r["size"]): r["examples"] for r in rows if r["method"] == "per_step_dpo"}
+    return {str(r.size): r.examples for r in rows if r.method == "per_step_dpo"}
 
 
 def sft_size_to_match(sizes: Sequence[float], sft_errors: Sequence[float], target_error: float) -> float | None:
@@ -285,8 +350,6 @@ def multiple_interval(outcomes: dict[int, dict[str, Sequence[bool]]], method: st
     every size and to the method at once (the curves stay paired). Resamples beyond SFT's curve count as
     inf (above its largest size) or 0 (worse than its smallest), so the bounds say where the interval leaves it.
     """
-    import numpy as np
-
     sft = {n: np.asarray(o["sft"], bool) for n, o in outcomes.items() if o.get("sft")}
     mine = outcomes.get(size, {}).get(method)
     if len(sft) < 2 or not mine:
@@ -309,8 +372,9 @@ def _fmt_multiple(x: float, lo_bound: float, hi_bound: float) -> str:
     return f"> {hi_bound:.2f}x" if math.isinf(x) else f"< {lo_bound:.2f}x" if x == 0 else f"{x:.2f}x"
 
 
-def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.1, alpha: float = 0.05,
-               outcomes: dict[int, dict[str, Sequence[bool]]] | None = None) -> list[dict[str, Any]]:
+
+def efficiency(rows: Sequence[TableRow], method: str, min_drop: float = MIN_SFT_DROP, alpha: float = 0.05,
+               outcomes: dict[int, dict[str, Sequence[bool]]] | None = None) -> list[EfficiencyRow]:
     """At each size: how much synthetic data SFT needs to match `method`, or why that is not measurable.
 
     Measurable only when both curves are measured, SFT's curve falls by at least `min_drop` over the
@@ -319,36 +383,36 @@ def efficiency(rows: Sequence[dict[str, Any]], method: str, min_drop: float = 0.
     With `outcomes` (size -> method -> per-test-problem correctness), each measured multiple gets a 95%
     bootstrap interval over the test problems (`multiple_lo`, `multiple_hi`).
     """
-    sft = sorted((r["size"], r["error"]) for r in rows if r["method"] == "sft" and r["error"] is not None)
-    mine = sorted((r["size"], r["error"], r.get("p_vs_sft"), r.get("kept_skill")) for r in rows
-                  if r["method"] == method and r["error"] is not None)
+    sft = sorted((r.size, r.error) for r in rows if r.method == "sft" and r.error is not None)
+    mine = sorted((r.size, r.error, r.p_vs_sft, r.kept_skill) for r in rows
+                  if r.method == method and r.error is not None)
     out = []
     drop = (sft[0][1] - min(e for _, e in sft)) if sft else 0.0
     for size, err, p, kept in mine:
-        row = {"size": size, "method": method, "error": err, "sft_error": dict(sft).get(size), "p_vs_sft": p}
+        row = EfficiencyRow(size=size, method=method, error=err, sft_error=dict(sft).get(size), p_vs_sft=p)
         if len(sft) < 2 or drop < min_drop:
-            row.update(multiple=None, reading=f"not measurable: SFT's curve is flat (falls {drop:.2f} < {min_drop})")
+            row.reading = f"not measurable: SFT's curve is flat (falls {drop:.2f} < {min_drop})"
         elif p is None or p >= alpha:
-            row.update(multiple=None, reading=f"not measurable: not distinct from SFT at this size (p = {p:.2f})"
-                       if p is not None else "not measurable: no paired test")
+            row.reading = (f"not measurable: not distinct from SFT at this size (p = {p:.2f})" if p is not None
+                           else "not measurable: no paired test")
         else:
             need = sft_size_to_match([s for s, _ in sft], [e for _, e in sft], err)
             if need is not None:
-                row.update(multiple=need / size, reading=f"{need / size:.2f}x")
+                row.multiple, row.reading = need / size, f"{need / size:.2f}x"
             elif err < min(e for _, e in sft):
                 bound = max(s for s, _ in sft) / size
-                row.update(multiple=bound, reading=f"> {bound:.2f}x (beyond SFT's largest size)")
+                row.multiple, row.reading = bound, f"> {bound:.2f}x (beyond SFT's largest size)"
             else:
                 bound = min(s for s, _ in sft) / size
-                row.update(multiple=None, reading=f"< {bound:.2f}x: worse than SFT at every measured size")
+                row.reading = f"< {bound:.2f}x: worse than SFT at every measured size"
             ci = multiple_interval(outcomes, method, size) if outcomes else None
             if ci is not None:
-                row["multiple_lo"], row["multiple_hi"] = ci
+                row.multiple_lo, row.multiple_hi = ci
                 hi_bound, lo_bound = max(s for s, _ in sft) / size, min(s for s, _ in sft) / size
-                row["reading"] += (f" [95% {_fmt_multiple(ci[0], lo_bound, hi_bound)}, "
-                                   f"{_fmt_multiple(ci[1], lo_bound, hi_bound)}]")
+                row.reading += (f" [95% {_fmt_multiple(ci[0], lo_bound, hi_bound)}, "
+                                f"{_fmt_multiple(ci[1], lo_bound, hi_bound)}]")
         if kept is False:
-            row["reading"] += "; it broke the policy (kept-skill check failed)"
+            row.reading += "; it broke the policy (kept-skill check failed)"
         out.append(row)
     return out
 
@@ -361,27 +425,53 @@ def outcomes_by_size(results: Sequence[SizeResult]) -> dict[int, dict[str, list[
     return {r.size: {m: run.correct for m, run in r.runs.items()} for r in results}
 
 
-def efficiencies(rows: Sequence[dict[str, Any]], results: Sequence[SizeResult], methods: Sequence[str]
-                 ) -> dict[str, list[dict[str, Any]]]:
+def efficiencies(rows: Sequence[TableRow], results: Sequence[SizeResult], methods: Sequence[str]
+                 ) -> dict[str, list[EfficiencyRow]]:
     """`efficiency` of each method the experiment ran, with bootstrap intervals over its test problems."""
     outcomes = outcomes_by_size(results)
     return {m: efficiency(rows, m, outcomes=outcomes) for m in EFFICIENCY_METHODS if m in methods}
 
 
-def efficiency_table(eff: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
-    return pd.DataFrame([r for rs in eff.values() for r in rs])
+def efficiency_table(eff: dict[str, list[EfficiencyRow]]) -> pd.DataFrame:
+    return pd.DataFrame([r.model_dump() for rs in eff.values() for r in rs])
 
 
-def sft_checks(results: Sequence[SizeResult], test: Sequence[Record], min_drop: float = 0.1) -> list[Check]:
+def sft_checks(results: Sequence[SizeResult], test: Sequence[Record], min_drop: float = MIN_SFT_DROP) -> list[Check]:
     """Did SFT learn, and learn more from more data? Its test error falls by `min_drop` from the smallest to the
     largest size, and at the largest size it answers above chance."""
-    from revlib.evaluation import learning
-
     by_size = sorted(results, key=lambda r: r.size)
     first, last = by_size[0].runs["sft"], by_size[-1].runs["sft"]
     return [learning.change("SFT test error, smallest to largest data size", first.error, last.error, -1, min_drop),
             learning.accuracy(f"SFT accuracy at n={last.size}", sum(last.correct), len(last.correct),
                               stats.chance_accuracy([p.gold for p in test]))]
+
+
+@dataclass(frozen=True)
+class NLLRow:
+    """The mean per-token negative log-likelihood of one response of one set under one model (Figure 3)."""
+
+    set: str
+    id: str
+    nll: float
+
+
+@dataclass(frozen=True)
+class ValueRow:
+    """A method's average Monte-Carlo value after `step` steps of its own samples (Figure 7)."""
+
+    method: str
+    step: int
+    value: float
+    count: int
+
+
+@dataclass(frozen=True)
+class AdvantageRow:
+    """The advantage of one step of one positive or negative trace (Figure 10)."""
+
+    trace: str
+    step: int
+    advantage: float
 
 
 def self_positives(out_dir: Path, size: int) -> list[Record]:
@@ -390,8 +480,7 @@ def self_positives(out_dir: Path, size: int) -> list[Record]:
     return [Record(**r) for r in io.read_jsonl(path)] if path.exists() else []
 
 
-def likelihoods(base: str, train_pool: list[Record], results: Sequence[SizeResult], out_dir: Path
-                ) -> list[dict[str, Any]]:
+def likelihoods(base: str, train_pool: list[Record], results: Sequence[SizeResult], out_dir: Path) -> list[NLLRow]:
     """Figure 3 at the largest size: `response_nll` of its synthetic problems (D_syn) and of the SFT policy's own
     positives (D+) under the base model; none without D+."""
     largest = results[-1].size
@@ -399,15 +488,19 @@ def likelihoods(base: str, train_pool: list[Record], results: Sequence[SizeResul
     return response_nll(base, {"D_syn": train_pool[:largest], "D+": d_plus}) if d_plus else []
 
 
-def nll_table(nll: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
+def nll_table(nll: Sequence[NLLRow]) -> pd.DataFrame | None:
     """Mean, spread and count of the per-token NLL of each set; None without NLL rows."""
     if not nll:
         return None
-    return pd.DataFrame(nll).groupby("set")["nll"].agg(["mean", "std", "count"]).reset_index()
+    return pd.DataFrame([asdict(r) for r in nll]).groupby("set")["nll"].agg(["mean", "std", "count"]).reset_index()
 
 
-def method_values(exp: Experiment, task: TaskFamily, results: Sequence[SizeResult], test: list[Record]
-                  ) -> list[dict[str, Any]]:
+def nll_means(nll: Sequence[NLLRow]) -> dict[str, float]:
+    """The mean per-token NLL of each set (what scaling.json keeps)."""
+    return pd.DataFrame([asdict(r) for r in nll]).groupby("set")["nll"].mean().to_dict() if nll else {}
+
+
+def method_values(exp: Experiment, task: TaskFamily, results: Sequence[SizeResult], test: list[Record]) -> list[ValueRow]:
     """Figure 7 at the largest size: `values_by_method` of every trained method on the first `value_problems` test
     problems; none when `value_problems` is 0."""
     P = exp.negatives
@@ -415,33 +508,8 @@ def method_values(exp: Experiment, task: TaskFamily, results: Sequence[SizeResul
     return values_by_method(exp, task, ckpts, test[: P.value_problems]) if P.value_problems else []
 
 
-SUMMARY_FILE = "scaling.json"  # read by revlib.lab.findings
-
-
-def write_summary(out_dir: Path, P: NegativeParams, rows: list[dict[str, Any]], eff: dict[str, list[dict[str, Any]]],
-                  results: Sequence[SizeResult], nll: Sequence[dict[str, Any]]) -> Path:
-    """scaling.json: the budget rule, the table's rows, the efficiency readings, per-step pairs per size, the pair
-    floor, every method's per-test-problem outcomes by size and the mean NLL per set (what the findings read)."""
-    return io.write_json(Path(out_dir) / SUMMARY_FILE, {
-        "budget_rule": budget_rule(P), "rows": rows, "efficiency": eff,
-        "per_step_pairs_by_size": per_step_pairs_by_size(rows), "min_pairs": P.min_pairs,
-        "outcomes": {str(r.size): {m: run.correct for m, run in r.runs.items()} for r in results},
-        "nll": pd.DataFrame(nll).groupby("set")["nll"].mean().to_dict() if nll else {},
-    })
-
-
-def stage_metrics(rows: Sequence[dict[str, Any]], eff: dict[str, list[dict[str, Any]]], checks: Sequence[Check]
-                  ) -> dict[str, Any]:
-    """What 06 records in metrics.json: each measured error, each efficiency reading, and the learning checks."""
-    from revlib.evaluation import learning
-
-    out = {f"{r['method']}/error@{r['size']}": r["error"] for r in rows if r["error"] is not None}
-    out |= {f"{m}/multiple@{r['size']}": r["reading"] for m, rs in eff.items() for r in rs}
-    return out | learning.metrics(checks)
-
-
 def values_by_method(exp: Experiment, task: TaskFamily, ckpts: dict[str, Checkpoint], problems: list[Record]
-                     ) -> list[dict[str, Any]]:
+                     ) -> list[ValueRow]:
     """Figure 7: each method's own samples on held-out problems, valued by its own rollouts, averaged per step."""
     P = exp.negatives
     rows = []
@@ -450,22 +518,18 @@ def values_by_method(exp: Experiment, task: TaskFamily, ckpts: dict[str, Checkpo
         samples = negatives.sample_policy(engine, task, problems, 1, exp.seed + 2, P.step_split)
         for r in negatives.value_per_step(negatives.estimate_values(engine, task, problems, samples, P.rollouts,
                                                                     exp.seed + 2)):
-            rows.append({"method": method, **r})
+            rows.append(ValueRow(method, int(r["step"]), r["value"], int(r["count"])))
     return rows
 
 
-def advantages_by_step(credits: Sequence[negatives.StepCredit]) -> list[dict[str, Any]]:
+def advantages_by_step(credits: Sequence[negatives.StepCredit]) -> list[AdvantageRow]:
     """Figure 10: the advantage of every step of positive and of negative traces."""
-    return [{"trace": "positive" if cr.sample.correct else "negative", "step": i + 1, "advantage": a}
+    return [AdvantageRow("positive" if cr.sample.correct else "negative", i + 1, a)
             for cr in credits for i, a in enumerate(cr.advantages)]
 
 
-def response_nll(model_path: str, sets: dict[str, list[Record]]) -> list[dict[str, Any]]:
+def response_nll(model_path: str, sets: dict[str, list[Record]]) -> list[NLLRow]:
     """Figure 3: mean per-token negative log-likelihood of each set's responses under one model."""
-    import torch
-
-    from revlib.modeling import models
-
     model = models.load_model(model_path)
     tok = models.load_tokenizer(model_path)
     rows = []
@@ -475,5 +539,138 @@ def response_nll(model_path: str, sets: dict[str, list[Record]]) -> list[dict[st
                 prompt, completion = render.tokenize_example(tok, r.question, r.reasoning, r.answer)
                 ids = torch.tensor([prompt + completion])
                 labels = torch.tensor([[-100] * len(prompt) + completion])
-                rows.append({"set": name, "id": r.id, "nll": model(input_ids=ids, labels=labels).loss.item()})
+                rows.append(NLLRow(name, r.id, model(input_ids=ids, labels=labels).loss.item()))
     return rows
+
+
+# ---------------------------------------------------------------- what 06 hands on, and its report
+
+
+class ScalingResult(BaseModel):
+    """What 06 measured (scaling.json, read by the findings page): the budget rule, the table's rows, the efficiency
+    readings, the pair floor, every method's per-test-problem outcomes by size, and the mean NLL per set."""
+
+    FILE: ClassVar[str] = "scaling.json"
+
+    budget_rule: str
+    min_pairs: int
+    rows: list[TableRow]
+    efficiency: dict[str, list[EfficiencyRow]]
+    outcomes: dict[int, dict[str, list[bool]]]  # size -> method -> correct per test problem (empty: not trained)
+    nll: dict[str, float]
+
+    @classmethod
+    def exists(cls, run_dir: Path) -> bool:
+        return (Path(run_dir) / cls.FILE).exists()
+
+    @classmethod
+    def load(cls, run_dir: Path) -> ScalingResult:
+        return cls.model_validate(io.read_json(Path(run_dir) / cls.FILE))
+
+    def save(self, run_dir: Path) -> Path:
+        # python-mode dump: an unbounded multiple interval (inf) stays Infinity, as json writes it
+        return io.write_json(Path(run_dir) / self.FILE, self.model_dump())
+
+    def rows_of(self, method: str) -> list[TableRow]:
+        return [r for r in self.rows if r.method == method]
+
+    @property
+    def per_step_pairs_by_size(self) -> dict[str, int]:
+        return per_step_pairs_by_size(self.rows)
+
+    def sft_error_by_size(self) -> dict[str, float | None]:
+        return {str(r.size): r.error for r in self.rows_of("sft")}
+
+    def pooled(self, a: str, b: str) -> tuple[list[bool], list[bool]]:
+        """Outcomes of methods a and b over every size at which both answered the test problems, paired per problem.
+
+        Sizes are pooled in the order scaling.json lists them (its keys are text, sorted: "128" before "64"), the
+        order the findings page has always pooled in: the interval's variance sums in that order, to the last digit.
+        """
+        xs: list[bool] = []
+        ys: list[bool] = []
+        for size in sorted(self.outcomes, key=str):
+            by_method = self.outcomes[size]
+            if by_method.get(a) and by_method.get(b):
+                xs += by_method[a]
+                ys += by_method[b]
+        return xs, ys
+
+
+def stage_metrics(rows: Sequence[TableRow], eff: dict[str, list[EfficiencyRow]], checks: Sequence[Check]) -> Metrics:
+    """What 06 records in metrics.json: each measured error, each efficiency reading, and the learning checks."""
+    out: Metrics = {f"{r.method}/error@{r.size}": r.error for r in rows if r.error is not None}
+    out |= {f"{m}/multiple@{r.size}": r.reading for m, rs in eff.items() for r in rs}
+    return out | learning.metrics(checks)
+
+
+@dataclass
+class ScalingRun:
+    """06's run: every method at every size, what it hands on (`result`, saved as scaling.json), SFT's learning
+    checks, and the report's tables and figures."""
+
+    exp: Experiment
+    task: TaskFamily
+    test: list[Record]
+    sizes: list[SizeResult]
+    result: ScalingResult
+    checks: list[Check]
+    nll: list[NLLRow]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.exp.negatives.methods)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([r.model_dump() for r in self.result.rows])
+
+    def checks_table(self) -> pd.DataFrame:
+        return learning.table(self.checks)
+
+    def efficiency_table(self) -> pd.DataFrame:
+        return efficiency_table(self.result.efficiency)
+
+    def nll_table(self) -> pd.DataFrame | None:
+        return nll_table(self.nll)
+
+    def scaling_figure(self) -> go.Figure:
+        return figures.scaling_figure(self.result.rows, self.methods)
+
+    def self_data_figure(self) -> go.Figure | None:
+        return figures.self_data_figure(self.result.rows, self.methods)
+
+    def advantages_figure(self) -> go.Figure | None:
+        """Figure 10 at the largest size."""
+        return figures.advantages_figure(advantages_by_step(self.sizes[-1].credits))
+
+    def nll_figure(self) -> go.Figure | None:
+        return figures.nll_figure(self.nll)
+
+    @cached_property
+    def values(self) -> list[ValueRow]:
+        """Figure 7's rows, sampled on first use (every later call reuses them)."""
+        return method_values(self.exp, self.task, self.sizes, self.test)
+
+    def values_figure(self) -> go.Figure | None:
+        return figures.values_figure(self.values)
+
+    @property
+    def metrics(self) -> Metrics:
+        return stage_metrics(self.result.rows, self.result.efficiency, self.checks)
+
+
+def run(ctx: StageContext, log: Callable[[str], None] = print) -> ScalingRun:
+    """06 for the cell's base: every method at every size under the budget rule, the table, the efficiency readings,
+    Figure 3's likelihoods, SFT's learning checks; scaling.json saved."""
+    exp, base = ctx.exp, ctx.base_path()
+    P = exp.negatives
+    task, train_pool, test = draw_problems(exp)
+    sizes = run_sizes(exp, base, task, train_pool, test, ctx.dir, log)
+    rows = table(sizes, P.kept_skill_drop)
+    checks = sft_checks(sizes, test)
+    eff = efficiencies(rows, sizes, P.methods)
+    nll = likelihoods(base, train_pool, sizes, ctx.dir)
+    result = ScalingResult(budget_rule=budget_rule(P), min_pairs=P.min_pairs, rows=rows, efficiency=eff,
+                           outcomes=outcomes_by_size(sizes), nll=nll_means(nll))
+    result.save(ctx.dir)
+    return ScalingRun(exp, task, test, sizes, result, checks, nll)

@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from revlib.stages.scaling import NAMES
+if TYPE_CHECKING:  # the row types live with the stage, which imports this module
+    from revlib.stages.scaling import AdvantageRow, NLLRow, TableRow, ValueRow
 
+NAMES = {"sft": "SFT (synthetic positives)", "rft": "RFT (synthetic + own positives)", "rft_self": "RFT on D+ only",
+         "naive_dpo": "naive DPO", "per_step_dpo": "per-step DPO", "adv_rft": "advantage-filtered RFT"}
 PALETTE = {"sft": "#1f77b4", "rft": "#ff7f0e", "rft_self": "#8c564b", "naive_dpo": "#9467bd",
            "per_step_dpo": "#d62728", "adv_rft": "#2ca02c"}
 
 
-def _curve(fig: go.Figure, rows: Sequence[dict[str, Any]], method: str, name: str | None = None) -> None:
-    pts = sorted((r for r in rows if r["method"] == method and r["error"] is not None), key=lambda r: r["size"])
+def _curve(fig: go.Figure, rows: Sequence[TableRow], method: str, name: str | None = None) -> None:
+    pts = sorted((r for r in rows if r.method == method and r.error is not None), key=lambda r: r.size)
     if not pts:
         return
     fig.add_trace(go.Scatter(
-        x=[r["size"] for r in pts], y=[r["error"] for r in pts], mode="lines+markers", name=name or NAMES[method],
+        x=[r.size for r in pts], y=[r.error for r in pts], mode="lines+markers", name=name or NAMES[method],
         line=dict(color=PALETTE.get(method)),
-        error_y=dict(type="data", symmetric=False, array=[r["error_hi"] - r["error"] for r in pts],
-                     arrayminus=[r["error"] - r["error_lo"] for r in pts]),
-        customdata=[[r["examples"], r.get("p_vs_sft")] for r in pts],
+        error_y=dict(type="data", symmetric=False, array=[r.error_hi - r.error for r in pts],
+                     arrayminus=[r.error - r.error_lo for r in pts]),
+        customdata=[[r.examples, r.p_vs_sft] for r in pts],
         hovertemplate="n=%{x}: error %{y:.3f}<br>training examples %{customdata[0]}<br>McNemar p vs SFT "
                       "%{customdata[1]:.3g}<extra>" + (name or NAMES[method]) + "</extra>"))
 
 
-def scaling_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> go.Figure:
+def scaling_figure(rows: Sequence[TableRow], methods: Sequence[str]) -> go.Figure:
     """Test error against synthetic data size (log x), one line per method, 95% Wilson intervals."""
     fig = go.Figure()
     for m in methods:
@@ -38,7 +41,7 @@ def scaling_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> go
     return fig
 
 
-def self_data_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> go.Figure | None:
+def self_data_figure(rows: Sequence[TableRow], methods: Sequence[str]) -> go.Figure | None:
     """Figures 2 and 9: RFT on the learner's own positives D+ alone against SFT on synthetic data D_syn; None when
     `rft_self` is not among the methods."""
     if "rft_self" not in methods:
@@ -52,43 +55,43 @@ def self_data_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> 
     return fig
 
 
-def values_figure(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
+def values_figure(rows: Sequence[ValueRow]) -> go.Figure | None:
     """Figure 7: average Monte-Carlo value after each step, one line per method; None without rows."""
     if not rows:
         return None
     fig = go.Figure()
-    for m in dict.fromkeys(r["method"] for r in rows):
-        pts = [r for r in rows if r["method"] == m]
-        fig.add_trace(go.Scatter(x=[r["step"] for r in pts], y=[r["value"] for r in pts], mode="lines+markers",
+    for m in dict.fromkeys(r.method for r in rows):
+        pts = [r for r in rows if r.method == m]
+        fig.add_trace(go.Scatter(x=[r.step for r in pts], y=[r.value for r in pts], mode="lines+markers",
                                  name=NAMES.get(m, m), line=dict(color=PALETTE.get(m))))
     fig.update_layout(title="Average value per step of each method's own samples", template="plotly_white", height=360,
                       xaxis_title="steps taken", yaxis_title="value (success rate of rollouts)", yaxis_range=[0, 1])
     return fig
 
 
-def advantages_figure(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
+def advantages_figure(rows: Sequence[AdvantageRow]) -> go.Figure | None:
     """Figure 10: step advantages in positive and in negative traces, per step index; None without rows."""
     if not rows:
         return None
     fig = go.Figure()
     for trace, colour in (("positive", "#2ca02c"), ("negative", "#d62728")):
-        pts = [r for r in rows if r["trace"] == trace]
+        pts = [r for r in rows if r.trace == trace]
         if pts:
-            fig.add_trace(go.Box(x=[r["step"] for r in pts], y=[r["advantage"] for r in pts], name=f"{trace} traces",
+            fig.add_trace(go.Box(x=[r.step for r in pts], y=[r.advantage for r in pts], name=f"{trace} traces",
                                  marker_color=colour, boxmean=True))
     fig.update_layout(title="Monte-Carlo step advantages in positive and negative traces", template="plotly_white",
                       boxmode="group", height=380, xaxis_title="step", yaxis_title="advantage (value after − before)")
     return fig
 
 
-def nll_figure(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
+def nll_figure(rows: Sequence[NLLRow]) -> go.Figure | None:
     """Figure 3: per-token NLL of self-generated positives D+ and synthetic data D_syn under one model; None without
     rows."""
     if not rows:
         return None
     fig = go.Figure()
-    for name in dict.fromkeys(r["set"] for r in rows):
-        fig.add_trace(go.Histogram(x=[r["nll"] for r in rows if r["set"] == name], name=name, opacity=0.6,
+    for name in dict.fromkeys(r.set for r in rows):
+        fig.add_trace(go.Histogram(x=[r.nll for r in rows if r.set == name], name=name, opacity=0.6,
                                    histnorm="probability"))
     fig.update_layout(title="Negative log-likelihood per token of the responses", barmode="overlay",
                       template="plotly_white", height=360, xaxis_title="mean NLL per response token",

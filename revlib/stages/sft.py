@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from revlib.core.io import Metrics
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,7 @@ class SFTRun:
         return pd.DataFrame(train.checkpoint_table(self.train.checkpoints))
 
     @property
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> Metrics:
         """What 02 records in metrics.json: the run, its final loss and checkpoints, and the learning checks."""
         return {"train_set": self.train_set, "examples": len(self.records),
                 "final_loss": self.curves[-1]["loss"] if self.curves else None,

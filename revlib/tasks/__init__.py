@@ -13,6 +13,7 @@ import importlib
 from importlib import metadata
 from typing import Any
 
+from revlib.core.records import Record
 from revlib.tasks.arith import ArithChain
 from revlib.tasks.base import TaskFamily, TaskKnobs
 from revlib.tasks.star_graph import StarGraph
@@ -84,5 +85,5 @@ register(StarGraph)
 load_entry_points()
 
 
-__all__ = ["ENTRY_POINT_GROUP", "REGISTRY", "TaskFamily", "TaskKnobs", "get_task", "load_entry_points", "register",
+__all__ = ["ENTRY_POINT_GROUP", "REGISTRY", "Record", "TaskFamily", "TaskKnobs", "get_task", "load_entry_points", "register",
            "resolve"]

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from revlib.core import io
 from revlib.params.data import ApiTeacher as ApiTeacherParams, HFTeacher as HFTeacherParams
 from revlib.core.records import Record
 from revlib.tasks import TaskFamily
@@ -42,7 +43,7 @@ def make_model_teacher(params: ApiTeacherParams | HFTeacherParams, cache_dir: Pa
         teacher = HFTeacher(params, None)
     else:
         raise ValueError(f"no model teacher of kind {params.kind!r}")
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(teacher.identity.get("model", params.kind)))[-60:]
+    slug = io.slug(str(teacher.identity.get("model", params.kind)))[-60:]
     ident = cache_key(teacher.identity, [])[:12]
     teacher.cache = ResponseCache(Path(cache_dir) / f"{params.kind}-{slug}-{ident}.jsonl")
     return teacher

@@ -7,8 +7,7 @@ import random
 
 from pydantic import Field
 
-from revlib.core.records import Record
-from revlib.tasks import TaskFamily, TaskKnobs
+from revlib.tasks import Record, TaskFamily, TaskKnobs
 
 
 class ListKnobs(TaskKnobs):

@@ -1,0 +1,70 @@
+"""A run's typed stage results, read once from its run directory: what the claim registry measures from.
+
+Each stage owns its result type (with `exists` and `load`); this module only finds the finished cell of a stage and
+loads it. A stage that did not run, or has not finished, gives None.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from revlib.core import io
+from revlib.params import Experiment
+from revlib.stages.base_model import BaseSkills
+from revlib.stages.benchmarks import BenchmarkResults
+from revlib.stages.dynamics import ProbeResult
+from revlib.stages.scaling import ScalingResult
+from revlib.stages.star import StarResult
+
+if TYPE_CHECKING:
+    from revlib.lab.claims import ClaimSpec, Reading
+
+
+def stage_dir(exp: Experiment, stage: str) -> Path | None:
+    """The first finished cell of `stage` in the experiment's run root; None when none has finished."""
+    root = exp.run_root / stage
+    if not root.exists():
+        return None
+    done = [d for d in sorted(root.iterdir()) if (d / "manifest.json").exists()
+            and io.read_json(d / "manifest.json").get("status") == "done"]
+    return done[0] if done else None
+
+
+class RunResults:
+    """The typed results of one experiment's finished stages, loaded on first use, and each claim's reading."""
+
+    def __init__(self, exp: Experiment):
+        self.exp = exp
+        self._readings: dict[str, Reading | None] = {}
+
+    def _load(self, stage: str, kind: type):
+        d = stage_dir(self.exp, stage)
+        return kind.load(d) if d is not None and kind.exists(d) else None
+
+    @cached_property
+    def base(self) -> BaseSkills | None:
+        return self._load("00_base_model", BaseSkills)
+
+    @cached_property
+    def benchmarks(self) -> BenchmarkResults | None:
+        return self._load("05_benchmarks", BenchmarkResults)
+
+    @cached_property
+    def probes(self) -> ProbeResult | None:
+        return self._load("04_probe_dynamics", ProbeResult)
+
+    @cached_property
+    def scaling(self) -> ScalingResult | None:
+        return self._load("06_negative_data", ScalingResult)
+
+    @cached_property
+    def star(self) -> StarResult | None:
+        return self._load("07_star_graph", StarResult)
+
+    def reading(self, spec: ClaimSpec) -> Reading | None:
+        """The claim's reading of this run, measured once (a precondition may read another claim's)."""
+        if spec.id not in self._readings:
+            self._readings[spec.id] = spec.measure(self)
+        return self._readings[spec.id]
