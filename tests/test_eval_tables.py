@@ -93,8 +93,18 @@ def test_judge_errors_are_clear(monkeypatch):
     monkeypatch.setenv("REVLIB_TEST_JUDGE_KEY", "k")
     with pytest.raises(JudgeError, match="HTTP 500"):
         _judge("YES", [], status=500).equivalent("q", "a", "b")
-    with pytest.raises(JudgeError, match="neither YES nor NO"):
-        _judge("maybe", []).equivalent("q", "a", "b")
+    assert _judge("maybe", []).equivalent("q", "a", "b") == (None, "maybe")
+
+
+def test_an_unreadable_judge_reply_is_counted_not_fatal(monkeypatch):
+    """One reply that is neither YES nor NO leaves the answer ungraded-right, is marked and counted, and the rest
+    of the evaluation goes on."""
+    monkeypatch.setenv("REVLIB_TEST_JUDGE_KEY", "k")
+    sample = {"doc_id": 0, "doc": {"question": "q", "gold": "\\text{Evelyn}"}, "filtered_resps": ["Answer: Evelyn's"]}
+    rows = score.score_samples("math500", [sample], _judge("maybe", []))
+    assert rows[0]["judged"] and rows[0]["judge_unreadable"] and rows[0]["correct"] is False
+    assert "unreadable" in rows[0]["reason"]
+    assert score.summarise("math500", rows)["judge_unreadable"] == 1
 
 
 def test_benchmark_params_reject_bad_input(tmp_path):

@@ -60,8 +60,9 @@ class LLMJudge:
     def usage(self) -> Any:
         return self.client.usage
 
-    def equivalent(self, question: str, answer: str, gold: str) -> tuple[bool, str]:
-        """(verdict, raw reply) for one undecided answer."""
+    def equivalent(self, question: str, answer: str, gold: str) -> tuple[bool | None, str]:
+        """(verdict, raw reply) for one undecided answer; verdict None when the reply is neither YES nor NO (one
+        unreadable reply must not end an evaluation: the caller records it as undecided and counts it)."""
         try:
             result = self.client.chat_many([judge.messages(question, gold, answer)])[0]
         except TeacherConfigError as err:
@@ -71,10 +72,7 @@ class LLMJudge:
                 raise JudgeBudgetSpent(f"LLM judge budget spent ({self.budget_requests} requests); verdicts so far are "
                                        f"cached in {self.cache_path}; raise benchmarks.judge.budget_requests and re-run")
             raise JudgeError(f"judge API {self.client.url} failed: {result.reason}: {result.detail}")
-        verdict = judge.parse_verdict(result.content)
-        if verdict is None:
-            raise JudgeError(f"judge reply is neither YES nor NO: {result.content!r}")
-        return verdict, result.content
+        return judge.parse_verdict(result.content), result.content
 
     def close(self) -> None:
         if self._client is not None:

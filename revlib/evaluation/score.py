@@ -43,13 +43,17 @@ def score_samples(task: str, samples: list[dict[str, Any]], judge: LLMJudge | No
         doc = sample["doc"]
         for k, response in enumerate(_responses(sample)):
             g = grade_response(task, response, doc)
-            correct, reason, judged = g.correct, g.reason, False
+            correct, reason, judged, unreadable = g.correct, g.reason, False, False
             if judge is not None and not g.decided and task in MATH_TASKS and g.extracted:
-                correct, reply = judge.equivalent(doc["question"], g.extracted, doc["gold"])
-                reason, judged = f"{g.reason}; judge {judge.model}: {reply.strip()}", True
+                verdict, reply = judge.equivalent(doc["question"], g.extracted, doc["gold"])
+                judged, unreadable = True, verdict is None
+                if unreadable:  # counted, and graded as math-verify left it (not right)
+                    reason = f"{g.reason}; judge {judge.model} reply unreadable (neither YES nor NO): {reply.strip()[:200]}"
+                else:
+                    correct, reason = verdict, f"{g.reason}; judge {judge.model}: {reply.strip()}"
             rows.append({"task": task, "doc_id": sample["doc_id"], "sample": k, "question": doc["question"],
                          "gold": doc["gold"], "response": response, "extracted": g.extracted, "correct": bool(correct),
-                         "decided": g.decided, "judged": judged, "reason": reason,
+                         "decided": g.decided, "judged": judged, "judge_unreadable": unreadable, "reason": reason,
                          "lm_eval_acc": sample.get("acc")})
     return rows
 
@@ -65,4 +69,4 @@ def summarise(task: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"task": task, "problems": n, "samples_per_problem": max((len(v) for v in per_problem.values()), default=0),
             "accuracy": solved / n if n else 0.0, "ci_low": lo, "ci_high": hi,
             "undecided": sum(not r["decided"] for r in rows), "judged": sum(r["judged"] for r in rows),
-            "no_answer": sum(r["extracted"] is None for r in rows)}
+            "judge_unreadable": sum(r.get("judge_unreadable", False) for r in rows), "no_answer": sum(r["extracted"] is None for r in rows)}

@@ -262,7 +262,7 @@ def run(ctx: StageContext, refs: list[harness.ModelRef] | None = None,
 
 
 RESULT_COLUMNS = ["stage", "train_set", "task", "problems", "accuracy", "ci_low", "ci_high", "lm_eval_acc", "no_answer",
-                  "judged"]
+                  "judged", "judge_unreadable"]
 
 
 def checks(ctx: StageContext, results: pd.DataFrame) -> list[Check]:
