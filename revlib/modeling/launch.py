@@ -9,7 +9,6 @@ It knows nothing of trainers: the worker writes the run's results where train.py
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from revlib.core import io
+from revlib.core.provenance import now
 
 LAUNCHED_ENV = "REVLIB_LAUNCHED"  # set inside processes started by `accelerate launch`
 LOG_PREFIX = "revlib.log "  # rank 0 prints each trainer log entry on such a line; the parent parses it
@@ -86,7 +86,7 @@ def launch(kind: str, job: dict[str, Any], data: list, out_dir: Path, accelerate
     log_path = job_dir / "launch.log"
     tail: list[str] = []
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
-        log.write(f"=== {now_utc()} {' '.join(cmd)}\n")
+        log.write(f"=== {now()} {' '.join(cmd)}\n")
         proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1, start_new_session=True)
         try:
@@ -102,14 +102,10 @@ def launch(kind: str, job: dict[str, Any], data: list, out_dir: Path, accelerate
             returncode = proc.wait()
         except BaseException:
             _kill_group(proc)
-            log.write(f"=== {now_utc()} stopped by the caller; processes killed\n")
+            log.write(f"=== {now()} stopped by the caller; processes killed\n")
             raise
     if returncode != 0:
         raise RuntimeError(f"accelerate launch failed (exit {returncode}); log in {log_path}\n{''.join(tail)[-3000:]}")
-
-
-def now_utc() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
