@@ -158,7 +158,8 @@ def test_no_per_step_pairs_stop_the_cell_after_writing_the_empty_file(per_step_c
 
 def _train_result(tmp_path):
     cks = [Checkpoint(tmp_path / f"checkpoint-{i}", float(i), 4 * i, "/models/base", None) for i in (1, 2)]
-    return TrainResult(cks, metrics={"train_runtime": 3.5, "train_tokens_per_second": 120.0})
+    return TrainResult(cks, metrics={"train_runtime": 3.5, "train_tokens_per_second": 120.0,
+                                     "max_length_cut": {"rows": 3, "cut": 1, "answer_lost": 1}})
 
 
 def test_sft_metrics_keep_the_keys_02_recorded(tmp_path):
@@ -167,7 +168,10 @@ def test_sft_metrics_keep_the_keys_02_recorded(tmp_path):
     assert run.metrics == {"train_set": "forward", "examples": 3, "final_loss": 0.7, "checkpoints": [1.0, 2.0],
                            "steps": 8, "train_runtime": 3.5, "tokens_per_second": 120.0, "learned": True,
                            "learned/loss fell": True}
-    assert list(run.run_table().columns) == ["model", "train set", "examples", "steps", "seconds", "tokens/s"]
+    table = run.run_table()
+    assert list(table.columns) == ["model", "train set", "examples", "steps", "seconds", "tokens/s", "cut by max_length",
+                                   "of them lost the answer"]
+    assert table.iloc[0]["cut by max_length"] == 1 and table.iloc[0]["of them lost the answer"] == 1
     assert sft.SFTRun("m", "forward", [], _train_result(tmp_path), [], []).metrics["final_loss"] is None
 
 

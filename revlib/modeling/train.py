@@ -33,6 +33,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from revlib.core import io
+from revlib.core.io import Metrics
 from revlib.core.records import PreferencePair, Record
 from revlib.modeling import launch, models, rollouts
 from revlib.modeling.launch import OnLog
@@ -289,6 +290,14 @@ def _resumed_epoch(resume: str | None) -> float:
     if not resume:
         return 0.0
     return float(io.read_json(Path(resume) / MARKER)["epoch"])
+
+
+def cut_columns(metrics: Metrics) -> dict[str, int | str]:
+    """A run table's columns saying what `max_length` cut: rows cut, and of them, rows whose answer line was lost."""
+    cut = metrics.get("max_length_cut")
+    if not isinstance(cut, dict):
+        return {"cut by max_length": "not recorded"}
+    return {"cut by max_length": cut["cut"], "of them lost the answer": cut["answer_lost"]}
 
 
 def _finish(trainer: Any, out_dir: Path, train_output: Any, epoch_tokens: int, cut: Truncation,

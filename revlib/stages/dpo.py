@@ -7,8 +7,6 @@ opposite). Per-step variant: pairs cut at the critical step of the SFT policy's 
 
 from __future__ import annotations
 
-from revlib.core.io import Metrics
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pandas as pd
 
 from revlib.core import records
 from revlib.core.records import PreferencePair
+from revlib.core.io import Metrics
 from revlib.data import negatives
 from revlib.data.sets import load_pairs, load_set
 from revlib.evaluation import learning, stage_checks
@@ -105,7 +104,8 @@ class DPORun:
         return pd.DataFrame([{"SFT model": self.begin.sft_cell,
                               "pairs": f"{self.pairs.source} ({len(self.pairs.pairs)})", "beta": self.beta,
                               "steps": self.train.final.step, "seconds": self.train.metrics["train_runtime"],
-                              "tokens/s": self.train.metrics["train_tokens_per_second"]}])
+                              "tokens/s": self.train.metrics["train_tokens_per_second"],
+                              **train.cut_columns(self.train.metrics)}])
 
     def checkpoint_table(self) -> pd.DataFrame:
         return pd.DataFrame(train.checkpoint_table(self.train.checkpoints))

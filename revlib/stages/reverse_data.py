@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from revlib.core.io import Metrics
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from revlib.core import io
+from revlib.core.io import Metrics
 from revlib.data import reverse
 from revlib.params.data import DataParams
 from revlib.stages.context import StageContext

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from revlib.core.io import Metrics
-
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from revlib.core.records import Record
+from revlib.core.io import Metrics
 from revlib.data.sets import load_set
 from revlib.evaluation import learning, stage_checks
 from revlib.modeling import train
@@ -30,7 +29,8 @@ class SFTRun:
     def run_table(self) -> pd.DataFrame:
         return pd.DataFrame([{"model": self.model, "train set": self.train_set, "examples": len(self.records),
                               "steps": self.train.final.step, "seconds": self.train.metrics["train_runtime"],
-                              "tokens/s": self.train.metrics["train_tokens_per_second"]}])
+                              "tokens/s": self.train.metrics["train_tokens_per_second"],
+                              **train.cut_columns(self.train.metrics)}])
 
     def checkpoint_table(self) -> pd.DataFrame:
         return pd.DataFrame(train.checkpoint_table(self.train.checkpoints))
