@@ -74,6 +74,9 @@ def test_tables_read_on_world_benchmarks_with_the_precondition(exp):
     by_id = {c["id"]: c for c in data["claims"]}
     rev = by_id["r1k.table1.reverse_beats_forward"]
     assert rev["verdict"] == "reproduced" and abs(rev["effect"] - 0.25) < 1e-9 and "world_long" in rev["measured"]
+    # an analogue of the paper's table, naming this run's base model and benchmarks beside the paper's
+    assert rev["measured"].startswith("analogue, with micro (embedded preset micro)")
+    assert rev["paper_figure"].startswith("Table 1 analogue") and "AIME24" in rev["paper_figure"]
     assert by_id["r1k.table1.mixing_hurts"]["verdict"] == "not reproduced"  # identical outcomes: E = 0 [0, 0]
     rec = by_id["r1k.table2.dpo_recovers_mix"]  # DPO gains 50 points, but mixing lost nothing
     assert rec["verdict"] == "inconclusive" and rec["note"].startswith("precondition failed: a loss to recover")

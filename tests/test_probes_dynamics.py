@@ -216,3 +216,30 @@ def test_dpo_check_compares_the_training_sets_that_have_dpo():
     assert len(fall) == 1 and fall[0].passed and fall[0].reference == pytest.approx(-2.150)
     assert not [c for c in dynamics.checks(summary, 0.1, None, 0.005) if c.what.startswith("in-distribution ALP(y-)")][0].passed
     assert not [c for c in dynamics.checks(summary, 0.1, None, None) if c.what.startswith("in-distribution ALP(y-)")]
+
+
+def test_in_sample_scores_are_per_example_on_the_training_rows(stage):
+    from revlib.data.sets import load_set
+    from revlib.modeling import models
+
+    exp, _, ckpts, _, _, scores, _, tmp = stage
+    data_dir = tmp / "data"
+    frame = dynamics.in_sample_scores(exp, ckpts, data_dir, models.load_tokenizer(ckpts[0].base))
+    for train, test in exp.probes.pairs:
+        part = frame[frame["pair"] == dynamics.pair_name(train, test)]
+        assert list(dict.fromkeys(part["phase"])) == ["base", "sft", "dpo"]  # the base, the last SFT and DPO checkpoint
+        rows = {r.id for r in load_set(data_dir, f"probe_{test}")}  # the training rows of that direction (or twins)
+        for _, g in part.groupby("x"):
+            assert set(g["example"]) == rows
+    assert {"alp_chosen", "alp_rejected", "margin", "alp_irrelevant"} <= set(frame.columns)
+    assert "alp_shuffled" not in frame  # only the extra probe a claim reads in sample
+    base = frame[frame["phase"] == "base"].set_index(["pair", "example"])["alp_rejected"]
+    assert base.loc["(D_f, T_f)"].equals(base.loc["(D_r, T_f)"])  # one base scored once for every training set
+    back = dynamics.InSampleScores.load(dynamics.InSampleScores(frame).save(tmp / "in_sample").parent)
+    assert len(back.scores) == len(frame) and back.at("sft") is not None
+    assert not dynamics.ProbeResult.exists(tmp / "in_sample")  # a sibling file beside scores.parquet, not it
+    table = dynamics.in_sample_table(frame, dynamics.summarize(scores))
+    ff = frame[(frame["pair"] == "(D_f, T_f)") & (frame["phase"] == "sft")]
+    row = table[(table["pair"] == "(D_f, T_f)") & (table["checkpoint"] == ff["checkpoint"].iloc[0])].iloc[0]
+    assert row["in-sample ALP(y-)"] == pytest.approx(ff["alp_rejected"].mean()) and row["in-sample n"] == len(ff)
+    assert {"held-out ALP(y+)", "held-out ALP(y-)", "held-out margin"} <= set(table.columns)

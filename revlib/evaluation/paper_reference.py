@@ -40,12 +40,15 @@ def released_frame() -> pd.DataFrame:
 
 
 def endpoints() -> dict[str, dict[str, float]]:
-    """The released value at the last SFT epoch (and the DPO change for (D_m, T_m)), per pair and metric."""
+    """Per pair and metric: the released value at the last SFT epoch, `sft_change_<metric>` from the first SFT epoch
+    to the last (the release has no base point), and for (D_m, T_m) `dpo_change_<metric>` from the last SFT epoch to
+    the last DPO one."""
     rel = released()
     out = {pair: {m: v[-1] for m, v in series.items()} for pair, series in rel["sft"].items()}
+    for pair, series in rel["sft"].items():
+        out[pair].update({f"sft_change_{m}": v[-1] - v[0] for m, v in series.items()})
     out["(D_m, T_m)"].update({f"dpo_change_{m}": v[-1] - rel["sft"]["(D_m, T_m)"][m][-1]
                               for m, v in rel["dpo"]["(D_m, T_m)"].items()})
-    out["(D_f, T_f)"]["sft_change_alp_chosen"] = rel["sft"]["(D_f, T_f)"]["alp_chosen"][-1] - rel["sft"]["(D_f, T_f)"]["alp_chosen"][0]
     return out
 
 

@@ -58,6 +58,17 @@ class Reading:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """A claim's second reading, judged by the same rule with its own interval and verdict: for the r1k probes, on the
+    held-out twins the models never saw, beside the primary in-sample reading."""
+
+    measure: Callable[[RunResults], Reading | None]
+    where: str                 # where it reads, in words
+    gates: tuple[Check, ...] = ()
+    preconditions: tuple[Check, ...] = ()
+
+
+@dataclass(frozen=True)
 class ClaimSpec:
     """One claim of a paper, declared: what it says, where, the δ it needs and why, what it reads, what it needs."""
 
@@ -72,6 +83,8 @@ class ClaimSpec:
     preconditions: tuple[Check, ...] = ()
     released_effect: float | None = None  # the authors' own number for this effect, where they released one
     released_what: str = ""
+    reads: str = ""            # where the primary reading is taken, when the claim has a second one
+    held_out: HeldOut | None = None
 
 
 @dataclass
@@ -90,6 +103,13 @@ class Claim:
     note: str = ""
     delta_source: str = ""
     released_effect: float | None = None
+    reading: str = ""                       # where `verdict` reads (for claims read two ways)
+    verdict_held_out: str | None = None     # the second reading's verdict, effect, interval and words
+    effect_held_out: float | None = None
+    interval_held_out: tuple[float, float] | None = None
+    measured_held_out: str = ""
+    note_held_out: str = ""
+    reading_held_out: str = ""
 
 
 def verdict(effect_lo: float, effect_hi: float, delta: float, effect: float | None = None) -> str:
@@ -146,24 +166,41 @@ class Registry:
         return [c for c in (evaluate(s, results) for s in self.specs) if c is not None]
 
 
+def judge(reading: Reading, delta: float, gate: str | None, precondition: str | None) -> tuple[str, str]:
+    """(verdict, note) of one reading: as `decide`, and inconclusive with the reason when nothing was measured."""
+    if reading.effect is None or reading.interval is None:
+        return "inconclusive", gate or (f"precondition failed: {precondition}" if precondition else reading.missing)
+    lo, hi = reading.interval
+    return decide(reading.effect, lo, hi, delta, gate, precondition)
+
+
 def evaluate(spec: ClaimSpec, results: RunResults) -> Claim | None:
-    """The entry's verdict on this run; None when the run does not cover it."""
+    """The entry's verdict on this run (and its held-out verdict, where it has that reading); None when the run
+    does not cover it."""
     reading = results.reading(spec)
-    if reading is None:
+    second = results.reading_held_out(spec) if spec.held_out else None
+    if reading is None and second is None:
         return None
-    gate = _failed(spec.gates, results)
-    precondition = _failed(spec.preconditions, results)
+    if reading is None:
+        reading = Reading(None, None, "", missing=f"this run has no {spec.reads or 'primary'} reading")
     figure = spec.figure
     if spec.released_effect is not None:
         figure += f" · authors' release (Qwen2.5-7B): {spec.released_what} E = {spec.released_effect:+.3f}"
     claim = Claim(spec.id, spec.paper, spec.wording, figure, reading.measured, "inconclusive", reading.effect,
-                  reading.interval, spec.delta, "", spec.delta_source, spec.released_effect)
-    if reading.effect is None or reading.interval is None:
-        claim.note = gate or (f"precondition failed: {precondition}" if precondition else reading.missing)
-        return claim
-    lo, hi = reading.interval
-    claim.verdict, claim.note = decide(reading.effect, lo, hi, spec.delta, gate, precondition)
+                  reading.interval, spec.delta, "", spec.delta_source, spec.released_effect, spec.reads)
+    claim.verdict, claim.note = judge(reading, spec.delta, _failed(spec.gates, results),
+                                      _failed(spec.preconditions, results))
     if spec.released_effect is not None and spec.released_effect < spec.delta:
         claim.note = (claim.note + "; " if claim.note else "") + \
-            f"the authors' own released effect ({spec.released_effect:+.3f}) is below δ"
+            f"the authors' own released number ({spec.released_effect:+.3f}) does not reach δ"
+    if spec.held_out is not None:
+        h = spec.held_out
+        claim.reading_held_out = h.where
+        if second is None:
+            claim.verdict_held_out, claim.note_held_out = "inconclusive", "this run has no held-out reading"
+        else:
+            claim.effect_held_out, claim.interval_held_out, claim.measured_held_out = \
+                second.effect, second.interval, second.measured
+            claim.verdict_held_out, claim.note_held_out = judge(second, spec.delta, _failed(h.gates, results),
+                                                                _failed(h.preconditions, results))
     return claim

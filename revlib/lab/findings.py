@@ -169,14 +169,31 @@ def _value(v: object) -> str:
 def render(data: JSONObject) -> str:
     """findings.html from findings.json's content."""
     esc = html.escape
+
+    def verdict_cell(v: str | None, note: str) -> str:
+        if v is None:
+            return "<td></td>"
+        return (f"<td style='background:{_COLOURS.get(v, '#fff')}'><b>{esc(v)}</b>"
+                f"{'<br><small>' + esc(note) + '</small>' if note else ''}</td>")
+
+    def delta(c: JSONObject) -> str:
+        return "" if c["delta"] is None else f"{c['delta']:.4g}"
+
+    two_way = [c for c in data["claims"] if c.get("verdict_held_out") is not None]
     rows = "".join(
-        f"<tr style='background:{_COLOURS.get(c['verdict'], '#fff')}'><td>{esc(c['paper'])}</td>"
+        f"<tr><td>{esc(c['paper'])}</td>"
         f"<td><b>{esc(c['claim'])}</b><br><small>{esc(c['id'])}</small></td>"
         f"<td>{esc(c['paper_figure'])}</td><td>{esc(c['measured'])}</td>"
-        f"<td>{'' if c['delta'] is None else c['delta']}"
-        f"{'<br><small>' + esc(c['delta_source']) + '</small>' if c.get('delta_source') else ''}</td>"
-        f"<td><b>{esc(c['verdict'])}</b>{'<br><small>' + esc(c['note']) + '</small>' if c['note'] else ''}</td></tr>"
+        f"<td>{delta(c)}{'<br><small>' + esc(c['delta_source']) + '</small>' if c.get('delta_source') else ''}</td>"
+        + verdict_cell(c["verdict"], c["note"])
+        + (f"<td>{esc(c.get('measured_held_out') or '')}</td>" + verdict_cell(c.get("verdict_held_out"), c.get("note_held_out") or "")
+           if two_way else "") + "</tr>"
         for c in data["claims"])
+    readings = (f"<p><b>Two readings of Figure 2.</b> Each probe row is judged twice, by the same rule and δ, each "
+                f"reading with its own interval and verdict. <i>verdict</i>: {esc(two_way[0]['reading'])}. "
+                f"<i>held-out verdict</i>: {esc(two_way[0]['reading_held_out'])}. The first is the reading that "
+                "matches the paper's protocol; the second is stricter.</p>") if two_way else ""
+    held_heads = "<th>held out: this run, with 95% interval</th><th>held-out verdict</th>" if two_way else ""
     learned = "".join(f"<tr><td>{esc(k)}</td><td>{esc(_value(v))}</td></tr>" for k, v in data["learned"].items())
     missing = "".join(f"<li>{esc(t)}</li>" for p, t in _NOT_RUN.items() if p not in data["covered"])
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
@@ -200,7 +217,8 @@ def render(data: JSONObject) -> str:
                          for t in tr) + "</table>") if tr else ""
     body = f"""<p><b>Verdict rule.</b> {esc(data['rule'])}</p>
 <h2>Claims</h2>
-<table><tr><th>paper</th><th>claim</th><th>paper's figure and number</th><th>this run, with 95% interval</th><th>δ and its source</th><th>verdict</th></tr>{rows}</table>
+{readings}
+<table><tr><th>paper</th><th>claim</th><th>paper's figure and number</th><th>this run, with 95% interval</th><th>δ and its source</th><th>verdict</th>{held_heads}</tr>{rows}</table>
 {('<p>Not covered by this run:</p><ul>' + missing + '</ul>') if missing else ''}
 {bench_html}
 {tr_html}

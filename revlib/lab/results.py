@@ -14,7 +14,7 @@ from revlib.core import io
 from revlib.params import Experiment
 from revlib.stages.base_model import BaseSkills
 from revlib.stages.benchmarks import BenchmarkResults
-from revlib.stages.dynamics import ProbeResult
+from revlib.stages.dynamics import InSampleScores, ProbeResult
 from revlib.stages.scaling import ScalingResult
 from revlib.stages.star import StarResult
 
@@ -56,6 +56,11 @@ class RunResults:
         return self._load("04_probe_dynamics", ProbeResult)
 
     @cached_property
+    def probes_in_sample(self) -> InSampleScores | None:
+        """04's scores on the probe-training rows (with probes.in_sample); None when 04 did not record them."""
+        return self._load("04_probe_dynamics", InSampleScores)
+
+    @cached_property
     def scaling(self) -> ScalingResult | None:
         return self._load("06_negative_data", ScalingResult)
 
@@ -68,3 +73,10 @@ class RunResults:
         if spec.id not in self._readings:
             self._readings[spec.id] = spec.measure(self)
         return self._readings[spec.id]
+
+    def reading_held_out(self, spec: ClaimSpec) -> Reading | None:
+        """The claim's second reading (held out), measured once; None when the claim has none or the run lacks it."""
+        key = spec.id + " (held out)"
+        if key not in self._readings:
+            self._readings[key] = spec.held_out.measure(self) if spec.held_out else None
+        return self._readings[key]

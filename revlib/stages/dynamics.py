@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -474,25 +473,30 @@ def checks(summary: pd.DataFrame, min_rise: float = 0.5, min_after_sft: float | 
 
 
 IN_SAMPLE_FILE = "in_sample.csv"
+IN_SAMPLE_SCORES_FILE = "in_sample_scores.parquet"
+IN_SAMPLE_EXTRAS = ("irrelevant",)  # of the extra probes, only the one a claim reads in sample (the mass row)
 
 
 def in_sample(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_dir: Path, base: str, summary: pd.DataFrame,
               out_dir: Path) -> pd.DataFrame | None:
-    """With `probes.in_sample`: `in_sample_table` with the base model's tokenizer, written to in_sample.csv;
-    None when it is off (only the held-out test probes are scored)."""
+    """With `probes.in_sample`: the probe-training rows scored per example (`in_sample_scores`, saved as
+    in_sample_scores.parquet for the claims) and `in_sample_table` of them, written to in_sample.csv; None when it is
+    off (only the held-out test probes are scored)."""
     if not exp.probes.in_sample:
         return None
     from revlib.modeling import models
 
-    table = in_sample_table(exp, checkpoints, data_dir, models.load_tokenizer(base), summary)
+    scores = in_sample_scores(exp, checkpoints, data_dir, models.load_tokenizer(base))
+    InSampleScores(scores).save(out_dir)
+    table = in_sample_table(scores, summary)
     table.to_csv(Path(out_dir) / IN_SAMPLE_FILE, index=False)
     return table
 
 
-def in_sample_table(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_dir: Path, tokenizer: Any,
-                    summary: pd.DataFrame) -> pd.DataFrame:
-    """In distribution, ALP(y+), ALP(y-) and margin on the probe-training examples themselves beside the held-out
-    test probes, at the base and the last SFT and DPO checkpoint of each training set."""
+def in_sample_scores(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_dir: Path, tokenizer: Any) -> pd.DataFrame:
+    """Per-example scores on the rows the models were trained on, as the r1k authors score them: for each (train,
+    test) pair of `probes.pairs`, probe_<test> (the training rows of that direction, or their twins) scored by the
+    train set's models at the base and its last SFT and DPO checkpoint. Columns as scores.parquet's."""
     p = exp.probes
     last: dict[tuple[str, str], ProbeCheckpoint] = {}
     for ck in checkpoints:
@@ -501,38 +505,58 @@ def in_sample_table(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_di
             last[key] = ck
     bank, scorer = scoring_tools(p)
     frozen = shared_lower_layers(checkpoints)
-    rows = []
-    every = load_set(data_dir, "probe_mix")  # both directions: each training set's examples are among them
-    all_items = probes.build_items(tokenizer, every, every, p.max_response_tokens)
+    every = load_set(data_dir, "probe_mix")  # both directions: each training set's rows and their twins
+    all_items = probes.build_items(tokenizer, every, every, p.max_response_tokens, extras=p.extra_probes)
+    all_items = [replace(it, extras=tuple(e for e in it.extras if e[0] in IN_SAMPLE_EXTRAS)) for it in all_items]
+    meta = {it.id: it for it in all_items}
+    members = {t: [r.id for r in load_set(data_dir, f"probe_{t}")] for t in {t for _, t in p.pairs}}
+    rows: list[JSONObject] = []
     base_scores: dict[str, probes.ItemScore] = {}
     try:
         for train_set in p.train_sets:
-            wanted = {r.id for r in load_set(data_dir, f"probe_{train_set}")}
-            items = [it for it in all_items if it.id in wanted]
+            tests = [t for tr, t in p.pairs if tr == train_set]
             for phase in ("base", "sft", "dpo"):
                 ck = last.get((train_set, phase))
-                if ck is None:
+                if ck is None or not tests:
                     continue
                 if phase == "base" and base_scores:  # one base serves every training set
-                    scores = [base_scores[it.id] for it in items]
+                    scored = base_scores
                 else:
                     # every pass scores all items: the lower layers' states, computed once for them, are reused
                     with bank.use(ck) as model:
                         scored = {sc.id: sc for sc in scorer.score(model, all_items, frozen_below=frozen)}
-                    scores = [scored[it.id] for it in items]
                     if phase == "base":
                         base_scores = scored
-                held = summary[(summary["train_set"] == train_set) & (summary["test_set"] == train_set)
-                               & (summary["x"] == ck.x)]
-                row = {"pair": pair_name(train_set, train_set), "checkpoint": ck.label,
-                       "in-sample ALP(y+)": float(np.mean([s.alp_chosen for s in scores])),
-                       "in-sample margin": float(np.mean([s.margin for s in scores])), "in-sample n": len(scores)}
-                if not held.empty:
-                    row |= {"held-out ALP(y+)": float(held["alp_chosen"].iloc[0]),
-                            "held-out margin": float(held["margin"].iloc[0]), "held-out n": int(held["examples"].iloc[0])}
-                rows.append(row)
+                for test_set in tests:
+                    for ex_id in members[test_set]:
+                        it = meta[ex_id]
+                        rows.append({"train_set": train_set, "test_set": test_set,
+                                     "pair": pair_name(train_set, test_set),
+                                     "distribution": "ID" if in_distribution(train_set, test_set) else "OOD",
+                                     "phase": ck.phase, "epoch": ck.epoch, "step": ck.step, "x": ck.x,
+                                     "checkpoint": ck.label, "example": ex_id, "pair_id": it.pair_id,
+                                     "direction": it.direction, "task": it.task,
+                                     **{k: v for k, v in scored[ex_id].row().items() if k != "id"}})
     finally:
         bank.close()
+    return pd.DataFrame(rows)
+
+
+def in_sample_table(in_sample_scores: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """In distribution, mean ALP(y+), ALP(y-) and margin on the probe-training rows beside the held-out test probes,
+    at the base and the last SFT and DPO checkpoint of each training set."""
+    rows = []
+    own = in_sample_scores[in_sample_scores["distribution"] == "ID"]
+    for (pair, train_set, x), g in own.groupby(["pair", "train_set", "x"], sort=False):
+        held = summary[(summary["train_set"] == train_set) & (summary["test_set"] == train_set) & (summary["x"] == x)]
+        row = {"pair": pair, "checkpoint": g["checkpoint"].iloc[0],
+               "in-sample ALP(y+)": float(g["alp_chosen"].mean()), "in-sample ALP(y-)": float(g["alp_rejected"].mean()),
+               "in-sample margin": float(g["margin"].mean()), "in-sample n": len(g)}
+        if not held.empty:
+            row |= {"held-out ALP(y+)": float(held["alp_chosen"].iloc[0]),
+                    "held-out ALP(y-)": float(held["alp_rejected"].iloc[0]),
+                    "held-out margin": float(held["margin"].iloc[0]), "held-out n": int(held["examples"].iloc[0])}
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -623,17 +647,30 @@ class ProbeResult:
             return None
         return last.set_index(PROBE_KEY)
 
-    def paired(self, metric: str, first: str, second: str, distribution: str = "ID") -> list[float] | None:
-        """Per probe example, `metric` at the last `first` checkpoint minus at the last `second` one, in the order of
-        the last SFT checkpoint's rows; None when either phase is missing."""
+    def change(self, metric: str, first: str, second: str, distribution: str = "ID") -> pd.Series | None:
+        """Per probe example (indexed by PROBE_KEY), `metric` at the last `first` checkpoint minus at the last `second`
+        one, in the order of the last SFT checkpoint's rows; None when either phase is missing."""
         order, a, b = self.at("sft", distribution), self.at(first, distribution), self.at(second, distribution)
         if order is None or a is None or b is None or metric not in a or metric not in b:
             return None
-        return (a[metric].reindex(order.index) - b[metric].reindex(order.index)).dropna().tolist()
+        return (a[metric].reindex(order.index) - b[metric].reindex(order.index)).dropna()
+
+    def paired(self, metric: str, first: str, second: str, distribution: str = "ID") -> list[float] | None:
+        """`change` as a list of values."""
+        diff = self.change(metric, first, second, distribution)
+        return None if diff is None else diff.tolist()
 
     def mean(self, metric: str, phase: str, distribution: str = "ID") -> float | None:
         rows = self.at(phase, distribution)
         return None if rows is None else float(rows[metric].mean())
+
+
+@dataclass
+class InSampleScores(ProbeResult):
+    """04's per-example scores on the probe-training rows themselves (in_sample_scores.parquet, with
+    `probes.in_sample`): the base and each training set's last SFT and DPO checkpoint, read like ProbeResult."""
+
+    FILE = IN_SAMPLE_SCORES_FILE
 
 
 @dataclass
