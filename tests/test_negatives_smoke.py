@@ -61,8 +61,52 @@ def test_stages_06_and_07_run_end_to_end(tmp_path):
     scaling = ScalingResult.load(neg)  # what the findings page reads
     assert "optimizer steps" in scaling.budget_rule and {r.method for r in scaling.rows} >= {"sft", "rft"}
     assert all(len(v) == 4 for size in scaling.outcomes.values() for v in size.values() if v)  # n_test outcomes
-    star = StarResult.load(root / "07_star_graph" / "micro")
-    assert [r.epoch for r in star.sft_checkpoints] == [1.0, 2.0]
-    assert all(0.0 <= r.critical_token_prob <= 1.0 for r in star.sft_checkpoints)
-    assert set(star.per_step_dpo) == {"under", "over"} and star.per_step_dpo["over"].start_epoch == 2.0
-    assert (root / "07_star_graph" / "micro" / "07_star_graph.html").exists()
+    star_dir = root / "07_star_graph" / "micro"
+    star = StarResult.load(star_dir)
+    # a checkpoint every step (readout_every_steps 1): 6 problems, batch 4, 2 epochs; each read on test and train graphs
+    assert [r.step for r in star.sft_checkpoints] == [1, 2, 3, 4]
+    assert all(0.0 <= r.critical_token_prob <= 1.0 and r.train.n == 4 for r in star.sft_checkpoints)
+    assert star.model_layers == 1 and star.train_graphs == 6 and star.test_n == 4
+    # the micro model never follows edges: no start meets the under-trained rule, so no per-step DPO ran, and says so
+    assert star.starts == [] and star.per_step_dpo == {} and not star.state.reached
+    assert (star_dir / "07_star_graph.html").exists()
+    _per_step_dpo_runs_its_step_budget(raw, star_dir, tmp_path)
+
+
+def _per_step_dpo_runs_its_step_budget(raw, star_dir, tmp_path):
+    """Per-step DPO from the smoke SFT's last checkpoint. The micro policy writes no paths, so its samples are stood in
+    for by wrong-arm answers with a pit at the first step and no verified rollout: the pairs take the gold
+    continuation, DPO runs dpo.max_steps steps, and each checkpoint (every dpo.save_every_steps) is read out on test
+    and training graphs."""
+    from revlib.core import render
+    from revlib.data import negatives
+    from revlib.modeling import train
+    from revlib.stages import star
+
+    exp = validate(raw, tmp_path / "p.yaml")
+    P = exp.star_graph
+
+    def wrong_arm(sampler, task, problems, n, seed, mode="task"):
+        out = []
+        for p in problems:
+            centre, right = p.meta["path"][0], p.meta["path"][1]
+            wrong = next(b for a, b in p.meta["edges"] if a == centre and b != right)
+            text = f"{render.THINK}{centre}>{wrong}{render.ANSWER_SEP}{render.ANSWER_PREFIX}{centre},{wrong}"
+            out += [negatives.parse_sample(task, p, text, i, mode) for i in range(n)]
+        return out
+
+    def first_step_pit(sampler, task, problems, samples, *args, **kwargs):
+        return [negatives.StepCredit(s, [1.0] + [0.0] * len(s.steps), [[] for _ in range(len(s.steps) + 1)])
+                for s in samples]
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(negatives, "sample_policy", wrong_arm)
+        m.setattr(negatives, "estimate_values", first_step_pit)
+        start = train.load_checkpoints(star_dir / "sft")[-1]
+        run = star.per_step_dpo(exp.dpo, start, "under_1", P, star.draw_problems(P, exp.seed), exp.seed,
+                                tmp_path / "dpo", log=lambda _: None)
+    assert run.samples.n == 6 * P.samples_per_problem and 0 < run.pairs <= run.samples.n
+    assert run.samples.gold_chosen == run.pairs
+    assert run.samples.critical_at_first_step == run.pairs
+    assert [c.step for c in run.checkpoints] == [1, 2] and all(c.train.n == 4 for c in run.checkpoints)
+    assert run.start_step == start.step and run.final_loss is not None and len(run.loss) == 2

@@ -43,7 +43,7 @@ FAULTS = {
     "m25_samples_with_greedy.yaml": ["benchmarks: samples > 1 with temperature 0"],
     "m26_probe_save_after_last_epoch.yaml": ["probes: sft_save_every (4) exceeds sft_epochs (2)"],
     "m27_negatives_without_sft.yaml": ["negatives: methods must include sft"],
-    "m28_star_under_not_below_over.yaml": ["star_graph: under_epochs (8) must be below over_epochs (8)"],
+    "m28_star_starts_by_epoch.yaml": ["star_graph.under_epochs: unknown key", "star_graph.over_epochs: unknown key"],
     "m29_duplicate_key_in_list_item.yaml": ["duplicate key 'preset'", "first on line 5, again on line 6"],
     "m30_dpo_zero_max_steps.yaml": ["dpo.max_steps: must be at least 1, or -1", "(got 0)"],
     "m31_lora_targets_of_another_architecture.yaml": [
@@ -59,7 +59,8 @@ FAULTS = {
     "m40_base_url_without_scheme.yaml": ["data.teacher.base_url: String should match pattern", "api.deepseek.com/v1"],
     "m41_empty_lora_targets.yaml": ["sft.lora.target_modules: empty"],
     "m42_judge_without_model.yaml": ["benchmarks.judge.model: String should have at least 1 character"],
-    "m43_star_graph_sft_epochs.yaml": ["star_graph.sft_epochs: unknown key"],
+    "m43_star_graph_dpo_without_step_budget.yaml": [
+        "dpo.max_steps: 07's per-step DPO runs a fixed step budget; set dpo.max_steps and dpo.save_every_steps"],
 }
 
 

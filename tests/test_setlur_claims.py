@@ -11,18 +11,23 @@ from revlib.lab.claims import evaluate
 from revlib.stages import scaling, star
 
 
-def _star(valid: int, under_end: int, over_end: int) -> star.StarResult:
-    def ck(epoch: float, correct: int) -> star.StarCheckpoint:
-        return star.StarCheckpoint(epoch=epoch, step=1, n=100, correct=correct, valid=valid, first_node=45,
-                                   critical_token_prob=0.5, critical_q_value=0.9, start_value=0.5)
+def _star(train_first: int = 52, under_end: int = 70, over_end: int = 42, dpo_loss: float = 0.2) -> star.StarResult:
+    def ck(step: int, correct: int, first_train: int = 50) -> star.StarCheckpoint:
+        return star.StarCheckpoint(epoch=step / 100, step=step, n=100, correct=correct, valid=80, first_node=45,
+                                   critical_token_prob=0.5, critical_q_value=0.9, start_value=0.5,
+                                   train=star.PathCounts(n=100, valid=85, first_node=first_train, correct=first_train))
 
-    def dpo(start: float, end: int) -> star.PerStepDPO:
-        return star.PerStepDPO(start_epoch=start, pairs=10, checkpoints=[ck(1.0, end)], loss=[],
-                               samples=star.DrawnSamples(n=20, correct=5, critical_at_first_step=3))
-
-    return star.StarResult(knobs={"degree": 2}, base_lookup=star.BaseLookup(k=150, n=200, accuracy=0.75, chance=0.05),
-                           sft_checkpoints=[ck(4.0, 20), ck(12.0, 40)], sft_loss=[],
-                           per_step_dpo={"under": dpo(4.0, under_end), "over": dpo(12.0, over_end)})
+    curve = [ck(100, 20, train_first), ck(200, 20, train_first), ck(900, 40, 93)]
+    starts = star.choose_starts(curve, 2, 2, 3.0)
+    loss = [star.LossPoint(step=i, epoch=0.0, loss=0.69 if i < 10 else dpo_loss) for i in range(40)]
+    runs = {s.name: star.PerStepDPO(start_epoch=s.epoch, start_step=s.step, pairs=150, loss=loss,
+                                    checkpoints=[ck(50, over_end if s.name == "over" else under_end)],
+                                    samples=star.DrawnSamples(n=200, correct=50, critical_at_first_step=150))
+            for s in starts}
+    return star.StarResult(knobs={"degree": 2}, model_layers=4, train_graphs=5000,
+                           base_lookup=star.BaseLookup(k=150, n=200, accuracy=0.75, chance=0.05),
+                           sft_checkpoints=curve, sft_loss=[], starts=starts, asked_under=2, over_factor=3.0,
+                           per_step_dpo=runs)
 
 
 class _Results(SimpleNamespace):
@@ -33,24 +38,34 @@ class _Results(SimpleNamespace):
 def test_ids_and_order_are_the_pages():
     assert [c.id for c in setlur_claims.CLAIMS] == [
         "setlur.rft_self_2x", "setlur.per_step_8x", "setlur.per_step_beats_naive", "setlur.adv_rft",
-        "setlur.star_phase_transition.under", "setlur.star_phase_transition.under_vs_over",
-        "setlur.star_phase_transition"]
+        "setlur.star_phase_transition.under", "setlur.star_phase_transition.under_vs_over"]
     assert all(c.delta_source for c in setlur_claims.CLAIMS)
 
 
 def test_star_rows_read_the_typed_result_and_gate_on_the_state_in_the_stages_words():
-    results = _Results(star=_star(valid=80, under_end=70, over_end=42), scaling=None)
-    by_id = {c.id: evaluate(c, results) for c in setlur_claims.CLAIMS}
+    by_id = {c.id: evaluate(c, _Results(star=_star(), scaling=None)) for c in setlur_claims.CLAIMS}
     under = by_id["setlur.star_phase_transition.under"]
-    assert under.effect == pytest.approx(0.5) and under.verdict == "reproduced"
+    # the mean gain over the two under-trained starts (20% -> 70% each)
+    assert under.effect == pytest.approx(0.5) and under.verdict == "reproduced" and "under_2" in under.measured
     assert by_id["setlur.star_phase_transition.under_vs_over"].effect == pytest.approx(0.48)
-    assert by_id["setlur.star_phase_transition"] is None and by_id["setlur.per_step_8x"] is None
-    missed = evaluate(setlur_claims.CLAIMS[4], _Results(star=_star(valid=40, under_end=70, over_end=42)))
+    assert by_id["setlur.per_step_8x"] is None
+    # no checkpoint in the Clever-Hans state on its training graphs: the state gate says so in the stage's words
+    missed = evaluate(setlur_claims.CLAIMS[4], _Results(star=_star(train_first=80)))
     assert missed.verdict == "inconclusive" and star.state_rule() in missed.note
-    assert "70%" in star.state_rule() and "15 points" in star.state_rule()
-    learned = setlur_claims.learned(_Results(star=_star(80, 70, 42), scaling=None))
-    assert learned == {"star_sft_valid_path_rate": 0.8, "star_sft_first_node_accuracy": 0.45,
-                       "base_lookup_accuracy_star": 0.75, "star_base_lookup_accuracy": 0.75, "star_degree": 2}
+    learned = setlur_claims.learned(_Results(star=_star(), scaling=None))
+    assert learned["star_model_layers"] == 4 and learned["star_train_graphs"] == 5000 and learned["star_test_n"] == 100
+    assert [s["name"] for s in learned["star_starts"]] == ["under_1", "under_2", "over"]
+    assert learned["star_starts"][2] == {"name": "over", "step": 900, "valid_path_rate": 0.85,
+                                         "valid_path_rate_test": 0.8, "first_node_train": 0.93, "first_node_test": 0.45}
+    assert learned["star_dpo_final_loss_by_start"] == {"under_1": pytest.approx(0.2), "under_2": pytest.approx(0.2),
+                                                       "over": pytest.approx(0.2)}
+
+
+def test_a_phase_transition_row_whose_dpo_did_not_train_is_inconclusive_not_a_verdict():
+    flat = _Results(star=_star(dpo_loss=0.45), scaling=None)  # a big gain, but the DPO loss never fell to log(2)/2
+    for spec in setlur_claims.CLAIMS[4:]:
+        claim = evaluate(spec, flat)
+        assert claim.verdict == "inconclusive" and "DPO did not train" in claim.note and star.trained_rule() in claim.note
 
 
 def test_scaling_rows_pool_sizes_and_gate_on_a_flat_sft_curve():

@@ -67,64 +67,111 @@ def test_path_outcome_tells_valid_wrong_arm_from_invalid_and_correct():
     assert star.path_outcome(rec, "") == {"valid": False, "first_node": False, "correct": False}
 
 
-def _ckpt(epoch: float, valid: int, first: int, n: int = 100) -> star.StarCheckpoint:
-    return star.StarCheckpoint(epoch=epoch, step=int(epoch) * 10, n=n, valid=valid, first_node=first, correct=first,
-                               critical_token_prob=0.3, critical_q_value=0.9, start_value=0.3)
+def _ckpt(step: int, valid: int, first: int, n: int = 100, train_first: int | None = None,
+          train_valid: int | None = None) -> star.StarCheckpoint:
+    train = star.PathCounts(n=n, valid=valid if train_valid is None else train_valid,
+                            first_node=first if train_first is None else train_first, correct=0)
+    return star.StarCheckpoint(epoch=step / 100, step=step, n=n, valid=valid, first_node=first, correct=first,
+                               critical_token_prob=0.3, critical_q_value=0.9, start_value=0.3, train=train,
+                               critical_token_prob_train=0.3, critical_q_value_train=0.9)
 
 
-def _result(lookup_acc: float, valid: int, first: int, n: int = 100) -> star.StarResult:
-    drawn = star.DrawnSamples(n=8, correct=2, critical_at_first_step=0)
+def _loss(values: list[float]) -> list[star.LossPoint]:
+    return [star.LossPoint(step=i + 1, epoch=0.0, loss=v) for i, v in enumerate(values)]
+
+
+def _result(curve: list[star.StarCheckpoint], dpo_loss: float = 0.2, lookup_acc: float = 0.7) -> star.StarResult:
+    starts = star.choose_starts(curve, 2, 2, 3.0)
+    runs = {s.name: star.PerStepDPO(
+        start_epoch=s.epoch, start_step=s.step, pairs=120, samples=star.DrawnSamples(n=8, correct=2, critical_at_first_step=2),
+        checkpoints=[_ckpt(50, 90, 70), _ckpt(100, 90, 80)], loss=_loss([0.69] * 10 + [dpo_loss] * 30)) for s in starts}
     return star.StarResult(
-        knobs=get_task("star_graph", KNOBS).knobs,
+        knobs=get_task("star_graph", {"degree": 2, "path_length": 4, "node_count": 50}).knobs, model_layers=4,
+        train_graphs=5000,
         base_lookup=star.BaseLookup(k=int(lookup_acc * 200), n=200, accuracy=lookup_acc, chance=0.05),
-        sft_checkpoints=[_ckpt(4.0, valid, first, n)], sft_loss=[star.LossPoint(epoch=4.0, loss=0.5)],
-        per_step_dpo={"under": star.PerStepDPO(start_epoch=4.0, pairs=0, samples=drawn, checkpoints=[], loss=[])})
+        sft_checkpoints=curve, sft_loss=[star.LossPoint(step=c.step, epoch=c.epoch, loss=0.5) for c in curve],
+        starts=starts, asked_under=2, over_factor=3.0, per_step_dpo=runs)
 
 
-def test_state_check_needs_valid_paths_and_a_first_node_near_one_over_degree():
-    assert _result(0.95, 80, 33).state.reached
-    # look-up accuracy is reported, not required: a 55% base that SFT carries into valid paths reaches the state
-    low_lookup = _result(0.55, 80, 33).state
-    assert low_lookup.reached and "base look-ups 55%" in low_lookup.text
-    few_valid = _result(0.95, 40, 33).state
-    assert not few_valid.reached and few_valid.text.startswith("Not reached")
-    # SFT that already picks the right arm (80% against 1/3) is not the Clever-Hans state; 18% is 15.3 points off
-    assert not _result(0.95, 90, 80).state.reached
-    assert not _result(0.95, 90, 18).state.reached and _result(0.95, 90, 19).state.reached
-    # the prose names the constants the check uses
-    assert star.state_rule() == "valid paths at least 70%, first node within 15 points of 1/degree"
+# SFT that follows edges from step 100 on, guesses the first node until step 300, then memorises its training graphs
+CLEVER_HANS = [_ckpt(50, 40, 50), _ckpt(100, 90, 50, train_first=52), _ckpt(200, 95, 50, train_first=58),
+               _ckpt(300, 96, 51, train_first=59), _ckpt(400, 96, 50, train_first=75), _ckpt(1000, 97, 52, train_first=93)]
 
 
-def test_checks_gate_on_valid_paths_and_the_first_node_not_on_lookups():
-    passed = {c.what.split(" (")[0]: c.passed for c in star.checks(_result(0.55, 80, 33))}
-    assert all(passed.values()), passed
-    failed = [c.what for c in star.checks(_result(0.95, 80, 70)) if not c.passed]
-    assert len(failed) == 1 and "first node" in failed[0]
+def test_starts_are_chosen_by_state_on_the_training_graphs():
+    starts = star.choose_starts(CLEVER_HANS, 2, 2, 3.0)
+    # step 50 writes too few valid paths; 100..300 are in the state; 400 memorises; the over start has >= 3x the steps
+    assert [(s.name, s.step) for s in starts] == [("under_1", 100), ("under_2", 300), ("over", 1000)]
+    assert starts[-1].first_node_train == 0.93 and starts[-1].first_node_test == 0.52
+    # the over-trained start must have 3x the latest under-trained one's steps: 400 < 3 * 300 rules 300 out
+    short = CLEVER_HANS[:-1] + [_ckpt(800, 97, 52, train_first=93)]
+    assert [(s.name, s.step) for s in star.choose_starts(short, 2, 2, 3.0)] == [("under_1", 100), ("under_2", 200),
+                                                                                   ("over", 800)]
+    # within 0.1 of 1/degree: 61% on the training graphs is out; never in the state, no starts at all
+    assert star.choose_starts([_ckpt(100, 90, 50, train_first=61), _ckpt(900, 90, 50, train_first=95)], 2, 2, 3.0) == []
+    assert star.choose_starts([_ckpt(100, 50, 50), _ckpt(900, 60, 50)], 2, 2, 3.0) == []
+    assert star.state_rule() == "valid paths at least 70% and the first node within 0.1 of 1/degree, both on the training graphs"
+
+
+def test_state_says_how_many_starts_were_found_and_whether_the_over_start_memorised():
+    st = _result(CLEVER_HANS).state
+    assert st.reached and st.under == 2 and st.over and st.memorised and st.text.startswith("Reached: 2 of 2")
+    unmemorised = _result(CLEVER_HANS[:-1] + [_ckpt(1000, 97, 52, train_first=80)]).state
+    assert unmemorised.reached and not unmemorised.memorised and "as far as the budget got" in unmemorised.text
+    never = _result([_ckpt(100, 30, 50), _ckpt(900, 40, 50)]).state
+    assert not never.reached and never.text.startswith("Not reached: 0 of 2")
+
+
+def test_checks_gate_on_valid_paths_and_an_under_trained_start_not_on_lookups():
+    assert all(c.passed for c in star.checks(_result(CLEVER_HANS, lookup_acc=0.3)))
+    failed = [c.what for c in star.checks(_result([_ckpt(100, 90, 80), _ckpt(900, 95, 90)])) if not c.passed]
+    assert failed == ["an under-trained start in the Clever-Hans state (training graphs)"]
+
+
+def test_a_dpo_trained_only_when_its_final_loss_fell_to_half_of_log_2():
+    trained, flat = _result(CLEVER_HANS, dpo_loss=0.30), _result(CLEVER_HANS, dpo_loss=0.40)
+    assert all(r.trained for r in trained.per_step_dpo.values())
+    assert trained.per_step_dpo["over"].final_loss == pytest.approx(0.30)  # the mean of the last 25 steps
+    assert not any(r.trained for r in flat.per_step_dpo.values())
 
 
 def test_result_round_trips_through_star_json_and_metrics_read_its_counts(tmp_path):
-    result = _result(0.95, 80, 33)
-    result.per_step_dpo["over"] = star.PerStepDPO(
-        start_epoch=4.0, pairs=12, samples=star.DrawnSamples(n=8, correct=3, critical_at_first_step=2),
-        checkpoints=[_ckpt(1.0, 70, 50), _ckpt(2.0, 75, 60)], loss=[star.LossPoint(step=1, epoch=1.0, loss=0.69)])
+    result = _result(CLEVER_HANS)
     assert not star.StarResult.exists(tmp_path)
     path = result.save(tmp_path)
     assert path == tmp_path / "star.json" and star.StarResult.exists(tmp_path)
     again = star.StarResult.load(tmp_path)
     assert again == result
     raw = io.read_json(path)  # counts once each, and for a reader the derived error and state
-    assert raw["base_lookup"]["k"] == 190 and raw["sft_checkpoints"][0]["test_error"] == pytest.approx(0.67) and raw["reached"]
-    assert "sft_valid_path" not in raw and "dpo_epoch" not in raw["per_step_dpo"]["over"]["checkpoints"][0]
-    # without DPO checkpoints (no pairs) per-step DPO ends where it started
-    assert again.end("under") == again.start("under") == again.final_sft
-    assert [x for x, _ in again.curve("over")] == [4.0, 5.0, 6.0]
+    assert raw["sft_checkpoints"][0]["test_error"] == pytest.approx(0.5) and raw["reached"]
+    assert [s["name"] for s in raw["starts"]] == ["under_1", "under_2", "over"]
+    assert again.start("under_2").step == 300 and again.end("over").step == 100
+    assert [x for x, _ in again.curve("over")] == [0, 50, 100]
     m = star.metrics(again)
-    assert m["sft/valid_path_rate"] == 0.8 and m["sft/first_node_accuracy"] == 0.33 and m["sft/test_n"] == 100
-    assert m["pairs/over"] == 12 and m["dpo_from_over/final_error"] == pytest.approx(0.4) and m["dpo_from_under/final_error"] == pytest.approx(0.67)
+    assert m["sft/valid_path_rate"] == 0.97 and m["sft/first_node_accuracy_train"] == 0.93 and m["sft/test_n"] == 100
+    assert m["pairs/over"] == 120 and m["dpo_from_over/final_error"] == pytest.approx(0.2)
+    assert m["dpo_from_under_1/start_step"] == 100
     run = star.StarRun(again, star.checks(again))
-    assert len(run.summary_table()) == 3 and run.metrics["learned"] is True
-    for fig in (run.q_figure(), run.p_figure(), run.dpo_loss_figure(), run.sft_figure(), run.error_figure()):
+    assert len(run.summary_table()) == len(CLEVER_HANS) + 6 and run.metrics["learned"] is True
+    assert list(run.starts_table()["DPO trained"]) == ["yes"] * 3
+    for fig in (run.dpo_loss_figure(), run.sft_figure(), run.error_figure("under"), run.error_figure("over")):
         assert fig.data
+    assert len(run.error_figure("under").data) == 2 and len(run.error_figure("over").data) == 1
+
+
+def test_block_expansion_keeps_what_the_model_computes(tiny_model_dir):
+    import torch
+
+    from revlib.modeling import models
+
+    model = models.load_model(tiny_model_dir).eval()
+    ids = torch.tensor([[5, 9, 3, 17, 2, 8]])
+    before = model(input_ids=ids).logits
+    grown = models.expand_layers(model, 2 * model.config.num_hidden_layers).eval()
+    assert len(grown.model.layers) == grown.config.num_hidden_layers == 2
+    assert torch.allclose(grown(input_ids=ids).logits, before, atol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple"):
+        models.expand_layers(grown, 3)
 
 
 def test_star_experiment_loads_the_shipped_base_it_was_built_for():

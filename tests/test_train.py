@@ -186,6 +186,10 @@ def test_dpo_trainer_uses_params(tiny_model_dir, pairs, tmp_path):
     assert batch["input_ids"].shape[1] <= 200
     result = train.dpo(str(tiny_model_dir), pairs, tmp_path / "run2", params)
     assert result.final.step == 3
+    # a step budget read out every 2 steps: checkpoints at 2 and at the last step, whatever the epochs
+    stepped = train.dpo(str(tiny_model_dir), pairs, tmp_path / "run3", params.model_copy(
+        update={"max_steps": 5, "save_every_steps": 2, "batch_size": 2}), epochs=1)
+    assert [c.step for c in stepped.checkpoints] == [2, 4, 5]
 
 
 def _margins(model, tok, pairs) -> torch.Tensor:

@@ -239,8 +239,15 @@ def critical_step(advantages: Sequence[float], mode: str = "first_below", thresh
 # ---------------------------------------------------------------- pairs
 
 
+def gold_continuation(problem: Record, prefix: str) -> str | None:
+    """The rest of the problem's gold response after `prefix`, when the prefix is a start of it (else None)."""
+    gold = render.assistant_content(problem.reasoning, problem.answer)
+    return gold[len(prefix):] if gold.startswith(prefix) and len(gold) > len(prefix) else None
+
+
 def per_step_pairs(credits: Sequence[StepCredit], problems: Sequence[Record], mode: str = "first_below",
-                   threshold: float = -0.5, seed: int = 0, rejected: str = "full") -> list[PreferencePair]:
+                   threshold: float = -0.5, seed: int = 0, rejected: str = "full",
+                   gold_chosen: bool = False) -> list[PreferencePair]:
     """Per-step DPO pairs at the critical step of each incorrect sample.
 
     rejected "full": the sample's whole response; "step": the sample cut right after its critical
@@ -259,6 +266,9 @@ def per_step_pairs(credits: Sequence[StepCredit], problems: Sequence[Record], mo
     reference); the prefix tokens, conditioned on the same prompt, contribute identical
     log-probabilities to both and cancel exactly, so the gradient falls only on the tokens
     after the divergence point. (Length-normalised losses such as IPO would not cancel them.)
+
+    gold_chosen: where no rollout from the prefix verified, the chosen continuation is the gold response's rest,
+    when the prefix is a start of the gold response (`meta.chosen_source` says which it was).
     """
     rng = random.Random(f"per_step:{seed}")
     by_id = {p.id: p for p in problems}
@@ -268,22 +278,25 @@ def per_step_pairs(credits: Sequence[StepCredit], problems: Sequence[Record], mo
         if s.correct:
             continue
         c = critical_step(cr.advantages, mode, threshold)
-        if c is None or not cr.successes[c - 1]:
+        if c is None:
             continue
         if rejected not in ("full", "step"):
             raise ValueError(f"unknown rejected {rejected!r}; choose full or step")
         prefix = s.prefix(c - 1)
-        chosen = prefix + rng.choice(cr.successes[c - 1])
+        prob = by_id[s.problem_id]
+        gold = gold_continuation(prob, prefix) if gold_chosen and not cr.successes[c - 1] else None
+        if not cr.successes[c - 1] and gold is None:
+            continue
+        chosen = prefix + (rng.choice(cr.successes[c - 1]) if gold is None else gold)
         bad = s.text if rejected == "full" else s.prefix(c)
         if chosen == bad or (rejected == "step" and chosen.startswith(bad)):
             continue  # the chosen continuation repeats the critical step: no contrast at that step
-        prob = by_id[s.problem_id]
         pairs.append(PreferencePair(
             id=f"{s.id}-step{c}", prompt=render.prompt_messages(prob.question),
             chosen=[{"role": "assistant", "content": chosen}], rejected=[{"role": "assistant", "content": bad}],
             kind="per_step", prefix=prefix, step_index=c,
             meta={"advantages": cr.advantages, "values": cr.values, "problem": prob.id,
-                  "open_rejected": rejected == "step"},
+                  "open_rejected": rejected == "step", "chosen_source": "rollout" if gold is None else "gold"},
         ))
     return pairs
 

@@ -79,66 +79,94 @@ def pooled_reading(better: str, worse: str, multiple_of: str | None) -> Callable
 
 
 def star_state_gate(results: RunResults) -> str | None:
-    """The claim starts from the Clever-Hans state: SFT writes valid paths but picks the first node about 1/degree."""
+    """The claim starts from the Clever-Hans state: an SFT checkpoint that follows edges but guesses the first node,
+    on its own training graphs."""
     st = results.star
     if st is None or st.state.reached:
         return None
     return f"SFT did not reach the state the paper studies ({star.state_rule()}); {STAR_SEARCH}"
 
 
-def _kept(result: star.StarResult, label: str) -> str:
+def _untrained(st: star.StarResult, names: list[str]) -> str | None:
+    """The precondition of every phase-transition row: each DPO it reads trained (Figure 8(a)'s sharp fall)."""
+    bad = [f"{n} (final loss {st.per_step_dpo[n].final_loss:.3f})" if st.per_step_dpo[n].final_loss is not None
+           else f"{n} (no pairs)" for n in names if not st.per_step_dpo[n].trained]
+    return f"DPO did not train: {', '.join(bad)}; needs {star.trained_rule()}" if bad else None
+
+
+def under_dpo_trained(results: RunResults) -> str | None:
+    st = results.star
+    return None if st is None else _untrained(st, st.names("under"))
+
+
+def all_dpo_trained(results: RunResults) -> str | None:
+    st = results.star
+    return None if st is None else _untrained(st, st.names("under") + st.names("over"))
+
+
+def _kept(result: star.StarResult, name: str) -> str:
     """The kept-skill check: per-step DPO may lower the valid-path rate by at most STAR_KEPT_VALID_DROP."""
-    first, last = result.start(label), result.end(label)
+    first, last = result.start(name), result.end(name)
     v0, v1 = first.valid / first.n, last.valid / last.n
     verdict = "kept" if v1 >= v0 - STAR_KEPT_VALID_DROP else "broke the policy"
-    return f"; valid paths {v0:.0%} → {v1:.0%} ({verdict}: may fall at most {100 * STAR_KEPT_VALID_DROP:.0f} points)"
+    return f"valid paths {v0:.0%} → {v1:.0%} ({verdict}: may fall at most {100 * STAR_KEPT_VALID_DROP:.0f} points)"
 
 
-def _gain(result: star.StarResult, label: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((correct, n) after per-step DPO from `label`, (correct, n) at its SFT start)."""
-    end, start = result.end(label), result.start(label)
-    return (end.correct, end.n), (start.correct, start.n)
+def _gains(result: star.StarResult, names: list[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """((correct, n) after per-step DPO, (correct, n) at its SFT start) for each start."""
+    return [((result.end(n).correct, result.end(n).n), (result.start(n).correct, result.start(n).n)) for n in names]
+
+
+def _mean_gain(gains: list[tuple[tuple[int, int], tuple[int, int]]]) -> tuple[float, float]:
+    """The mean gain in accuracy over starts and its variance (independent binomial rates)."""
+    eff = sum(a / n1 - b / n2 for (a, n1), (b, n2) in gains) / len(gains)
+    var = sum(a / n1 * (1 - a / n1) / n1 + b / n2 * (1 - b / n2) / n2 for (a, n1), (b, n2) in gains) / len(gains) ** 2
+    return eff, var
+
+
+def _each(result: star.StarResult, names: list[str]) -> str:
+    parts = []
+    for n in names:
+        s, e, run = result.start(n), result.end(n), result.per_step_dpo[n]
+        parts.append(f"{n} (SFT step {run.start_step}, {run.pairs} pairs, {e.step} DPO steps): test accuracy "
+                     f"{_pct(s.correct / s.n)} → {_pct(e.correct / e.n)}; {_kept(result, n)}")
+    return "; ".join(parts)
 
 
 def under_reading(results: RunResults) -> Reading | None:
-    """E = test accuracy after per-step DPO from the under-trained SFT checkpoint minus at that checkpoint."""
+    """Figure 8(b): E = test accuracy after per-step DPO from the under-trained starts minus at those starts (the mean
+    over starts)."""
     st = results.star
-    if st is None or "under" not in st.per_step_dpo:
+    if st is None:
         return None
-    (k1, n1), (k2, n2) = _gain(st, "under")
-    run = st.per_step_dpo["under"]
-    lo, hi = stats.diff_interval(k1, n1, k2, n2)
-    eff = k1 / n1 - k2 / n2
-    return Reading(eff, (lo, hi), f"test accuracy {_pct(k2 / n2)} at the SFT start (epoch {run.start_epoch:g}) → "
-                                  f"{_pct(k1 / n1)} after per-step DPO on {run.pairs} pairs (n={n2}, {n1}); "
-                                  f"E = {100 * eff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]" + _kept(st, "under"))
+    names = st.names("under")
+    if not names:
+        return Reading(None, None, "no per-step DPO run from an under-trained start",
+                       missing=f"no SFT checkpoint met the under-trained rule ({star.state_rule()})")
+    eff, var = _mean_gain(_gains(st, names))
+    lo, hi = eff - stats.Z95 * var ** 0.5, eff + stats.Z95 * var ** 0.5
+    return Reading(eff, (lo, hi), f"{_each(st, names)}; mean gain E = {100 * eff:+.1f} pts [{100 * lo:+.1f}, "
+                                  f"{100 * hi:+.1f}] (n={st.test_n} test graphs)")
 
 
 def under_vs_over_reading(results: RunResults) -> Reading | None:
-    """E = the gain from the under-trained start minus the gain from the over-trained one (four independent rates)."""
+    """Figure 8(b) against (c): E = the mean gain from the under-trained starts minus the gain from the over-trained
+    one (independent rates)."""
     st = results.star
-    if st is None or not {"under", "over"} <= set(st.per_step_dpo):
+    if st is None:
         return None
-    (a1, a0), (b1, b0) = _gain(st, "under"), _gain(st, "over")
-    ru, ro = st.per_step_dpo["under"], st.per_step_dpo["over"]
-    gu, go = a1[0] / a1[1] - a0[0] / a0[1], b1[0] / b1[1] - b0[0] / b0[1]
-    eff, lo, hi = stats.difference_of_differences([a1, a0, b1, b0])
+    under, over = st.names("under"), st.names("over")
+    if not under or not over:
+        return Reading(None, None, "needs per-step DPO from an under- and an over-trained start",
+                       missing=f"starts run: {sorted(st.per_step_dpo) or 'none'}")
+    gu, vu = _mean_gain(_gains(st, under))
+    go_, vo = _mean_gain(_gains(st, over))
+    eff, sd = gu - go_, (vu + vo) ** 0.5
+    lo, hi = eff - stats.Z95 * sd, eff + stats.Z95 * sd
     return Reading(eff, (lo, hi), (
-        f"gain in test accuracy from the under-trained start (epoch {ru.start_epoch:g}, {ru.pairs} pairs) "
-        f"{100 * gu:+.1f} pts, from the over-trained start (epoch {ro.start_epoch:g}, {ro.pairs} pairs) "
-        f"{100 * go:+.1f} pts; E = {100 * eff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] (normal interval, "
-        "the four rates taken as independent); from under:" + _kept(st, "under")[1:] + "; from over:"
-        + _kept(st, "over")[1:]))
-
-
-def unscored_reading(results: RunResults) -> Reading | None:
-    """07 ran but per-step DPO from the under-trained start has nothing to score: the row still says why."""
-    st = results.star
-    if st is None or "under" in st.per_step_dpo:
-        return None
-    pairs = {k: v.pairs for k, v in st.per_step_dpo.items()}
-    return Reading(None, None, f"no per-step DPO run from the under-trained start was scored (pairs per start: {pairs})",
-                   missing="per-step DPO found no pairs")
+        f"mean gain from the under-trained starts {100 * gu:+.1f} pts, from the over-trained start {100 * go_:+.1f} "
+        f"pts; E = {100 * eff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] (normal interval, the rates taken as "
+        f"independent); {_each(st, under + over)}"))
 
 
 # ---------------------------------------------------------------- the registry entries
@@ -160,21 +188,20 @@ CLAIMS: list[ClaimSpec] = [
     ClaimSpec("setlur.adv_rft", "setlur", "Filtering positives by step advantage improves RFT",
               "Figure 11: advantage-filtered RFT", measure=pooled_reading("adv_rft", "rft", "adv_rft"), **_SCALING),
     ClaimSpec("setlur.star_phase_transition.under", "setlur",
-              "Per-step DPO from the under-trained SFT checkpoint escapes the Clever-Hans plateau (test accuracy jumps)",
-              STAR_FIGURE, measure=under_reading, **_STAR),
+              "Per-step DPO from an under-trained SFT checkpoint escapes the Clever-Hans plateau (test error falls)",
+              STAR_FIGURE + " (b)", measure=under_reading, preconditions=(under_dpo_trained,), **_STAR),
     ClaimSpec("setlur.star_phase_transition.under_vs_over", "setlur",
-              "The gain from per-step DPO is larger from the under-trained SFT checkpoint than from the over-trained one "
+              "The gain from per-step DPO is larger from the under-trained SFT checkpoints than from the over-trained one "
               "(the phase transition: a memorised policy no longer explores the critical token)",
-              STAR_FIGURE, measure=under_vs_over_reading, **_STAR),
-    ClaimSpec("setlur.star_phase_transition", "setlur",
-              "Per-step DPO escapes the Clever-Hans plateau where SFT stalls (test accuracy jumps)", STAR_FIGURE,
-              measure=unscored_reading, **_STAR),
+              STAR_FIGURE + " (b) against (c)", measure=under_vs_over_reading, preconditions=(all_dpo_trained,),
+              **_STAR),
 ]
 
 
 def learned(results: RunResults) -> Metrics:
     """The Setlur half of findings.json's `learned` block: SFT's error curve and the per-step pairs of 06, and 07's
-    SFT state (valid paths, first node), its base's look-ups and the graph's degree. `base_lookup_accuracy_star` is
+    SFT state (valid paths, first node), its base's look-ups, the graph's degree, the model's depth, the graphs it
+    trained and was tested on, the starts chosen by state and each start's final DPO loss. `base_lookup_accuracy_star` is
     07's reading of the base; findings keeps 00's where 00 gave one."""
     out: Metrics = {}
     sc = results.scaling
@@ -192,4 +219,10 @@ def learned(results: RunResults) -> Metrics:
             out["base_lookup_accuracy_star"] = look.k / look.n
             out["star_base_lookup_accuracy"] = look.k / look.n
         out["star_degree"] = st.degree
+        out["star_train_graphs"] = st.train_graphs
+        out["star_model_layers"] = st.model_layers
+        out["star_test_n"] = st.test_n
+        out["star_starts"] = [s.model_dump(include={"name", "step", "valid_path_rate", "valid_path_rate_test",
+                                                    "first_node_train", "first_node_test"}) for s in st.starts]
+        out["star_dpo_final_loss_by_start"] = {n: r.final_loss for n, r in st.per_step_dpo.items()}
     return out

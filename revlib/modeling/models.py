@@ -6,6 +6,8 @@ stage loads it with the same `from_pretrained` calls as a Hub model.
 
 from __future__ import annotations
 
+import copy
+
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -84,6 +86,31 @@ def build_model(preset: str, tokenizer: Any, seed: int = 0, **overrides: Any) ->
     )
     torch.manual_seed(seed)
     return Qwen2ForCausalLM(config)
+
+
+@torch.no_grad()
+def expand_layers(model: Qwen2ForCausalLM, layers: int) -> Qwen2ForCausalLM:
+    """Deepen a trained model to `layers` decoder layers without changing what it computes (block expansion, as in
+    LLaMA Pro, Wu et al. 2024): each layer is followed by copies of itself whose attention output and MLP down
+    projections are zero, so every added layer adds nothing to the residual stream until training moves it."""
+    old = list(model.model.layers)
+    if layers % len(old):
+        raise ValueError(f"cannot grow {len(old)} layers to {layers}: not a multiple")
+    grown = []
+    for block in old:
+        grown.append(block)
+        for _ in range(layers // len(old) - 1):
+            copy_ = copy.deepcopy(block)
+            copy_.self_attn.o_proj.weight.zero_()
+            copy_.mlp.down_proj.weight.zero_()
+            grown.append(copy_)
+    for i, block in enumerate(grown):
+        block.self_attn.layer_idx = i
+    model.model.layers = torch.nn.ModuleList(grown)
+    model.config.num_hidden_layers = layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[0]] * layers
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -114,12 +114,16 @@ def tokenizer_corpus(families: dict[str, TaskFamily], docs: list[list[Segment]],
 
 def build_base(families: dict[str, TaskFamily], preset: str, *, seed: int, steps: int, batch_size: int, lr: float,
                corpus_size: int, max_pack: int, numbers: str = "whole", overrides: dict[str, Any] | None = None,
-               on_step: Callable[[int, float], None] | None = None) -> tuple[Any, Any, list[dict[str, float]]]:
-    """Tokenizer and Qwen2 model of `preset`, pretrained on packed primitive skills of `families`."""
+               on_step: Callable[[int, float], None] | None = None, grow_layers: int | None = None
+               ) -> tuple[Any, Any, list[dict[str, float]]]:
+    """Tokenizer and Qwen2 model of `preset`, pretrained on packed primitive skills of `families`; with
+    `grow_layers`, deepened afterwards by block expansion (`models.expand_layers`)."""
     from revlib.modeling import models
 
     docs = documents(families, corpus_size, seed, max_pack)
     tokenizer = models.build_tokenizer(tokenizer_corpus(families, docs, seed), numbers=numbers)
     model = models.build_model(preset, tokenizer, seed=seed, **(overrides or {}))
     curve = pretrain(model, tokenizer, docs, steps=steps, batch_size=batch_size, lr=lr, seed=seed, on_step=on_step)
+    if grow_layers:
+        models.expand_layers(model, grow_layers)
     return model, tokenizer, curve

@@ -163,9 +163,11 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _callbacks(total_epochs: int, every: int, base: str, lora: bool, keep_optimizer: str, on_log: OnLog | None) -> list:
+def _callbacks(total_epochs: int, every: int, base: str, lora: bool, keep_optimizer: str, on_log: OnLog | None,
+               every_steps: int | None = None) -> list:
     class EpochSchedule(TrainerCallback):
-        """Keep the epoch save only on the schedule (every N epochs, and always the last one); mark saves done.
+        """Keep the epoch save only on the schedule (every N epochs, and always the last one), or with `every_steps`
+        every N optimizer steps instead; mark saves done.
 
         Each step is saved at most once: the last step of a run is both a step end and an epoch end, and
         trl would otherwise write the same checkpoint twice (a second full write of adapter and optimizer).
@@ -176,13 +178,16 @@ def _callbacks(total_epochs: int, every: int, base: str, lora: bool, keep_optimi
 
         def on_epoch_end(self, args, state, control, **kwargs):
             epoch = int(round(state.epoch or 0))
-            due = epoch % every == 0 or epoch >= total_epochs or state.global_step >= state.max_steps
+            due = state.global_step >= state.max_steps
+            if every_steps is None:
+                due = due or epoch % every == 0 or epoch >= total_epochs
             control.should_save = due and state.global_step != self.saved_step
             return control
 
         def on_step_end(self, args, state, control, **kwargs):
             # max_steps can end training inside an epoch: save there too, so a run always has a final checkpoint
-            if state.global_step >= state.max_steps and not control.should_save:
+            due = every_steps is not None and state.global_step % every_steps == 0
+            if (due or state.global_step >= state.max_steps) and not control.should_save:
                 control.should_save = True
             return control
 
@@ -425,7 +430,8 @@ def sft_trainer(base: str, records: list[Record], out_dir: Path, params: SFTPara
         train_dataset=_dataset(rows),
         processing_class=tokenizer,
         peft_config=_lora_config(params, base) if params.lora else None,
-        callbacks=_callbacks(epochs, every, str(base), params.lora is not None, params.keep_optimizer_states, on_log),
+        callbacks=_callbacks(epochs, every, str(base), params.lora is not None, params.keep_optimizer_states, on_log,
+                             params.save_every_steps),
     )
     return _quiet(trainer), rows, cut
 
@@ -517,7 +523,8 @@ def dpo_trainer(base: str, pairs: list[PreferencePair], out_dir: Path, params: D
         train_dataset=_dataset(rows, out_dir / "launch"),
         processing_class=tokenizer,
         peft_config=_lora_config(params, policy_base) if params.lora else None,
-        callbacks=_callbacks(epochs, every, policy_base, params.lora is not None, params.keep_optimizer_states, on_log),
+        callbacks=_callbacks(epochs, every, policy_base, params.lora is not None, params.keep_optimizer_states, on_log,
+                             params.save_every_steps),
     )
     return _quiet(trainer), rows, cut
 

@@ -21,6 +21,11 @@ def training(exp: Experiment) -> list[str]:
         if p is not None and p.max_steps != -1 and p.max_steps < 1:
             problems.append(f"{section}.max_steps: must be at least 1, or -1 (the default) to run every epoch "
                             f"(got {p.max_steps})")
+    if exp.star_graph is not None and "07_star_graph" in exp.stages and exp.dpo is not None and (
+            exp.dpo.max_steps < 1 or exp.dpo.save_every_steps is None):
+        problems.append("dpo.max_steps: 07's per-step DPO runs a fixed step budget; set dpo.max_steps and "
+                        f"dpo.save_every_steps (got max_steps {exp.dpo.max_steps}, save_every_steps "
+                        f"{exp.dpo.save_every_steps})")
     return problems
 
 

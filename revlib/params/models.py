@@ -34,6 +34,14 @@ class Pretrain(Strict):
     families: list[str] | None = Field(None, description="task families to pretrain on; null: those the experiment uses")
     layers: int | None = Field(None, ge=1, description="override the preset's number of layers")
     hidden_size: int | None = Field(None, ge=8, description="override the preset's width (intermediate: 3x)")
+    grow_layers: int | None = Field(None, ge=2, description="after pretraining, deepen the model to this many layers by "
+                                    "block expansion (models.expand_layers): the same function, more depth to train")
+
+    @model_validator(mode="after")
+    def _growth(self):
+        if self.grow_layers is not None and self.layers is not None and self.grow_layers % self.layers:
+            raise ValueError(f"grow_layers ({self.grow_layers}) must be a multiple of layers ({self.layers})")
+        return self
 
 
 class BaseModelSpec(Strict):

@@ -82,22 +82,27 @@ class NegativeParams(Sampling):
 
 
 class StarGraphParams(Sampling):
-    """The star graph (07): SFT for `over_epochs` epochs with a checkpoint each epoch (so SFT's epochs are
-    `over_epochs`; there is no separate sft_epochs), then per-step DPO from epoch `under_epochs` and from the last."""
+    """The star graph (07): SFT for `sft_epochs` epochs, read out every `readout_every_steps` steps on test and
+    training graphs; the per-step DPO starts are then chosen from that curve by state (stages/star.py's rules), and
+    each start gets per-step DPO for `dpo.max_steps` steps, read out every `dpo.save_every_steps`."""
 
     knobs: dict[str, Any] = Field(default_factory=dict)
     n_train: int = Field(200, ge=1)
     n_test: int = Field(100, ge=1)
-    probe_problems: int = Field(32, ge=1, description="test problems scored for the critical token's probability")
-    under_epochs: int = Field(2, ge=1, description="SFT epoch of the under-trained start of per-step DPO")
-    over_epochs: int = Field(8, ge=1, description="SFT epochs in all; the over-trained start is the last")
-    dpo_epochs: int | None = Field(None, ge=1, description="per-step DPO epochs from each start; empty: dpo.epochs")
-
-    @model_validator(mode="after")
-    def _order(self):
-        if self.under_epochs >= self.over_epochs:
-            raise ValueError(f"under_epochs ({self.under_epochs}) must be below over_epochs ({self.over_epochs})")
-        return self
+    probe_problems: int = Field(32, ge=1, description="test problems, and as many training problems, on which the "
+                                "critical token's probability and Monte-Carlo Q are read")
+    train_readout: int = Field(200, ge=1, description="training problems answered greedily at each checkpoint (the "
+                               "start states are read on them: valid paths, first node)")
+    sft_epochs: int = Field(8, ge=1, description="SFT epochs in all; the over-trained start is the most trained checkpoint")
+    readout_every_steps: int | None = Field(None, ge=1, description="SFT checkpoint every N optimizer steps; empty: "
+                                            "every epoch")
+    under_starts: int = Field(2, ge=1, description="under-trained starts of per-step DPO (Figure 8(b)), spread over "
+                              "the checkpoints in the Clever-Hans state")
+    over_factor: float = Field(3.0, ge=1, description="the over-trained start is trained at least this many times as "
+                               "long as the latest under-trained start (Figure 8(c))")
+    pair_problems: int | None = Field(None, ge=1, description="training problems sampled for per-step pairs; empty: all")
+    gold_chosen: bool = Field(True, description="when no rollout from the prefix verified, the gold continuation is "
+                              "the chosen answer")
 
 
 class PerStepDPOParams(Sampling):

@@ -96,6 +96,8 @@ class _Common(Strict):
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(512, ge=8, description="tokens of prompt + response; longer examples are cut in tokens")
     save_every_epochs: int = Field(1, ge=1, description="checkpoint every N epochs; the last epoch is always saved")
+    save_every_steps: int | None = Field(None, ge=1, description="checkpoint every N optimizer steps instead of by "
+                                                                 "epoch (a step budget's curve); the last step is always saved")
     keep_optimizer_states: Literal["last", "all"] = Field(
         "last", description="last: only the newest checkpoint keeps optimizer and scheduler state (what resume "
                             "needs; at 7B about 9 GB a checkpoint); all: every checkpoint keeps it")

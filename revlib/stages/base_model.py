@@ -136,7 +136,8 @@ def _build_embedded(exp: Experiment, spec: BaseModelSpec, out_dir: Path, on_step
         overrides.update(hidden_size=pt.hidden_size, intermediate_size=3 * pt.hidden_size)
     model, tokenizer, curve = pretrain.build_base(
         families, spec.preset, seed=exp.seed, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
-        corpus_size=pt.corpus_size, max_pack=pt.max_pack, numbers=pt.numbers, overrides=overrides, on_step=on_step)
+        corpus_size=pt.corpus_size, max_pack=pt.max_pack, numbers=pt.numbers, overrides=overrides, on_step=on_step,
+        grow_layers=pt.grow_layers)
     accuracy = pretrain.primitive_accuracy(model, tokenizer, _held_out(families, exp.seed, pt.eval_size))
     with io.atomic_dir(out_dir / "model") as tmp:
         model.save_pretrained(tmp)

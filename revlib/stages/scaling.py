@@ -125,7 +125,7 @@ def draw_problems(exp: Experiment) -> tuple[TaskFamily, list[Record], list[Recor
 
 def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path) -> TrainResult:
     P = exp.negatives
-    params = exp.sft.model_copy(update={"max_steps": P.sft_steps, "save_every_epochs": 10**6})
+    params = exp.sft.model_copy(update={"max_steps": P.sft_steps, "save_every_epochs": 10**6, "save_every_steps": None})
     return train.sft(base, records, out_dir, params, seed=exp.seed, epochs=1, save_every_epochs=10**6)
 
 
@@ -139,7 +139,7 @@ def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir
     P = exp.negatives
     train_pairs, held = negatives.split_pairs(pairs, P.held_out_pairs, exp.seed)
     every = 1 if held else P.dpo_epochs
-    params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": every})
+    params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": every, "save_every_steps": None})
     res = preference.dpo_from(ckpt, train_pairs, out_dir, params, exp.seed, epochs=P.dpo_epochs, save_every_epochs=every)
     if not held:
         return res.final, DPOKept(len(train_pairs), len(held), res.final.epoch)

@@ -10,6 +10,7 @@ explores, and much less from the over-trained one, which has memorised.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import BaseModel, computed_field
 
-from revlib.core import io, render
+from revlib.core import io, render, stats
 from revlib.core.io import Metrics
 from revlib.core.records import Record
 from revlib.data import negatives
@@ -114,14 +115,18 @@ class PathCounts(BaseModel):
 
 
 class StarCheckpoint(PathCounts):
-    """One checkpoint read out: its test counts, and the critical token's probability and Q-value on the probe
-    problems. `epoch` is the SFT epoch, or for a DPO checkpoint the DPO epoch counted from its start."""
+    """One checkpoint read out. Its own counts are the test graphs' (greedy); `train` is the same on training graphs.
+    The critical token's probability and Monte-Carlo Q are read on the probe problems of each. `epoch` is the SFT
+    epoch; `step` the SFT step, or for a DPO checkpoint the DPO step counted from its start."""
 
     epoch: float
     step: int
     critical_token_prob: float
     critical_q_value: float
     start_value: float  # the value of the state before the critical token (rollouts from the think header)
+    train: PathCounts | None = None
+    critical_token_prob_train: float | None = None
+    critical_q_value_train: float | None = None
 
 
 class BaseLookup(BaseModel):
@@ -147,51 +152,92 @@ class DrawnSamples(BaseModel):
     n: int
     correct: int
     critical_at_first_step: int  # per-step pairs whose critical step is the first node
+    gold_chosen: int = 0         # pairs whose chosen answer is the gold continuation (no rollout verified)
+
+
+VALID_TARGET = 0.7
+FIRST_NODE_TOLERANCE = 0.1  # the first node right within this of 1/degree: the Clever-Hans state
+MEMORISED_FIRST_NODE = 0.9  # an over-trained start has memorised its training graphs at this first-node accuracy
+TRAINED_LOSS = math.log(2) / 2  # Figure 8(a): the per-step DPO loss "sharply decreases"; at most half its start
+FINAL_LOSS_STEPS = 25  # a DPO run's final training loss: the mean over its last this-many logged steps
+
+
+def state_rule() -> str:
+    """The under-trained start's rule in words, from the constants the selection uses."""
+    return (f"valid paths at least {VALID_TARGET:.0%} and the first node within {FIRST_NODE_TOLERANCE:g} of "
+            "1/degree, both on the training graphs")
+
+
+def trained_rule() -> str:
+    return (f"the final training DPO loss (mean of the last {FINAL_LOSS_STEPS} steps) at most log(2)/2 = "
+            f"{TRAINED_LOSS:.3f}")
 
 
 class PerStepDPO(BaseModel):
-    """Per-step DPO from one SFT checkpoint: its pairs and its own checkpoints (the start is that SFT checkpoint)."""
+    """Per-step DPO from one SFT checkpoint: its pairs and its own checkpoints (the start is that SFT checkpoint;
+    a DPO checkpoint's `step` counts DPO steps)."""
 
     start_epoch: float
+    start_step: int
     pairs: int
     samples: DrawnSamples
     checkpoints: list[StarCheckpoint]
     loss: list[LossPoint]
 
+    @property
+    def final_loss(self) -> float | None:
+        tail = [p.loss for p in self.loss][-FINAL_LOSS_STEPS:]
+        return sum(tail) / len(tail) if tail else None
+
+    @property
+    def trained(self) -> bool:
+        return self.final_loss is not None and self.final_loss <= TRAINED_LOSS
+
+
+class Start(BaseModel):
+    """A per-step DPO start chosen from the SFT curve by its state (`choose_starts`), with that state."""
+
+    name: str  # "under_1", "under_2", ... (Figure 8(b)) or "over" (Figure 8(c))
+    step: int
+    epoch: float
+    valid_path_rate: float       # on the training graphs (the rule's)
+    valid_path_rate_test: float
+    first_node_train: float
+    first_node_test: float
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("_")[0]
+
 
 @dataclass(frozen=True)
 class StudiedState:
-    """Whether the run reached the state the paper studies, and the sentence that says so."""
+    """Whether the run reached the states the paper studies, and the sentence that says so."""
 
     reached: bool
-    valid_ok: bool
-    first_node_ok: bool
-    one_over_degree: float
+    under: int
+    over: bool
+    memorised: bool
     text: str
 
 
-VALID_TARGET = 0.7
-FIRST_NODE_TOLERANCE = 0.15  # the first node right within this of 1/degree: the Clever-Hans state
-
-
-def state_rule() -> str:
-    """The studied state's targets in words, from the constants the checks use."""
-    return (f"valid paths at least {VALID_TARGET:.0%}, first node within {100 * FIRST_NODE_TOLERANCE:.0f} points "
-            "of 1/degree")
-
-
 class StarResult(BaseModel):
-    """What 07 measured (star.json): the knobs, the base's look-ups, every SFT checkpoint read out, its loss, and
-    per-step DPO from each start. Rates, errors and the studied state are derived from the counts, never stored
-    beside them (the file shows `test_error` and `reached` for a reader)."""
+    """What 07 measured (star.json): the knobs and model, the base's look-ups, every SFT checkpoint read out on test
+    and training graphs, its loss, the starts chosen from that curve, and per-step DPO from each. Rates, errors and
+    states are derived from the counts, never stored beside them (the file shows `test_error` and `reached`)."""
 
     FILE: ClassVar[str] = "star.json"
 
     knobs: StarKnobs
+    model_layers: int
+    train_graphs: int
     base_lookup: BaseLookup
     sft_checkpoints: list[StarCheckpoint]
     sft_loss: list[LossPoint]
-    per_step_dpo: dict[str, PerStepDPO]  # by start: "under", "over"
+    starts: list[Start]
+    asked_under: int
+    over_factor: float
+    per_step_dpo: dict[str, PerStepDPO]  # by start name
 
     @classmethod
     def exists(cls, run_dir: Path) -> bool:
@@ -212,41 +258,84 @@ class StarResult(BaseModel):
     def final_sft(self) -> StarCheckpoint:
         return self.sft_checkpoints[-1]
 
-    def start(self, label: str) -> StarCheckpoint:
-        """The SFT checkpoint per-step DPO from `label` started from."""
-        run = self.per_step_dpo[label]
-        return next(c for c in self.sft_checkpoints if c.epoch == run.start_epoch)
+    @property
+    def test_n(self) -> int:
+        return self.final_sft.n
 
-    def end(self, label: str) -> StarCheckpoint:
-        """Per-step DPO's last checkpoint from `label`; its start when it trained none (no pairs)."""
-        return (self.per_step_dpo[label].checkpoints or [self.start(label)])[-1]
+    def names(self, kind: str) -> list[str]:
+        """The starts of one kind ("under" or "over") that per-step DPO ran from."""
+        return [s.name for s in self.starts if s.kind == kind and s.name in self.per_step_dpo]
 
-    def curve(self, label: str) -> list[tuple[float, StarCheckpoint]]:
-        """(SFT epoch + DPO epoch, checkpoint) of per-step DPO from `label`, its start first."""
-        s = self.per_step_dpo[label].start_epoch
-        return [(s, self.start(label))] + [(s + c.epoch, c) for c in self.per_step_dpo[label].checkpoints]
+    def start(self, name: str) -> StarCheckpoint:
+        """The SFT checkpoint per-step DPO from `name` started from."""
+        run = self.per_step_dpo[name]
+        return next(c for c in self.sft_checkpoints if c.step == run.start_step)
+
+    def end(self, name: str) -> StarCheckpoint:
+        """Per-step DPO's last checkpoint from `name`; its start when it trained none (no pairs)."""
+        return (self.per_step_dpo[name].checkpoints or [self.start(name)])[-1]
+
+    def curve(self, name: str) -> list[tuple[int, StarCheckpoint]]:
+        """(DPO step, checkpoint) of per-step DPO from `name`, its start (step 0) first."""
+        return [(0, self.start(name))] + [(c.step, c) for c in self.per_step_dpo[name].checkpoints]
 
     @property
     def state(self) -> StudiedState:
-        """Whether this run reached the state the paper studies: SFT writes valid paths (at least VALID_TARGET of the
-        time) but picks the goal's arm only about 1/degree of the time (within FIRST_NODE_TOLERANCE). The base's
-        look-up accuracy is reported, not required: a base that answers fewer look-ups in its own format can still
-        carry them into SFT."""
-        last, degree = self.final_sft, self.degree
-        valid_ok = last.valid_path_rate >= VALID_TARGET
-        first_ok = abs(last.first_node_accuracy - 1 / degree) <= FIRST_NODE_TOLERANCE
-        reached = valid_ok and first_ok
-        said = (f"base look-ups {self.base_lookup.accuracy:.0%}, SFT writes valid paths {last.valid_path_rate:.0%} "
-                f"of the time (target {VALID_TARGET:.0%}) and picks the goal's arm {last.first_node_accuracy:.0%} of "
-                f"the time (1/degree = {1 / degree:.0%}, within {FIRST_NODE_TOLERANCE:.0%} needed)")
-        text = (f"Reached: {said}." if reached else
-                f"Not reached: {said}. The per-step DPO numbers below do not test the paper's claim.")
-        return StudiedState(reached, valid_ok, first_ok, 1 / degree, text)
+        """Whether SFT reached the Clever-Hans state on its training graphs (an under-trained start exists), whether
+        an over-trained start at least `over_factor` times as long exists, and whether it memorised."""
+        under = [s for s in self.starts if s.kind == "under"]
+        over = next((s for s in self.starts if s.kind == "over"), None)
+        memorised = over is not None and over.first_node_train >= MEMORISED_FIRST_NODE and \
+            abs(over.first_node_test - 1 / self.degree) <= FIRST_NODE_TOLERANCE
+        parts = [f"{len(under)} of {self.asked_under} under-trained starts found ({state_rule()})"]
+        for s in under:
+            parts.append(f"{s.name} at step {s.step}: valid {s.valid_path_rate:.0%}, first node {s.first_node_train:.0%}"
+                         f" on training graphs, {s.first_node_test:.0%} on test")
+        if over is None:
+            parts.append(f"no over-trained start: SFT ran under {self.over_factor:g}x the latest under-trained step")
+        else:
+            how = ("memorised: first node on the training graphs at least "
+                   f"{MEMORISED_FIRST_NODE:.0%} while the test graphs' stays near 1/degree" if memorised else
+                   f"not memorised (that needs {MEMORISED_FIRST_NODE:.0%} on the training graphs with the test "
+                   "graphs near 1/degree): the most trained checkpoint, as far as the budget got")
+            parts.append(f"over-trained start at step {over.step}: first node {over.first_node_train:.0%} on training "
+                         f"graphs, {over.first_node_test:.0%} on test; {how}")
+        reached = bool(under)
+        text = ("Reached: " if reached else "Not reached: ") + "; ".join(parts) + "." + (
+            "" if reached else " The per-step DPO numbers below do not test the paper's claim.")
+        return StudiedState(reached, len(under), over is not None, memorised, text)
 
     @computed_field
     @property
     def reached(self) -> bool:
         return self.state.reached
+
+
+def in_clever_hans_state(c: StarCheckpoint, degree: int) -> bool:
+    """The under-trained rule, on the training graphs: edges followed, the first node a guess."""
+    return (c.train is not None and c.train.valid_path_rate >= VALID_TARGET
+            and abs(c.train.first_node_accuracy - 1 / degree) <= FIRST_NODE_TOLERANCE)
+
+
+def _start(name: str, c: StarCheckpoint) -> Start:
+    assert c.train is not None
+    return Start(name=name, step=c.step, epoch=c.epoch, valid_path_rate=c.train.valid_path_rate,
+                 valid_path_rate_test=c.valid_path_rate, first_node_train=c.train.first_node_accuracy,
+                 first_node_test=c.first_node_accuracy)
+
+
+def choose_starts(curve: list[StarCheckpoint], degree: int, under: int, over_factor: float) -> list[Start]:
+    """The starts, by state. Under-trained: checkpoints in the Clever-Hans state (`in_clever_hans_state`) early
+    enough that the most trained checkpoint has at least `over_factor` times their steps; `under` of them, spread
+    from the first to the last such. Over-trained: the most trained checkpoint, when an under-trained start exists."""
+    last = max(curve, key=lambda c: c.step)
+    ok = [c for c in sorted(curve, key=lambda c: c.step)
+          if c is not last and in_clever_hans_state(c, degree) and c.step * over_factor <= last.step]
+    if not ok:
+        return []
+    picks = sorted({round(i * (len(ok) - 1) / max(under - 1, 1)) for i in range(under)}) if under > 1 else [0]
+    starts = [_start(f"under_{k + 1}", ok[i]) for k, i in enumerate(picks)]
+    return starts + [_start("over", last)]
 
 
 # ---------------------------------------------------------------- the read-outs
@@ -265,23 +354,34 @@ def test_counts(engine: Sampler, task: TaskFamily, test: list[Record], seed: int
 
 @dataclass(frozen=True)
 class Problems:
-    """07's draw: the task family, its test problems (the first `probe_problems` of them also probe the critical
-    token) and its training problems."""
+    """07's draw: the task family, its test problems and its training problems; the first `probe_problems` of each
+    also probe the critical token, and the first `train_readout` training problems are answered at every checkpoint."""
 
     task: TaskFamily
     test: list[Record]
     train: list[Record]
     probe: list[Record]
+    train_readout: list[Record]
+    probe_train: list[Record]
 
 
-def checkpoint_readout(ckpt: Checkpoint, P: StarGraphParams, problems: Problems, seed: int) -> StarCheckpoint:
-    """Test counts (greedy), and the critical token's probability and Q-value on the probe problems."""
+def checkpoint_readout(ckpt: Checkpoint, P: StarGraphParams, problems: Problems, seed: int,
+                       step: int | None = None) -> StarCheckpoint:
+    """Greedy counts on the test and the training read-out graphs, and the critical token's probability and Q-value
+    on the probe problems of each. `step` overrides the checkpoint's own (a DPO checkpoint counts from its start)."""
     model, tokenizer = train.load_model_for(ckpt)
-    counts = test_counts(negatives.policy_engine(ckpt, P, temperature=0.0), problems.task, problems.test, seed)
-    q, v = critical_q_value(negatives.policy_engine(ckpt, P), problems.task, problems.probe, P.rollouts, seed)
-    return StarCheckpoint(**counts.model_dump(exclude={"test_error"}), epoch=ckpt.epoch, step=ckpt.step,
+    greedy = negatives.policy_engine(ckpt, P, temperature=0.0)
+    counts = test_counts(greedy, problems.task, problems.test, seed)
+    on_train = test_counts(greedy, problems.task, problems.train_readout, seed)
+    sampler = negatives.policy_engine(ckpt, P)
+    q, v = critical_q_value(sampler, problems.task, problems.probe, P.rollouts, seed)
+    q_train, _ = critical_q_value(sampler, problems.task, problems.probe_train, P.rollouts, seed)
+    return StarCheckpoint(**counts.model_dump(exclude={"test_error"}), epoch=ckpt.epoch,
+                          step=ckpt.step if step is None else step,
                           critical_token_prob=critical_token_prob(model, tokenizer, problems.probe),
-                          critical_q_value=q, start_value=v)
+                          critical_q_value=q, start_value=v, train=on_train,
+                          critical_token_prob_train=critical_token_prob(model, tokenizer, problems.probe_train),
+                          critical_q_value_train=q_train)
 
 
 def base_lookup(base: str, task: TaskFamily, seed: int, n: int = 200) -> BaseLookup:
@@ -303,48 +403,62 @@ PROBLEM_SEED_OFFSET = 707
 def draw_problems(P: StarGraphParams, seed: int) -> Problems:
     task = get_task("star_graph", P.knobs)
     pool = task.sample(seed + PROBLEM_SEED_OFFSET, P.n_train + P.n_test)
-    test = pool[:P.n_test]
-    return Problems(task, test, pool[P.n_test:], test[: P.probe_problems])
-
-
-def _at_epoch(checkpoints: list[Checkpoint], epoch: int) -> Checkpoint:
-    return min(checkpoints, key=lambda c: (abs(c.epoch - epoch), c.epoch))
+    test, train_problems = pool[:P.n_test], pool[P.n_test:]
+    return Problems(task, test, train_problems, test[: P.probe_problems], train_problems[: P.train_readout],
+                    train_problems[: P.probe_problems])
 
 
 def _log_row(prefix: str, r: StarCheckpoint) -> str:
-    return (f"{prefix}: test error {r.test_error:.3f} (valid {r.valid}/{r.n}), critical token "
-            f"p={r.critical_token_prob:.3f}, Q={r.critical_q_value:.3f}")
+    on_train = f", train first node {r.train.first_node}/{r.train.n}" if r.train else ""
+    return (f"{prefix}: test error {r.test_error:.3f} (valid {r.valid}/{r.n}, first node {r.first_node}/{r.n}"
+            f"{on_train}), critical token p={r.critical_token_prob:.3f}, Q={r.critical_q_value:.3f}")
 
 
-def per_step_dpo(dpo_params: DPOParams, start: Checkpoint, label: str, P: StarGraphParams, problems: Problems, seed: int,
+def dpo_budget(dpo_params: DPOParams) -> DPOParams:
+    """07's per-step DPO: a fixed step budget (dpo.max_steps) read out every dpo.save_every_steps."""
+    if dpo_params.max_steps < 1 or dpo_params.save_every_steps is None:
+        raise ValueError("07's per-step DPO runs a fixed step budget; set dpo.max_steps and dpo.save_every_steps")
+    return dpo_params
+
+
+def per_step_dpo(dpo_params: DPOParams, start: Checkpoint, name: str, P: StarGraphParams, problems: Problems, seed: int,
                  out_dir: Path, log: Callable[[str], None] = print) -> PerStepDPO:
-    """Per-step DPO from one SFT checkpoint: its samples, Monte-Carlo credit, the pairs at the critical step, DPO, and
-    each DPO checkpoint read out."""
-    d = Path(out_dir) / f"dpo_from_{label}"
-    task, train_problems = problems.task, problems.train
+    """Per-step DPO from one SFT checkpoint: its samples, Monte-Carlo credit, the pairs at the critical step, DPO for
+    the step budget, and each DPO checkpoint read out."""
+    d = Path(out_dir) / f"dpo_from_{name}"
+    task = problems.task
+    train_problems = problems.train[: P.pair_problems] if P.pair_problems else problems.train
     policy = negatives.policy_engine(start, P, cache_dir=d / "rollout_cache")
     samples = negatives.sample_policy(policy, task, train_problems, P.samples_per_problem, seed, P.step_split)
     credits = negatives.estimate_values(policy, task, train_problems, samples, P.rollouts, seed, P.best_of)
-    pairs = negatives.per_step_pairs(credits, train_problems, P.critical_step, P.advantage_threshold, seed, P.rejected)
+    pairs = negatives.per_step_pairs(credits, train_problems, P.critical_step, P.advantage_threshold, seed, P.rejected,
+                                     gold_chosen=P.gold_chosen)
     io.write_jsonl(d / "pairs.jsonl", (p.model_dump(mode="json") for p in pairs))
     drawn = DrawnSamples(n=len(samples), correct=sum(s.correct for s in samples),
-                         critical_at_first_step=sum(p.step_index == 1 for p in pairs))
-    log(f"from the {label}-trained SFT (epoch {start.epoch:g}): {drawn.correct}/{len(samples)} "
-        f"samples right, {len(pairs)} per-step pairs ({drawn.critical_at_first_step} at the first step)")
+                         critical_at_first_step=sum(p.step_index == 1 for p in pairs),
+                         gold_chosen=sum(p.meta.get("chosen_source") == "gold" for p in pairs))
+    log(f"from {name} (SFT step {start.step}): {drawn.correct}/{len(samples)} samples right, {len(pairs)} per-step "
+        f"pairs ({drawn.critical_at_first_step} at the first step, {drawn.gold_chosen} with the gold answer chosen)")
     loss: list[LossPoint] = []
     read: list[StarCheckpoint] = []
     if pairs:
-        res = preference.dpo_from(start, pairs, d, dpo_params, seed, epochs=P.dpo_epochs, save_every_epochs=1)
+        res = preference.dpo_from(start, pairs, d, dpo_budget(dpo_params), seed)
         loss = [LossPoint(step=h["step"], epoch=h["epoch"], loss=h["loss"])
                 for h in res.log_history if "loss" in h and "step" in h]
         for c in res.checkpoints:
             read.append(checkpoint_readout(c, P, problems, seed))
-            log(_log_row(f"  DPO epoch {c.epoch:g}", read[-1]))
-    return PerStepDPO(start_epoch=start.epoch, pairs=len(pairs), samples=drawn, checkpoints=read, loss=loss)
+            log(_log_row(f"  DPO step {c.step}", read[-1]))
+    return PerStepDPO(start_epoch=start.epoch, start_step=start.step, pairs=len(pairs), samples=drawn,
+                      checkpoints=read, loss=loss)
+
+
+def _model_layers(base: str) -> int:
+    return int(io.read_json(Path(base) / "config.json")["num_hidden_layers"])
 
 
 def measure(ctx: StageContext, log: Callable[[str], None] = print) -> StarResult:
-    """SFT with per-epoch checkpoints, then per-step DPO from the under- and over-trained checkpoints."""
+    """SFT with a checkpoint every `readout_every_steps` (or epoch), each read out on test and training graphs; the
+    starts chosen from that curve by state; per-step DPO from each."""
     exp, out_dir = ctx.exp, Path(ctx.dir)
     P, seed, base = exp.star_graph, exp.seed, ctx.base_path()
     lookup = base_lookup(base, get_task("star_graph", P.knobs), seed)
@@ -352,17 +466,22 @@ def measure(ctx: StageContext, log: Callable[[str], None] = print) -> StarResult
     if lookup.same_knobs is False:
         log(f"the base was pretrained on star graphs with other knobs ({lookup.pretrained_on}) than this experiment's")
     problems = draw_problems(P, seed)
-    sft = train.sft(base, problems.train, out_dir / "sft", exp.sft, seed=seed, epochs=P.over_epochs,
+    dpo_budget(exp.dpo)  # a bad DPO budget stops here, before SFT ran
+    sft_params = exp.sft.model_copy(update={"save_every_steps": P.readout_every_steps})
+    sft = train.sft(base, problems.train, out_dir / "sft", sft_params, seed=seed, epochs=P.sft_epochs,
                     save_every_epochs=1)
-    sft_curve = [checkpoint_readout(c, P, problems, seed) for c in sft.checkpoints]
-    for r in sft_curve:
-        log(f"SFT epoch {r.epoch:g}: valid paths {r.valid}/{r.n}, first node right {r.first_node}/{r.n}, test error "
-            f"{r.test_error:.3f}; critical token p={r.critical_token_prob:.3f}, Q={r.critical_q_value:.3f}")
-    loss = [LossPoint(epoch=h["epoch"], loss=h["loss"]) for h in sft.log_history if "loss" in h and "epoch" in h]
-    starts = {"under": _at_epoch(sft.checkpoints, P.under_epochs), "over": sft.final}
-    runs = {label: per_step_dpo(exp.dpo, start, label, P, problems, seed, out_dir, log) for label, start in starts.items()}
-    return StarResult(knobs=problems.task.knobs, base_lookup=lookup, sft_checkpoints=sft_curve, sft_loss=loss,
-                      per_step_dpo=runs)
+    sft_curve = []
+    for c in sft.checkpoints:
+        sft_curve.append(checkpoint_readout(c, P, problems, seed))
+        log(_log_row(f"SFT step {c.step} (epoch {c.epoch:g})", sft_curve[-1]))
+    loss = [LossPoint(step=h.get("step"), epoch=h["epoch"], loss=h["loss"])
+            for h in sft.log_history if "loss" in h and "epoch" in h]
+    starts = choose_starts(sft_curve, problems.task.knobs.degree, P.under_starts, P.over_factor)
+    by_step = {c.step: c for c in sft.checkpoints}
+    runs = {s.name: per_step_dpo(exp.dpo, by_step[s.step], s.name, P, problems, seed, out_dir, log) for s in starts}
+    return StarResult(knobs=problems.task.knobs, model_layers=_model_layers(base), train_graphs=len(problems.train),
+                      base_lookup=lookup, sft_checkpoints=sft_curve, sft_loss=loss, starts=starts,
+                      asked_under=P.under_starts, over_factor=P.over_factor, per_step_dpo=runs)
 
 
 # ---------------------------------------------------------------- the report
@@ -374,52 +493,52 @@ def metrics(result: StarResult) -> Metrics:
     out["base/lookup_accuracy"] = result.base_lookup.accuracy
     out["sft/valid_path_rate"] = last.valid_path_rate
     out["sft/first_node_accuracy"] = last.first_node_accuracy
+    if last.train is not None:
+        out["sft/first_node_accuracy_train"] = last.train.first_node_accuracy
     out["sft/test_error"] = last.test_error
     out["sft/test_n"] = last.n
     out["sft/critical_token_prob"] = last.critical_token_prob
     out["sft/critical_q_value"] = last.critical_q_value
     out["state_reached"] = result.state.reached
-    for label in result.per_step_dpo:
-        end = result.end(label)
-        out[f"dpo_from_{label}/start_error"] = result.start(label).test_error
-        out[f"dpo_from_{label}/final_error"] = end.test_error
-        out[f"dpo_from_{label}/final_critical_q_value"] = end.critical_q_value
-        out[f"dpo_from_{label}/final_critical_token_prob"] = end.critical_token_prob
+    for name, run in result.per_step_dpo.items():
+        end = result.end(name)
+        out[f"dpo_from_{name}/start_step"] = run.start_step
+        out[f"dpo_from_{name}/start_error"] = result.start(name).test_error
+        out[f"dpo_from_{name}/final_error"] = end.test_error
+        out[f"dpo_from_{name}/final_loss"] = run.final_loss
+        out[f"dpo_from_{name}/final_critical_q_value"] = end.critical_q_value
+        out[f"dpo_from_{name}/final_critical_token_prob"] = end.critical_token_prob
     return out
 
 
 def checks(result: StarResult) -> list[Check]:
-    """Did the run reach the studied state? Base look-ups above chance (reported, no target), SFT valid paths
-    >= VALID_TARGET, and SFT's first node within FIRST_NODE_TOLERANCE of 1/degree."""
-    look, last, degree = result.base_lookup, result.final_sft, result.degree
-    first = last.first_node_accuracy
+    """Did SFT learn to follow edges, and did it reach the states the paper studies? Base look-ups above chance
+    (reported, no target); SFT's valid paths at its most trained checkpoint at least VALID_TARGET; an under-trained
+    start found on the training graphs. Whether per-step DPO trained is each claim's precondition, not a check here:
+    the phase transition is the result, whichever way it comes out."""
+    look, last = result.base_lookup, result.final_sft
+    st = result.state
     return [
         learning.accuracy("base edge look-ups (held out; reported, no target)", look.k, look.n, look.chance),
-        learning.accuracy("SFT valid centre-to-leaf paths (greedy, test)", last.valid, last.n, 0.0, VALID_TARGET),
-        learning.Check("SFT first node after the centre right about 1/degree (the Clever-Hans state)", first, 1 / degree,
-                       abs(first - 1 / degree) <= FIRST_NODE_TOLERANCE,
-                       f"{last.first_node}/{last.n} = {first:.1%} against 1/degree = {1 / degree:.1%}; needs it within "
-                       f"{FIRST_NODE_TOLERANCE:.0%}"),
+        learning.accuracy("SFT valid centre-to-leaf paths (greedy, test, most trained checkpoint)", last.valid, last.n,
+                          0.0, VALID_TARGET),
+        learning.Check("an under-trained start in the Clever-Hans state (training graphs)", st.under,
+                       result.asked_under, st.under >= 1,
+                       f"{st.under} checkpoint(s) chosen of {result.asked_under} asked; the rule: {state_rule()}, "
+                       f"at most 1/{result.over_factor:g} of SFT's steps"),
     ]
 
 
-def _series(result: StarResult, key: str) -> list[tuple[str, list[float], list[float]]]:
-    """(name, x, y) for SFT over its epochs and for DPO from each start, placed after its start epoch."""
-    out = [("SFT", [r.epoch for r in result.sft_checkpoints], [getattr(r, key) for r in result.sft_checkpoints])]
-    for label, run in result.per_step_dpo.items():
-        curve = result.curve(label)
-        out.append((f"per-step DPO from {label}-trained SFT (epoch {run.start_epoch:g})",
-                    [x for x, _ in curve], [getattr(r, key) for _, r in curve]))
-    return out
+def _start_label(result: StarResult, name: str) -> str:
+    run = result.per_step_dpo[name]
+    return f"from {name} (SFT step {run.start_step})"
 
 
-def over_training(result: StarResult, key: str, title: str, ytitle: str) -> go.Figure:
-    fig = go.Figure()
-    for name, x, y in _series(result, key):
-        fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers"))
-    fig.update_layout(title=title, template="plotly_white", height=360, xaxis_title="epoch (SFT, then DPO)",
-                      yaxis_title=ytitle, yaxis_range=[0, 1.02])
-    return fig
+def _sft_line(result: StarResult, key: str, train: bool = False) -> tuple[list[int], list[float]]:
+    cs = result.sft_checkpoints
+    if train:
+        return [c.step for c in cs if c.train], [getattr(c.train, key) for c in cs if c.train]
+    return [c.step for c in cs], [getattr(c, key) for c in cs]
 
 
 @dataclass
@@ -436,61 +555,88 @@ class StarRun:
     def checks_table(self) -> pd.DataFrame:
         return learning.table(self.checks)
 
-    def summary_table(self) -> pd.DataFrame:
-        """One row per checkpoint read out: SFT epochs, then per-step DPO from each start, with counts."""
+    def starts_table(self) -> pd.DataFrame:
+        """The starts chosen from the SFT curve, with the state each was chosen in and what per-step DPO did."""
         r = self.result
-        rows = [("SFT", c) for c in r.sft_checkpoints]
-        for label, run in r.per_step_dpo.items():
-            rows += [(f"DPO from {label} (SFT epoch {run.start_epoch:g})", c) for c in run.checkpoints]
+        rows = []
+        for s in r.starts:
+            run = r.per_step_dpo.get(s.name)
+            rows.append({"start": s.name, "SFT step": s.step, "SFT epoch": s.epoch,
+                         "valid paths (train)": s.valid_path_rate, "first node (train)": s.first_node_train,
+                         "valid paths (test)": s.valid_path_rate_test, "first node (test)": s.first_node_test,
+                         "pairs": run.pairs if run else 0, "gold chosen": run.samples.gold_chosen if run else 0,
+                         "DPO steps": run.checkpoints[-1].step if run and run.checkpoints else 0,
+                         "final DPO loss": run.final_loss if run else None,
+                         "DPO trained": "yes" if run and run.trained else "NO"})
+        return pd.DataFrame(rows)
+
+    def summary_table(self) -> pd.DataFrame:
+        """One row per checkpoint read out: SFT, then per-step DPO from each start, with counts."""
+        r = self.result
+        rows = [("SFT", c.step, c) for c in r.sft_checkpoints]
+        for name in r.per_step_dpo:
+            rows += [(f"DPO {_start_label(r, name)}", c.step, c) for c in r.per_step_dpo[name].checkpoints]
         return pd.DataFrame([{
-            "model": name, "epoch": c.epoch, "n": c.n, "valid paths": c.valid, "first node right": c.first_node,
-            "correct": c.correct, "test error": c.test_error, "P(critical)": c.critical_token_prob,
-            "Q(critical)": c.critical_q_value, "V(start)": c.start_value,
-        } for name, c in rows])
+            "model": name, "step": step, "test n": c.n, "valid paths": c.valid, "first node right": c.first_node,
+            "correct": c.correct, "test error": c.test_error,
+            "train n": c.train.n if c.train else None, "first node right (train)": c.train.first_node if c.train else None,
+            "P(critical)": c.critical_token_prob, "Q(critical)": c.critical_q_value,
+            "Q(critical, train)": c.critical_q_value_train, "V(start)": c.start_value,
+        } for name, step, c in rows])
 
-    def q_figure(self) -> go.Figure:
-        """Figure 8 (a): the critical token's Q-value over training."""
-        fig = over_training(self.result, "critical_q_value",
-                            "(a) Q-value of the critical token (Monte-Carlo, right first node)", "success rate of rollouts")
-        fig.add_hline(y=1 / self.result.degree, line_dash="dot", annotation_text="1/degree")
-        return fig
-
-    def p_figure(self) -> go.Figure:
-        """Figure 8 (b): the critical token's probability over training."""
-        fig = over_training(self.result, "critical_token_prob",
-                            "(b) probability of the critical token (right first node)", "probability")
-        fig.add_hline(y=1 / self.result.degree, line_dash="dot", annotation_text="1/degree")
+    def sft_figure(self) -> go.Figure:
+        """Figure 8 (a), SFT half: the SFT loss and the critical token's Q-value over SFT, on test and training graphs;
+        the first node right on both, and the starts chosen."""
+        r = self.result
+        fig = go.Figure()
+        fig.add_trace(go.Scatter(x=[p.step for p in r.sft_loss], y=[p.loss for p in r.sft_loss], name="SFT loss",
+                                 mode="lines", yaxis="y2", line=dict(color="grey")))
+        for key, name, on_train in (("critical_q_value", "Q(critical), test", False),
+                                 ("critical_q_value_train", "Q(critical), train", False),
+                                 ("first_node_accuracy", "first node right, test", False),
+                                 ("first_node_accuracy", "first node right, train", True),
+                                 ("valid_path_rate", "valid paths, test", False)):
+            x, y = _sft_line(r, key, on_train)
+            fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers"))
+        for s in r.starts:
+            fig.add_vline(x=s.step, line_dash="dot", annotation_text=s.name)
+        fig.add_hline(y=1 / r.degree, line_dash="dot", annotation_text="1/degree")
+        fig.update_layout(title="(a) SFT: loss and the critical token's Q-value (Monte-Carlo), first node and valid "
+                                "paths", template="plotly_white", height=400, xaxis_title="SFT step",
+                          yaxis=dict(title="rate", range=[0, 1.02]), yaxis2=dict(title="loss", overlaying="y",
+                                                                                  side="right"))
         return fig
 
     def dpo_loss_figure(self) -> go.Figure:
-        """Figure 8 (c): the per-step DPO loss from each start."""
+        """Figure 8 (a), DPO half: the per-step DPO training loss from each start, against log 2 and the 'trained' bar."""
         fig = go.Figure()
-        for label, run in self.result.per_step_dpo.items():
+        for name, run in self.result.per_step_dpo.items():
             if run.loss:
                 fig.add_trace(go.Scatter(x=[p.step for p in run.loss], y=[p.loss for p in run.loss], mode="lines",
-                                         name=f"per-step DPO from {label}-trained SFT (epoch {run.start_epoch:g})"))
-        fig.update_layout(title="(c) per-step DPO loss", template="plotly_white", height=360,
-                          xaxis_title="DPO step", yaxis_title="DPO loss")
+                                         name=_start_label(self.result, name)))
+        fig.add_hline(y=math.log(2), line_dash="dot", annotation_text="log 2")
+        fig.add_hline(y=TRAINED_LOSS, line_dash="dash", annotation_text="trained: log(2)/2")
+        fig.update_layout(title="(a) per-step DPO loss", template="plotly_white", height=360,
+                          xaxis_title="DPO step", yaxis_title="DPO loss (training batch)")
         return fig
 
-    def sft_figure(self) -> go.Figure:
-        """SFT's loss, valid paths, first node and test error over its epochs."""
+    def error_figure(self, kind: str) -> go.Figure:
+        """Figure 8 (b) for kind "under", (c) for "over": test error over per-step DPO steps, with 95% intervals."""
         r = self.result
         fig = go.Figure()
-        fig.add_trace(go.Scatter(x=[p.epoch for p in r.sft_loss], y=[p.loss for p in r.sft_loss], name="SFT loss",
-                                 mode="lines", yaxis="y2"))
-        for key, name in (("valid_path_rate", "valid path"), ("first_node_accuracy", "first node right"),
-                          ("test_error", "test error")):
-            fig.add_trace(go.Scatter(x=[c.epoch for c in r.sft_checkpoints],
-                                     y=[getattr(c, key) for c in r.sft_checkpoints], name=name, mode="lines+markers"))
-        fig.update_layout(title="SFT: loss, valid paths, first node and test error (greedy)", template="plotly_white",
-                          height=360, xaxis_title="SFT epoch", yaxis=dict(title="rate", range=[0, 1.02]),
-                          yaxis2=dict(title="loss", overlaying="y", side="right"))
+        for name in r.names(kind):
+            curve = r.curve(name)
+            errs = [c.test_error for _, c in curve]
+            bounds = [stats.wilson(c.n - c.correct, c.n) for _, c in curve]
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in curve], y=errs, mode="lines+markers", name=_start_label(r, name),
+                error_y=dict(type="data", symmetric=False, array=[hi - e for e, (_, hi) in zip(errs, bounds)],
+                             arrayminus=[e - lo for e, (lo, _) in zip(errs, bounds)])))
+        panel = "(b) from under-trained SFT" if kind == "under" else "(c) from over-trained SFT"
+        fig.update_layout(title=f"{panel}: test error over per-step DPO (greedy, n={r.test_n}, 95% intervals)",
+                          template="plotly_white", height=360, xaxis_title="per-step DPO step",
+                          yaxis_title="test error", yaxis_range=[0, 1.02])
         return fig
-
-    def error_figure(self) -> go.Figure:
-        return over_training(self.result, "test_error", "Star graph test error: SFT and per-step DPO (greedy)",
-                             "test error")
 
     @property
     def metrics(self) -> Metrics:
