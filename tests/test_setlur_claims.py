@@ -61,6 +61,17 @@ def test_star_rows_read_the_typed_result_and_gate_on_the_state_in_the_stages_wor
                                                        "over": pytest.approx(0.2)}
 
 
+def test_comparing_gains_needs_every_dpo_to_keep_edge_following():
+    # both fall (80% -> 40% valid paths): from under -10 points, from over -30: the gap is damage, not the transition
+    st = _star(under_end=10, over_end=10)
+    for name in st.per_step_dpo:
+        st.per_step_dpo[name].checkpoints[0].valid = 40
+    results = _Results(star=st, scaling=None)
+    under, versus = (evaluate(spec, results) for spec in setlur_claims.CLAIMS[4:])
+    assert under.verdict == "not reproduced" and "broke the policy" in under.measured
+    assert versus.verdict == "inconclusive" and "broke the policy from under_1, under_2, over" in versus.note
+
+
 def test_a_phase_transition_row_whose_dpo_did_not_train_is_inconclusive_not_a_verdict():
     flat = _Results(star=_star(dpo_loss=0.45), scaling=None)  # a big gain, but the DPO loss never fell to log(2)/2
     for spec in setlur_claims.CLAIMS[4:]:

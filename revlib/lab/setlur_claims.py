@@ -104,6 +104,20 @@ def all_dpo_trained(results: RunResults) -> str | None:
     return None if st is None else _untrained(st, st.names("under") + st.names("over"))
 
 
+def _broke(st: star.StarResult, names: list[str]) -> str | None:
+    """Which per-step DPO runs lowered the valid-path rate by more than STAR_KEPT_VALID_DROP from their start."""
+    bad = [n for n in names if st.end(n).valid / st.end(n).n < st.start(n).valid / st.start(n).n - STAR_KEPT_VALID_DROP]
+    return (f"per-step DPO broke the policy from {', '.join(bad)} (valid paths fell more than "
+            f"{100 * STAR_KEPT_VALID_DROP:.0f} points): a difference of gains would measure the damage, not the phase "
+            "transition") if bad else None
+
+
+def all_dpo_kept_skill(results: RunResults) -> str | None:
+    """The comparison of (b) with (c) needs both to be the method at work: no run broke edge-following."""
+    st = results.star
+    return None if st is None else _broke(st, st.names("under") + st.names("over"))
+
+
 def _kept(result: star.StarResult, name: str) -> str:
     """The kept-skill check: per-step DPO may lower the valid-path rate by at most STAR_KEPT_VALID_DROP."""
     first, last = result.start(name), result.end(name)
@@ -193,7 +207,8 @@ CLAIMS: list[ClaimSpec] = [
     ClaimSpec("setlur.star_phase_transition.under_vs_over", "setlur",
               "The gain from per-step DPO is larger from the under-trained SFT checkpoints than from the over-trained one "
               "(the phase transition: a memorised policy no longer explores the critical token)",
-              STAR_FIGURE + " (b) against (c)", measure=under_vs_over_reading, preconditions=(all_dpo_trained,),
+              STAR_FIGURE + " (b) against (c)", measure=under_vs_over_reading,
+              preconditions=(all_dpo_trained, all_dpo_kept_skill),
               **_STAR),
 ]
 
