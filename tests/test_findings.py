@@ -163,24 +163,28 @@ def test_no_finished_stage_writes_no_page(exp):
     assert findings.write(exp) is None
 
 
-def _star_json(d, under: tuple[int, int], over: tuple[int, int], valid=80, first=45):
-    """07's star.json: SFT checkpoints at epochs 4 and 12, per-step DPO from each (start correct -> end correct); the
-    state is reached with valid paths >= 70% and the first node within 15 points of 1/degree = 50%."""
+def _star_json(d, under: tuple[int, int], over: tuple[int, int], train_first=50, dpo_loss=0.2):
+    """07's star.json: SFT read out at steps 100, 200 and 900 (valid paths 80% on test, 85% on training graphs); the
+    starts chosen by the stage's rule; per-step DPO from each (start correct -> end correct), its loss `dpo_loss`."""
     from revlib.stages import star
 
     _done(d)
 
-    def ck(epoch, correct):
-        return star.StarCheckpoint(epoch=epoch, step=int(epoch), n=100, correct=correct, valid=valid, first_node=first,
-                                   critical_token_prob=0.5, critical_q_value=0.9, start_value=0.5)
+    def ck(step, correct, first_train=train_first):
+        return star.StarCheckpoint(epoch=step / 100, step=step, n=100, correct=correct, valid=80, first_node=45,
+                                   critical_token_prob=0.5, critical_q_value=0.9, start_value=0.5,
+                                   train=star.PathCounts(n=100, valid=85, first_node=first_train, correct=first_train))
 
-    def dpo(start, pairs, end):
-        return star.PerStepDPO(start_epoch=start, pairs=pairs, checkpoints=[ck(3.0, end)], loss=[],
-                               samples=star.DrawnSamples(n=800, correct=400, critical_at_first_step=pairs))
-
-    star.StarResult(knobs={"degree": 2}, base_lookup=star.BaseLookup(k=145, n=200, accuracy=0.725, chance=0.05),
-                    sft_checkpoints=[ck(4.0, under[0]), ck(12.0, over[0])], sft_loss=[],
-                    per_step_dpo={"under": dpo(4.0, 300, under[1]), "over": dpo(12.0, 250, over[1])}).save(d)
+    curve = [ck(100, under[0]), ck(200, under[0]), ck(900, over[0], 93)]
+    starts = star.choose_starts(curve, 2, 2, 3.0)
+    loss = [star.LossPoint(step=i, epoch=0.0, loss=0.69 if i < 10 else dpo_loss) for i in range(40)]
+    runs = {s.name: star.PerStepDPO(start_epoch=s.epoch, start_step=s.step, pairs=300, loss=loss,
+                                    checkpoints=[ck(50, over[1] if s.name == "over" else under[1])],
+                                    samples=star.DrawnSamples(n=800, correct=400, critical_at_first_step=300))
+            for s in starts}
+    star.StarResult(knobs={"degree": 2}, model_layers=4, train_graphs=5000,
+                    base_lookup=star.BaseLookup(k=145, n=200, accuracy=0.725, chance=0.05), sft_checkpoints=curve,
+                    sft_loss=[], starts=starts, asked_under=2, over_factor=3.0, per_step_dpo=runs).save(d)
 
 
 def test_star_rows_judge_the_phase_transition_and_learned_keys(exp):
@@ -188,17 +192,22 @@ def test_star_rows_judge_the_phase_transition_and_learned_keys(exp):
     _star_json(d, under=(15, 90), over=(35, 36))
     data = findings.collect(exp)
     L = data["learned"]
-    assert L["star_base_lookup_accuracy"] == 0.725 and L["star_degree"] == 2
+    assert L["star_base_lookup_accuracy"] == 0.725 and L["star_degree"] == 2 and L["star_model_layers"] == 4
     assert L["star_sft_valid_path_rate"] == 0.8 and L["star_sft_first_node_accuracy"] == 0.45
+    assert [s["name"] for s in L["star_starts"]] == ["under_1", "under_2", "over"] and L["star_test_n"] == 100
     by_id = {c["id"]: c for c in data["claims"]}
     assert by_id["setlur.star_phase_transition.under"]["verdict"] == "reproduced"  # 15% -> 90%
     assert by_id["setlur.star_phase_transition.under_vs_over"]["verdict"] == "reproduced"  # +75 vs +1 points
-    _star_json(d, under=(15, 5), over=(35, 36))  # no jump: from the under-trained start it fell
+    _star_json(d, under=(15, 5), over=(35, 36))  # no jump: from the under-trained starts it fell
     by_id = {c["id"]: c for c in findings.collect(exp)["claims"]}
     assert by_id["setlur.star_phase_transition.under"]["verdict"] == "not reproduced"
     assert by_id["setlur.star_phase_transition.under_vs_over"]["verdict"] != "reproduced"
-    # a base below 90% look-ups no longer gates the row; an SFT that missed the state does
-    _star_json(d, under=(15, 90), over=(35, 36), valid=40)
+    # a DPO whose loss stayed near log 2 did not train: the rows say so, whatever the accuracies did
+    _star_json(d, under=(15, 90), over=(35, 36), dpo_loss=0.6)
+    row = {c["id"]: c for c in findings.collect(exp)["claims"]}["setlur.star_phase_transition.under"]
+    assert row["verdict"] == "inconclusive" and "DPO did not train" in row["note"]
+    # an SFT that never reached the Clever-Hans state on its training graphs gates the rows
+    _star_json(d, under=(15, 90), over=(35, 36), train_first=80)
     row = {c["id"]: c for c in findings.collect(exp)["claims"]}["setlur.star_phase_transition.under"]
     assert row["verdict"] == "inconclusive" and "did not reach the state" in row["note"]
 
@@ -230,8 +239,11 @@ def test_star_rows_say_when_per_step_dpo_broke_the_policy(exp):
     d = exp.run_root / "07_star_graph" / "micro"
     _star_json(d, under=(15, 40), over=(35, 36))
     raw = io.read_json(d / "star.json")
-    raw["per_step_dpo"]["under"]["checkpoints"][-1]["valid"] = 50  # 80% -> 50% valid paths
+    raw["per_step_dpo"]["under_1"]["checkpoints"][-1]["valid"] = 50  # 80% -> 50% valid paths
     io.write_json(d / "star.json", raw)
     by_id = {c["id"]: c for c in findings.collect(exp)["claims"]}
     assert "valid paths 80% → 50% (broke the policy" in by_id["setlur.star_phase_transition.under"]["measured"]
-    assert "from over: valid paths 80% → 80% (kept" in by_id["setlur.star_phase_transition.under_vs_over"]["measured"]
+    versus = by_id["setlur.star_phase_transition.under_vs_over"]
+    assert "over (SFT step 900, 300 pairs, 50 DPO steps): test accuracy 35.0% → 36.0%; valid paths 80% → 80% (kept" \
+        in versus["measured"]
+    assert versus["verdict"] == "inconclusive" and "broke the policy from under_1" in versus["note"]
