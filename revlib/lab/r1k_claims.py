@@ -220,6 +220,15 @@ def _sft_change(metric: str) -> Callable[[ProbeResult], pd.Series | None]:
     return lambda p: p.change(metric, "sft", "base")
 
 
+def _two_groups(head: str, first: tuple[str, list[float]], second: tuple[str, list[float]], above: int) -> Reading:
+    """E = mean of the group at index `above` (0: first, 1: second) minus the other's (independent samples), worded
+    as `head: first mean (n), second mean (n); E = ... [lo, hi]`."""
+    groups = (first, second)
+    eff, lo, hi = stats.mean_difference(groups[above][1], groups[1 - above][1])
+    shown = ", ".join(f"{name} {sum(v) / len(v):+.3f} (n={len(v)})" for name, v in groups)
+    return Reading(eff, (lo, hi), f"{head}: {shown}; E = {eff:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+
+
 def mix_vs_pure(values: Callable[[ProbeResult], pd.Series | None], mix_above: bool, what: str
                 ) -> Callable[[ProbeResult, str], Reading | None]:
     """In distribution, per-example `values` of the mix set against the pure sets' (independent samples): E = mix -
@@ -233,11 +242,7 @@ def mix_vs_pure(values: Callable[[ProbeResult], pd.Series | None], mix_above: bo
         pure, mixed = v[~is_mix].tolist(), v[is_mix].tolist()
         if not pure or not mixed:
             return None
-        a, b = (mixed, pure) if mix_above else (pure, mixed)
-        eff, lo, hi = stats.mean_difference(a, b)
-        return Reading(eff, (lo, hi), f"{what}, in distribution, {where}: pure sets {sum(pure) / len(pure):+.3f} "
-                                      f"(n={len(pure)}), mix {sum(mixed) / len(mixed):+.3f} (n={len(mixed)}); "
-                                      f"E = {eff:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        return _two_groups(f"{what}, in distribution, {where}", ("pure sets", pure), ("mix", mixed), 1 if mix_above else 0)
 
     return read
 
@@ -254,11 +259,8 @@ def ood_reverse_vs_forward(metric: str, reverse_above: bool, what: str) -> Calla
         d_r, d_f = sft[metric][train == "reverse"].tolist(), sft[metric][train == "forward"].tolist()
         if not d_r or not d_f:
             return None
-        a, b = (d_r, d_f) if reverse_above else (d_f, d_r)
-        eff, lo, hi = stats.mean_difference(a, b)
-        return Reading(eff, (lo, hi), f"{what} after SFT, out of distribution, {where}: (D_r, T_f) "
-                                      f"{sum(d_r) / len(d_r):+.3f} (n={len(d_r)}), (D_f, T_r) {sum(d_f) / len(d_f):+.3f} "
-                                      f"(n={len(d_f)}); E = {eff:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        return _two_groups(f"{what} after SFT, out of distribution, {where}", ("(D_r, T_f)", d_r), ("(D_f, T_r)", d_f),
+                           0 if reverse_above else 1)
 
     return read
 

@@ -104,9 +104,20 @@ def all_dpo_trained(results: RunResults) -> str | None:
     return None if st is None else _untrained(st, st.names("under") + st.names("over"))
 
 
+def _valid_rates(result: star.StarResult, name: str) -> tuple[float, float]:
+    """Valid-path rate (test) at per-step DPO's start from `name` and at its end."""
+    return result.start(name).valid_path_rate, result.end(name).valid_path_rate
+
+
+def _kept_skill(result: star.StarResult, name: str) -> bool:
+    """Per-step DPO from `name` lowered the valid-path rate by at most STAR_KEPT_VALID_DROP."""
+    v0, v1 = _valid_rates(result, name)
+    return v1 >= v0 - STAR_KEPT_VALID_DROP
+
+
 def _broke(st: star.StarResult, names: list[str]) -> str | None:
-    """Which per-step DPO runs lowered the valid-path rate by more than STAR_KEPT_VALID_DROP from their start."""
-    bad = [n for n in names if st.end(n).valid / st.end(n).n < st.start(n).valid / st.start(n).n - STAR_KEPT_VALID_DROP]
+    """The per-step DPO runs that broke the policy (`_kept_skill` failed), in words; None when none did."""
+    bad = [n for n in names if not _kept_skill(st, n)]
     return (f"per-step DPO broke the policy from {', '.join(bad)} (valid paths fell more than "
             f"{100 * STAR_KEPT_VALID_DROP:.0f} points): a difference of gains would measure the damage, not the phase "
             "transition") if bad else None
@@ -120,9 +131,8 @@ def all_dpo_kept_skill(results: RunResults) -> str | None:
 
 def _kept(result: star.StarResult, name: str) -> str:
     """The kept-skill check: per-step DPO may lower the valid-path rate by at most STAR_KEPT_VALID_DROP."""
-    first, last = result.start(name), result.end(name)
-    v0, v1 = first.valid / first.n, last.valid / last.n
-    verdict = "kept" if v1 >= v0 - STAR_KEPT_VALID_DROP else "broke the policy"
+    v0, v1 = _valid_rates(result, name)
+    verdict = "kept" if _kept_skill(result, name) else "broke the policy"
     return f"valid paths {v0:.0%} → {v1:.0%} ({verdict}: may fall at most {100 * STAR_KEPT_VALID_DROP:.0f} points)"
 
 

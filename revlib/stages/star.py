@@ -76,17 +76,25 @@ def critical_token_prob(model: Any, tokenizer: Any, problems: list[Record]) -> f
     return total / len(problems)
 
 
-def critical_q_value(engine: Sampler, task: TaskFamily, problems: list[Record], rollouts: int, seed: int
-                     ) -> tuple[float, float]:
-    """Monte-Carlo Q-value of the critical token: (success rate of rollouts after "centre>first\n", the right first
-    node; the value of the state before it, from rollouts from the think header alone)."""
-    right = [(p.question, render.THINK + f"{p.meta['path'][0]}>{p.meta['path'][1]}\n") for p in problems]
-    start = [(p.question, render.THINK) for p in problems]
-    outs = engine.sample(right + start, rollouts, seed)
-    wins = [sum(verified(task, problems[i % len(problems)], req[1] + c) for c in rows)
-            for i, (req, rows) in enumerate(zip(right + start, outs))]
-    total = len(problems) * rollouts
-    return sum(wins[:len(problems)]) / total, sum(wins[len(problems):]) / total
+def success_rate(engine: Sampler, task: TaskFamily, problems: list[Record], partial: Callable[[Record], str],
+                 rollouts: int, seed: int) -> float:
+    """Share of `rollouts` continuations per problem, from the assistant text `partial(problem)`, that verify."""
+    requests = [(p.question, partial(p)) for p in problems]
+    outs = engine.sample(requests, rollouts, seed)
+    wins = sum(verified(task, p, req[1] + c) for p, req, rows in zip(problems, requests, outs) for c in rows)
+    return wins / (len(problems) * rollouts)
+
+
+def critical_q_value(engine: Sampler, task: TaskFamily, problems: list[Record], rollouts: int, seed: int) -> float:
+    """Monte-Carlo Q-value of the critical token: the success rate of rollouts after "centre>first\n", the right
+    first node."""
+    return success_rate(engine, task, problems, lambda p: render.THINK + f"{p.meta['path'][0]}>{p.meta['path'][1]}\n",
+                        rollouts, seed)
+
+
+def start_value(engine: Sampler, task: TaskFamily, problems: list[Record], rollouts: int, seed: int) -> float:
+    """The value of the state before the critical token: the success rate of rollouts from the think header alone."""
+    return success_rate(engine, task, problems, lambda p: render.THINK, rollouts, seed)
 
 
 # ---------------------------------------------------------------- what 07 measures, typed
@@ -365,19 +373,19 @@ class Problems:
     probe_train: list[Record]
 
 
-def checkpoint_readout(ckpt: Checkpoint, P: StarGraphParams, problems: Problems, seed: int,
-                       step: int | None = None) -> StarCheckpoint:
+def checkpoint_readout(ckpt: Checkpoint, P: StarGraphParams, problems: Problems, seed: int) -> StarCheckpoint:
     """Greedy counts on the test and the training read-out graphs, and the critical token's probability and Q-value
-    on the probe problems of each. `step` overrides the checkpoint's own (a DPO checkpoint counts from its start)."""
+    on the probe problems of each (a DPO checkpoint's step counts from its start)."""
     model, tokenizer = train.load_model_for(ckpt)
     greedy = negatives.policy_engine(ckpt, P, temperature=0.0)
     counts = test_counts(greedy, problems.task, problems.test, seed)
     on_train = test_counts(greedy, problems.task, problems.train_readout, seed)
     sampler = negatives.policy_engine(ckpt, P)
-    q, v = critical_q_value(sampler, problems.task, problems.probe, P.rollouts, seed)
-    q_train, _ = critical_q_value(sampler, problems.task, problems.probe_train, P.rollouts, seed)
+    q = critical_q_value(sampler, problems.task, problems.probe, P.rollouts, seed)
+    v = start_value(sampler, problems.task, problems.probe, P.rollouts, seed)
+    q_train = critical_q_value(sampler, problems.task, problems.probe_train, P.rollouts, seed)
     return StarCheckpoint(**counts.model_dump(exclude={"test_error"}), epoch=ckpt.epoch,
-                          step=ckpt.step if step is None else step,
+                          step=ckpt.step,
                           critical_token_prob=critical_token_prob(model, tokenizer, problems.probe),
                           critical_q_value=q, start_value=v, train=on_train,
                           critical_token_prob_train=critical_token_prob(model, tokenizer, problems.probe_train),
@@ -414,13 +422,6 @@ def _log_row(prefix: str, r: StarCheckpoint) -> str:
             f"{on_train}), critical token p={r.critical_token_prob:.3f}, Q={r.critical_q_value:.3f}")
 
 
-def dpo_budget(dpo_params: DPOParams) -> DPOParams:
-    """07's per-step DPO: a fixed step budget (dpo.max_steps) read out every dpo.save_every_steps."""
-    if dpo_params.max_steps < 1 or dpo_params.save_every_steps is None:
-        raise ValueError("07's per-step DPO runs a fixed step budget; set dpo.max_steps and dpo.save_every_steps")
-    return dpo_params
-
-
 def per_step_dpo(dpo_params: DPOParams, start: Checkpoint, name: str, P: StarGraphParams, problems: Problems, seed: int,
                  out_dir: Path, log: Callable[[str], None] = print) -> PerStepDPO:
     """Per-step DPO from one SFT checkpoint: its samples, Monte-Carlo credit, the pairs at the critical step, DPO for
@@ -442,7 +443,7 @@ def per_step_dpo(dpo_params: DPOParams, start: Checkpoint, name: str, P: StarGra
     loss: list[LossPoint] = []
     read: list[StarCheckpoint] = []
     if pairs:
-        res = preference.dpo_from(start, pairs, d, dpo_budget(dpo_params), seed)
+        res = preference.dpo_from(start, pairs, d, dpo_params, seed)
         loss = [LossPoint(step=h["step"], epoch=h["epoch"], loss=h["loss"])
                 for h in res.log_history if "loss" in h and "step" in h]
         for c in res.checkpoints:
@@ -466,7 +467,6 @@ def measure(ctx: StageContext, log: Callable[[str], None] = print) -> StarResult
     if lookup.same_knobs is False:
         log(f"the base was pretrained on star graphs with other knobs ({lookup.pretrained_on}) than this experiment's")
     problems = draw_problems(P, seed)
-    dpo_budget(exp.dpo)  # a bad DPO budget stops here, before SFT ran
     sft_params = exp.sft.model_copy(update={"save_every_steps": P.readout_every_steps})
     sft = train.sft(base, problems.train, out_dir / "sft", sft_params, seed=seed, epochs=P.sft_epochs,
                     save_every_epochs=1)
