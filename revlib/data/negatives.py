@@ -167,21 +167,58 @@ def rft_records(samples: Sequence[Sample], problems: Sequence[Record], k: int) -
     return out
 
 
+# ---------------------------------------------------------------- the synthetic teacher (D_syn)
+
+_ARITH_STEP = re.compile(r"^\((\d+)\) (-?\d+) ([-+*/]) (-?\d+) = (-?\d+)$")
+_VERB = {"+": "add", "-": "subtract", "*": "multiply by", "/": "divide by"}
+TEACHER_FORMS = ("canonical", "result_first", "verbose", "worded")
+
+
+def restyle_step(line: str, form: str) -> str:
+    """One arithmetic step "(i) a + k = b" in the teacher's form: canonical (as is), result_first "(i) b = a + k", or
+    verbose "(i) we have a; add k: a + k = b", or worded "(i) add k to a: a + k = b" ("subtract k from a"). A line of
+    another shape is kept as it is."""
+    if form not in TEACHER_FORMS:
+        raise ValueError(f"unknown teacher form {form!r}; choose one of {', '.join(TEACHER_FORMS)}")
+    m = _ARITH_STEP.match(line.strip())
+    if m is None or form == "canonical":
+        return line
+    i, a, op, k, b = m.groups()
+    if form == "result_first":
+        return f"({i}) {b} = {a} {op} {k}"
+    if form == "worded":
+        return f"({i}) {_VERB[op]} {k} {'from' if op == '-' else 'to'} {a}: {a} {op} {k} = {b}"
+    return f"({i}) we have {a}; {_VERB[op]} {k}: {a} {op} {k} = {b}"
+
+
+def teacher_chain(record: Record, forms: Sequence[str], seed: int = 0) -> Record:
+    """The record as a more capable teacher with another style writes it (Setlur et al.'s D_syn): every step in one
+    form, drawn per problem from `forms` (seeded by the record's id); the answer is unchanged, so it still verifies.
+    The form is recorded in `meta.teacher_form`."""
+    form = random.Random(f"teacher:{seed}:{record.id}").choice(list(forms))
+    lines = [restyle_step(line, form) for line in record.reasoning.split("\n")]
+    return record.model_copy(update={"reasoning": "\n".join(lines), "meta": {**record.meta, "teacher_form": form}})
+
+
 # ---------------------------------------------------------------- Monte-Carlo values
 
 
 def estimate_values(sampler: Sampler, task: TaskFamily, problems: Sequence[Record], samples: Sequence[Sample],
-                    rollouts: int, seed: int, best_of: int | None = None) -> list[StepCredit]:
+                    rollouts: int, seed: int, best_of: int | None = None, best_of_rule: str = "groups"
+                    ) -> list[StepCredit]:
     """Value of every step prefix of every sample, from `rollouts` continuations of it.
 
     best_of None: the success rate of the continuations (the policy's own value). best_of K: the value
     under the best-of-K policy, as Setlur et al. credit steps (their §6): the continuations are cut
     into groups of K, and the value is the share of groups in which at least one continuation is
-    right (with rollouts == K, 1 when any of the K is right, else 0).
+    right (with rollouts == K, 1 when any of the K is right, else 0); with best_of_rule "plug_in", the value is
+    1 - (1 - p)^K, p the success rate of all the rollouts (any number of them).
     All prefixes go to the sampler in one call (identical prefixes once), so an engine can batch
     them and reuse each prefix's key-value cache across its rollouts.
     """
-    if best_of is not None and (best_of < 1 or rollouts % best_of):
+    if best_of_rule not in ("groups", "plug_in"):
+        raise ValueError(f"unknown best_of_rule {best_of_rule!r}; choose groups or plug_in")
+    if best_of is not None and (best_of < 1 or (best_of_rule == "groups" and rollouts % best_of)):
         raise ValueError(f"rollouts ({rollouts}) must be a positive multiple of best_of ({best_of})")
     by_id = {p.id: p for p in problems}
     requests: dict[tuple[str, str], int] = {}
@@ -198,6 +235,8 @@ def estimate_values(sampler: Sampler, task: TaskFamily, problems: Sequence[Recor
         wins = [c for c, hit in zip(rows, hits) if hit]
         if best_of is None:
             value = len(wins) / len(rows)
+        elif best_of_rule == "plug_in":
+            value = 1 - (1 - len(wins) / len(rows)) ** best_of
         else:
             groups = [hits[i:i + best_of] for i in range(0, len(hits), best_of)]
             value = sum(any(g) for g in groups) / len(groups)

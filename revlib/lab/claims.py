@@ -85,6 +85,7 @@ class ClaimSpec:
     released_what: str = ""
     reads: str = ""            # where the primary reading is taken, when the claim has a second one
     held_out: HeldOut | None = None
+    origin: float = 0.0        # the effect of no change on the measure's scale: 0 for a difference, 1 for a multiple
 
 
 @dataclass
@@ -166,12 +167,18 @@ class Registry:
         return [c for c in (evaluate(s, results) for s in self.specs) if c is not None]
 
 
-def judge(reading: Reading, delta: float, gate: str | None, precondition: str | None) -> tuple[str, str]:
-    """(verdict, note) of one reading: as `decide`, and inconclusive with the reason when nothing was measured."""
+def judge(reading: Reading, delta: float, gate: str | None, precondition: str | None, origin: float = 0.0
+          ) -> tuple[str, str]:
+    """(verdict, note) of one reading: as `decide`, and inconclusive with the reason when nothing was measured.
+    A measure whose no-change value is `origin` (1 for a multiple) is judged on E - origin against δ - origin."""
     if reading.effect is None or reading.interval is None:
         return "inconclusive", gate or (f"precondition failed: {precondition}" if precondition else reading.missing)
     lo, hi = reading.interval
-    return decide(reading.effect, lo, hi, delta, gate, precondition)
+    verdict_, note = decide(reading.effect - origin, lo - origin, hi - origin, delta - origin, gate, precondition)
+    if origin and note.startswith("above 0 but"):
+        note = (f"above {origin:g}x but E = {reading.effect:.2f}x is below δ = {delta:g}x and the interval does not "
+                "rule δ out")
+    return verdict_, note
 
 
 def evaluate(spec: ClaimSpec, results: RunResults) -> Claim | None:
@@ -189,7 +196,7 @@ def evaluate(spec: ClaimSpec, results: RunResults) -> Claim | None:
     claim = Claim(spec.id, spec.paper, spec.wording, figure, reading.measured, "inconclusive", reading.effect,
                   reading.interval, spec.delta, "", spec.delta_source, spec.released_effect, spec.reads)
     claim.verdict, claim.note = judge(reading, spec.delta, _failed(spec.gates, results),
-                                      _failed(spec.preconditions, results))
+                                      _failed(spec.preconditions, results), spec.origin)
     if spec.released_effect is not None and spec.released_effect < spec.delta:
         claim.note = (claim.note + "; " if claim.note else "") + \
             f"the authors' own released number ({spec.released_effect:+.3f}) does not reach δ"

@@ -115,7 +115,7 @@ def _data_need(d) -> dict[str, Any]:
 def _rollout_pools(exp: Experiment):
     if exp.negatives is not None and "06_negative_data" in exp.stages:
         n = exp.negatives
-        yield "negatives", n.task, n.knobs, max(n.data_sizes) + n.n_test
+        yield "negatives", n.task, n.knobs, max(n.data_sizes) + n.n_test + n.n_validation
     if exp.star_graph is not None and "07_star_graph" in exp.stages:
         s = exp.star_graph
         yield "star_graph", "star_graph", s.knobs, s.n_train + s.n_test

@@ -8,7 +8,10 @@ from pydantic import Field, model_validator
 
 from revlib.params.common import Strict
 
-Method = Literal["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo", "adv_rft"]
+Method = Literal["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo", "per_step_dpo_under", "adv_rft"]
+# how the synthetic teacher writes a step (revlib.data.negatives.teacher_chain): the base's own form, the result first,
+# or a verbose step that restates the value and the operation before the equation
+TeacherForm = Literal["canonical", "result_first", "verbose", "worded"]
 CriticalStep = Literal["first_pit", "first_below", "most_negative"]
 
 
@@ -33,6 +36,9 @@ class Sampling(Strict):
     advantage_threshold: float = Field(-0.5, ge=-1, le=0, description="for first_below")
     best_of: int | None = Field(None, ge=1, description="value a prefix under the best-of-K policy (Setlur et al. §6): "
                                 "the share of groups of K rollouts with a right one; empty: the rollouts' success rate")
+    best_of_rule: Literal["groups", "plug_in"] = Field("groups", description="with best_of K: groups (the share of "
+                                                       "groups of K rollouts with a right one) or plug_in (1 - (1 - p)^K "
+                                                       "with p the success rate of all the rollouts)")
     rejected: Literal["full", "step"] = Field("full", description="per-step pairs' rejected response: the whole sample, "
                                               "or the sample ending at its critical step (the paper's pair)")
     step_split: Literal["task", "line", "sentence"] = Field("task", description="task splitter, or per line/sentence (free text)")
@@ -42,27 +48,58 @@ class Sampling(Strict):
 
     @model_validator(mode="after")
     def _groups(self):
-        if self.best_of is not None and self.rollouts % self.best_of:
+        if self.best_of is not None and self.best_of_rule == "groups" and self.rollouts % self.best_of:
             raise ValueError(f"rollouts ({self.rollouts}) must be a multiple of best_of ({self.best_of})")
         return self
 
 
+# keys 06 once had whose meaning changed; an old file naming one is refused, never read under the new meaning
+RENAMED = {
+    "sft_steps": "sft_steps is now sft_max_steps, a step budget: SFT is read out every sft_eval_every steps on the "
+                 "validation problems and the checkpoint with the best validation accuracy is kept (not the last)",
+    "dpo_epochs": "dpo_epochs is now dpo_passes: a fixed number of passes, every one read out on the validation "
+                  "problems, and the best of them (pass 0, the start, included) kept",
+    "held_out_pairs": "held_out_pairs no longer chooses the DPO pass (validation accuracy does); the pairs held out for "
+                      "the chosen/rejected log-ratios are log_ratio_pairs",
+}
+
+
 class NegativeParams(Sampling):
+    """Notebook 06 (Setlur et al.'s scaling study): SFT over `data_sizes` and every other method at `method_sizes`.
+
+    Every size's SFT is the checkpoint with the best accuracy on the validation problems (disjoint from the test set
+    and from every training set) within `sft_max_steps`; every other method starts from it and makes a fixed number
+    of passes over its own data, each pass read out on the validation problems, the best kept (pass 0, the start
+    itself, is a candidate).
+    """
+
     task: str = "arith"
     knobs: dict[str, Any] = Field(default_factory=dict)
     data_sizes: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1,
-                                  description="synthetic (oracle) training problems per point of the scaling curve")
+                                  description="synthetic training problems per point of SFT's scaling curve")
+    method_sizes: list[int] | None = Field(None, description="sizes (among data_sizes) where RFT and the DPO methods "
+                                           "run; empty: every size")
     n_test: int = Field(100, ge=1)
+    n_validation: int = Field(100, ge=1, description="validation problems (one set, disjoint from the test set and "
+                              "from every training set) that choose SFT's checkpoint and every method's pass")
+    teacher_forms: list[TeacherForm] = Field(default_factory=lambda: ["canonical"], min_length=1,
+                                             description="the synthetic teacher writes each problem's chain in one of "
+                                             "these forms (drawn per problem): D_syn; canonical alone is the oracle")
     rft_k: int = Field(2, ge=1, description="verified positives kept per problem for RFT")
     max_negatives: int | None = Field(None, ge=1, description="incorrect samples kept per problem (the paper: up to 8); "
                                       "empty: all of them")
     methods: list[Method] = Field(default_factory=lambda: ["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo",
                                                            "adv_rft"], min_length=1)
-    sft_steps: int = Field(300, ge=1, description="the budget rule: optimizer steps of every SFT-type run at every size")
-    dpo_epochs: int = Field(3, ge=1, description="the budget rule: passes of every DPO run over its own training pairs "
-                            "(the most, with held_out_pairs)")
-    held_out_pairs: float = Field(0.0, ge=0, lt=1, description="share of each DPO method's problems whose pairs are held "
-                                  "out for early stopping: the pass with the lowest held-out DPO loss is kept; 0: the last")
+    sft_max_steps: int = Field(300, ge=1, description="SFT's step budget at every size")
+    sft_eval_every: int = Field(50, ge=1, description="SFT is saved and read out on the validation problems every N "
+                                "steps; the best checkpoint by validation accuracy is the size's SFT (ties: the earliest)")
+    under_fraction: float = Field(0.5, gt=0, lt=1, description="per_step_dpo_under starts from the latest SFT "
+                                  "checkpoint at or before this share of the chosen checkpoint's steps (Figure 8(b))")
+    dpo_passes: int = Field(3, ge=1, description="passes of every DPO run over its own training pairs, each read out")
+    rft_passes: int = Field(3, ge=1, description="passes of every RFT-type run over its own data, each read out")
+    log_ratio_pairs: float = Field(0.2, ge=0, lt=1, description="share of each DPO method's problems whose pairs are "
+                                   "held out of training; their chosen, rejected and critical-step log-ratios are "
+                                   "logged at every pass")
     min_pairs: int = Field(50, ge=1, description="a DPO method with fewer pairs at a size is not trained there "
                            "(its row says so): a handful of pairs measures a starved optimiser, not the method")
     kept_skill_drop: float = Field(0.15, ge=0, le=1, description="kept-skill check: a method's greedy accuracy on its "
@@ -72,13 +109,32 @@ class NegativeParams(Sampling):
                                   "step advantage reaches this percentile over all responses (Figure 11)")
     value_problems: int = Field(16, ge=0, description="test problems for the value-per-step read-out (Figure 7); 0: skip")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict):
+            old = [k for k in RENAMED if k in data]
+            if old:
+                raise ValueError("; ".join(RENAMED[k] for k in old))
+        return data
+
     @model_validator(mode="after")
     def _sizes(self):
         if any(n < 1 for n in self.data_sizes) or len(set(self.data_sizes)) != len(self.data_sizes):
             raise ValueError(f"data_sizes must be distinct positive counts, got {self.data_sizes}")
+        if self.method_sizes is not None and (not self.method_sizes or not set(self.method_sizes) <= set(self.data_sizes)
+                                              or len(set(self.method_sizes)) != len(self.method_sizes)):
+            raise ValueError(f"method_sizes must be distinct sizes among data_sizes {self.data_sizes}, "
+                             f"got {self.method_sizes}")
         if "sft" not in self.methods:
             raise ValueError("methods must include sft: every other method starts from it")
+        if self.sft_eval_every > self.sft_max_steps:
+            raise ValueError(f"sft_eval_every ({self.sft_eval_every}) exceeds sft_max_steps ({self.sft_max_steps})")
         return self
+
+    @property
+    def sizes_for_methods(self) -> list[int]:
+        return sorted(self.method_sizes if self.method_sizes is not None else self.data_sizes)
 
 
 class StarGraphParams(Sampling):

@@ -1,10 +1,15 @@
 """Notebook 06: Setlur et al.'s scaling experiment, run with the method pieces of `revlib.data.negatives`.
 
-At each synthetic data size n (nested draws, so a larger set extends the smaller ones):
-SFT on the oracle's positives; the SFT policy's samples, verified; RFT on synthetic plus self-generated
-positives; RFT on the self-generated positives alone (D+, the paper's Figures 2 and 9); naive DPO;
-per-step DPO at the Monte-Carlo critical step; advantage-filtered RFT (Figure 11). Every method is
-evaluated greedily on the same test problems, so methods are compared per problem (McNemar).
+The synthetic positives D_syn are a more capable teacher's chains, written in its own forms (`teacher_forms`), not the
+learner's. At each synthetic data size n (nested draws, so a larger set extends the smaller ones), SFT runs for a step
+budget and is read out on the validation problems (disjoint from the test set and from every training set) every
+`sft_eval_every` steps; the checkpoint with the best validation accuracy is the size's SFT. At the method sizes, every
+other method starts from that checkpoint: RFT on D_syn plus the SFT policy's own verified positives D+, RFT on D+
+alone (Figures 2 and 9), naive DPO, per-step DPO at the Monte-Carlo critical step, advantage-filtered RFT (Figure 11),
+and per-step DPO from an earlier, under-trained SFT checkpoint (Figure 8(b)'s contrast). Each makes a fixed number of
+passes over its own data; every pass is read out on the validation problems and the best one is kept, pass 0 (the
+start itself) a candidate. Every model is evaluated greedily on the same test problems, so methods are compared per
+problem (McNemar), and the efficiency multiple is read on SFT's curve interpolated in log n.
 
 The budget rule is stated once (`budget_rule`) and applied to every method and size alike.
 """
@@ -30,8 +35,8 @@ from revlib.core.records import PreferencePair, Record
 from revlib.data import negatives
 from revlib.evaluation import learning
 from revlib.evaluation.learning import Check
-from revlib.modeling import models, preference, train
-from revlib.modeling.train import Checkpoint, TrainResult
+from revlib.modeling import models, preference, probes, train
+from revlib.modeling.train import Checkpoint
 from revlib.params import Experiment
 from revlib.params.negatives import NegativeParams
 from revlib.stages import scaling_figures as figures
@@ -39,37 +44,103 @@ from revlib.stages.context import StageContext
 from revlib.tasks import get_task
 from revlib.tasks.base import TaskFamily
 
-SFT_METHODS = ("rft", "rft_self", "adv_rft")  # trained by SFT from the base
+SFT_METHODS = ("rft", "rft_self", "adv_rft")  # trained by SFT from the size's SFT checkpoint
 # SFT's test error must fall by at least this from the smallest to the largest size: a flatter curve maps every
 # error to any size (no efficiency multiple) and says more data taught SFT nothing
 MIN_SFT_DROP = 0.1
-DPO_METHODS = ("naive_dpo", "per_step_dpo")  # trained by DPO from the SFT checkpoint
+DPO_METHODS = ("naive_dpo", "per_step_dpo", "per_step_dpo_under")  # trained by DPO from an SFT checkpoint
+UNDER = "per_step_dpo_under"
+
+# every DPO setting of 06 and where it comes from (the page states them beside the budget rule)
+DPO_SETTING_SOURCES = {
+    "beta": "β = {beta:g}: Setlur et al.'s β is not stated in the material this project holds; {beta:g} is the DPO "
+            "paper's default (Rafailov et al., App. B) and trl's, a named choice (0.6 is the r1k paper's, not Setlur's)",
+    "reference": "the reference is the DPO run's own start (the SFT checkpoint): Setlur et al. (per-step DPO from SFT)",
+    "loss": "sigmoid DPO loss on pairs whose chosen and rejected share the prefix before the critical step "
+            "(Setlur et al. after Hwang et al.)",
+    "lr": "learning rate {lr:g}, cosine schedule, warm-up {warmup:g} of the steps, batch {batch}: our choice, from the "
+          "DPO training loss and the validation accuracy by pass (docs/negatives_search.md)",
+    "passes": "{passes} fixed passes over each method's own pairs, every pass read out on the validation problems, the "
+              "best kept, pass 0 included: our rule (the paper tunes on held-out problems; issue 25)",
+    "lengths": "max_length {max_length}, max_prompt_length {max_prompt}: the task's chains fit whole",
+}
+
+
+def dpo_settings(exp: Experiment) -> list[str]:
+    """Every DPO setting 06 uses, with its source, in words."""
+    d, P = exp.dpo, exp.negatives
+    values = dict(beta=d.beta, lr=d.lr, warmup=d.warmup_ratio, batch=d.batch_size, passes=P.dpo_passes,
+                  max_length=d.max_length, max_prompt=d.max_prompt_length)
+    return [v.format(**values) for v in DPO_SETTING_SOURCES.values()]
+
+
+def pass_rule() -> str:
+    return ("the pass kept is the one with the highest greedy accuracy on the validation problems; pass 0 (the start "
+            "itself) is a candidate, and ties go to the earliest pass, so a method that never beats its start keeps it")
 
 
 def budget_rule(P: NegativeParams) -> str:
-    dpo = (f"makes up to {P.dpo_epochs} passes over its own pairs less the {P.held_out_pairs:.0%} of problems held out, "
-           "and keeps the pass with the lowest DPO loss on the held-out pairs (early stopping)" if P.held_out_pairs else
-           f"makes {P.dpo_epochs} passes over its own pairs")
-    return (f"every SFT-type run (SFT, RFT, RFT on D+, advantage-filtered RFT) trains {P.sft_steps} optimizer steps "
-            f"from the base, whatever the data size; every DPO run (naive, per-step) starts from the SFT checkpoint and "
-            f"{dpo} (so its steps grow with its pairs), and a DPO method with fewer "
-            f"than {P.min_pairs} pairs at a size is not trained there; each model answers the same test problems "
-            f"greedily once, and up to {P.kept_skill_problems} of its size's training problems for the kept-skill check "
-            f"(greedy accuracy at most {P.kept_skill_drop:.0%} below SFT's, else the row says it broke the policy)")
+    return (f"SFT trains at most {P.sft_max_steps} optimizer steps from the base at every size, read out on "
+            f"{P.n_validation} validation problems (disjoint from the test set and every training set) every "
+            f"{P.sft_eval_every} steps, and the checkpoint with the best validation accuracy is the size's SFT (ties: "
+            f"the earliest); at the method sizes {P.sizes_for_methods} every other method starts from it (per-step DPO "
+            f"also from an earlier, under-trained checkpoint: the latest read-out at or before {P.under_fraction:.0%} of "
+            f"the chosen steps) and makes a fixed number of passes over its own data ({P.rft_passes} for RFT-type runs, "
+            f"{P.dpo_passes} for DPO, {P.log_ratio_pairs:.0%} of each DPO method's problems held out for the "
+            f"log-ratios); {pass_rule()}; a DPO method with fewer than {P.min_pairs} pairs at a size is not trained "
+            f"there; each kept model answers the same test problems greedily once, and up to {P.kept_skill_problems} "
+            f"of its size's training problems (its training accuracy, and the kept-skill check: at most "
+            f"{P.kept_skill_drop:.0%} below SFT's, else the row says it broke the policy)")
 
 
-@dataclass(frozen=True)
-class DPOKept:
-    """How a DPO run's checkpoint was chosen: its training and held-out pairs, the pass kept, and with held-out pairs
-    the held-out DPO loss of every pass (by epoch)."""
+class PassRecord(BaseModel):
+    """One pass of a method after SFT (0: its start): the step, the validation accuracy and, for DPO with held-out
+    pairs, the mean log-ratios log pi/pi_ref of the held-out chosen and rejected responses and of the rejected
+    response's critical-step tokens alone (those after the prefix it shares with the chosen one)."""
 
-    train_pairs: int
-    held_out_pairs: int
-    epoch: float
-    held_out_loss: dict[str, float] | None = None
+    index: int
+    step: int
+    validation: float
+    chosen_log_ratio: float | None = None
+    rejected_log_ratio: float | None = None
+    critical_log_ratio: float | None = None
 
-    def as_json(self) -> Metrics:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+
+class Passes(BaseModel):
+    """A method's passes at one size, the one kept, where it started, and its training loss (DPO)."""
+
+    method: str
+    size: int
+    start: str  # "sft" (the size's SFT) or "under" (the earlier SFT checkpoint)
+    start_step: int
+    passes: list[PassRecord]
+    kept: int
+    held_out_pairs: int = 0
+    train_loss_first: float | None = None
+    train_loss_last: float | None = None
+
+    @property
+    def trained(self) -> bool:
+        """The optimiser did its job: the loss of the last pass is below 90% of the first logged one."""
+        return (self.train_loss_first is not None and self.train_loss_last is not None
+                and self.train_loss_last <= 0.9 * self.train_loss_first)
+
+
+class SFTCurve(BaseModel):
+    """One size's SFT read-outs: validation accuracy every sft_eval_every steps, the checkpoint chosen by it, the
+    under-trained start, and the chosen (and under-trained) start's greedy accuracy on its own training problems."""
+
+    size: int
+    steps: list[int]
+    validation: list[float]
+    chosen_step: int
+    under_step: int | None = None
+    train_accuracy: float | None = None
+    under_train_accuracy: float | None = None
+
+    @property
+    def chosen_validation(self) -> float:
+        return self.validation[self.steps.index(self.chosen_step)]
 
 
 @dataclass
@@ -82,8 +153,8 @@ class MethodRun:
     correct: list[bool] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
     train_correct: list[bool] = field(default_factory=list)  # greedy, on the size's first training problems
-    steps: int | None = None  # optimizer steps it trained
-    dpo: DPOKept | None = None  # DPO: training / held-out pairs, the pass kept, held-out losses
+    steps: int | None = None  # optimizer steps it trained (beyond its start, for the methods after SFT)
+    passes: Passes | None = None  # after SFT: every pass's validation accuracy, the pass kept
     note: str = ""  # why it was not trained
 
     @property
@@ -103,52 +174,154 @@ class SizeResult:
     positives: int
     negatives: int
     credits: list[negatives.StepCredit] = field(default_factory=list)
+    sft_curve: SFTCurve | None = None
 
 
-def split_problems(task: TaskFamily, seed: int, sizes: Sequence[int], n_test: int) -> tuple[list[Record], list[Record]]:
-    """(nested training pool, test set): one draw, so every data size's set extends the smaller ones."""
-    pool = task.sample(seed, max(sizes) + n_test)
-    return pool[n_test:], pool[:n_test]
+@dataclass(frozen=True)
+class Problems:
+    """06's problems: the nested training pool (D_syn, the teacher's chains), the validation and the test problems."""
+
+    train: list[Record]
+    validation: list[Record]
+    test: list[Record]
+
+
+def split_problems(task: TaskFamily, seed: int, sizes: Sequence[int], n_test: int, n_validation: int = 0
+                   ) -> tuple[list[Record], list[Record], list[Record]]:
+    """(nested training pool, validation set, test set): one draw, so every data size's set extends the smaller ones
+    and the three never share a problem."""
+    pool = task.sample(seed, max(sizes) + n_test + n_validation)
+    return pool[n_test + n_validation:], pool[n_test:n_test + n_validation], pool[:n_test]
 
 
 # the problems are drawn at the experiment's seed plus this, apart from the draws other stages make at the seed
 PROBLEM_SEED_OFFSET = 606
 
 
-def draw_problems(exp: Experiment) -> tuple[TaskFamily, list[Record], list[Record]]:
-    """The experiment's task family, its nested training pool and its test problems."""
+def draw_problems(exp: Experiment) -> tuple[TaskFamily, Problems]:
+    """The experiment's task family and its problems; the training chains as the teacher writes them (D_syn)."""
     P = exp.negatives
     task = get_task(P.task, P.knobs)
-    train_pool, test = split_problems(task, exp.seed + PROBLEM_SEED_OFFSET, P.data_sizes, P.n_test)
-    return task, train_pool, test
+    pool, val, test = split_problems(task, exp.seed + PROBLEM_SEED_OFFSET, P.data_sizes, P.n_test, P.n_validation)
+    pool = [negatives.teacher_chain(r, P.teacher_forms, exp.seed) for r in pool]
+    return task, Problems(pool, val, test)
 
 
-def _sft(exp: Experiment, base: str, records: list[Record], out_dir: Path) -> TrainResult:
+def accuracy(ckpt: Checkpoint, P: NegativeParams, task: TaskFamily, problems: Sequence[Record], seed: int
+             ) -> list[bool]:
+    """Greedy outcomes of a checkpoint on problems."""
+    return negatives.outcomes(negatives.policy_engine(ckpt, P, temperature=0.0), task, list(problems), seed)
+
+
+def _mean(xs: Sequence[bool]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def _best(scores: Sequence[float]) -> int:
+    """Index of the highest score; ties go to the earliest."""
+    return max(range(len(scores)), key=lambda i: (round(scores[i], 9), -i))
+
+
+def run_sft(exp: Experiment, base: str, task: TaskFamily, probs: Problems, size: int, out_dir: Path,
+            log: Callable[[str], None] = print) -> tuple[SFTCurve, Checkpoint, Checkpoint | None]:
+    """SFT at one size under the step budget, read out on the validation problems: (its curve, the checkpoint chosen by
+    validation accuracy, the under-trained start or None when no earlier read-out exists)."""
     P = exp.negatives
-    params = exp.sft.model_copy(update={"max_steps": P.sft_steps, "save_every_epochs": 10**6, "save_every_steps": None})
-    return train.sft(base, records, out_dir, params, seed=exp.seed, epochs=1, save_every_epochs=10**6)
+    params = exp.sft.model_copy(update={"max_steps": P.sft_max_steps, "save_every_epochs": 10**6,
+                                        "save_every_steps": P.sft_eval_every})
+    res = train.sft(base, probs.train[:size], Path(out_dir) / "sft", params, seed=exp.seed, epochs=10**6,
+                    save_every_epochs=10**6)
+    ckpts = res.checkpoints
+    val = [_mean(accuracy(c, P, task, probs.validation, exp.seed + 1)) for c in ckpts]
+    chosen = ckpts[_best(val)]
+    earlier = [c for c in ckpts if c.step <= P.under_fraction * chosen.step]
+    under = earlier[-1] if earlier else None
+    log(f"n={size}: SFT validation accuracy by step {', '.join(f'{c.step}: {v:.2f}' for c, v in zip(ckpts, val))}; "
+        f"kept step {chosen.step}" + (f", under-trained start step {under.step}" if under else ""))
+    curve = SFTCurve(size=size, steps=[c.step for c in ckpts], validation=val, chosen_step=chosen.step,
+                     under_step=under.step if under else None)
+    return curve, chosen, under
 
 
-def _dpo(exp: Experiment, ckpt: Checkpoint, pairs: list[PreferencePair], out_dir: Path, log: Callable[[str], None] = print
-         ) -> tuple[Checkpoint, DPOKept]:
-    """DPO from the SFT checkpoint under the budget rule: (the kept checkpoint, how it was chosen).
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
-    With `held_out_pairs`, the pairs of a share of the problems are held out, every pass over the rest is
-    checkpointed, and the pass with the lowest held-out DPO loss is kept (early stopping); else the last pass.
-    """
+
+def log_ratios(policies: Sequence[Checkpoint], reference: Checkpoint, pairs: Sequence[PreferencePair], dpo_params
+               ) -> list[tuple[float, float, float]]:
+    """(chosen, rejected, critical-step) mean log-ratios log pi - log pi_ref of held-out pairs under each policy.
+
+    The critical-step tokens are the rejected response's tokens after its longest common token prefix with the chosen
+    one (for a per-step pair: the critical step itself; for a naive pair: where the two responses part)."""
+    items = preference.pair_items(models.load_tokenizer(reference.path), pairs, dpo_params)
+    split = [_common_prefix(it.chosen_ids, it.rejected_ids) for it in items]
+    scorer, bank = probes.Scorer(), probes.ModelBank()
+    try:
+        def scores(ckpt: Checkpoint) -> list[probes.ItemScore]:
+            with bank.use(ckpt) as model:
+                return scorer.score(model, items, keep_token_logps=True)
+
+        ref = scores(reference)
+        out = []
+        for policy in policies:
+            pol = scores(policy)
+            ch = [p.sum_chosen - r.sum_chosen for p, r in zip(pol, ref)]
+            rj = [p.sum_rejected - r.sum_rejected for p, r in zip(pol, ref)]
+            cr = [float(np.sum(p.token_logps_rejected[k:]) - np.sum(r.token_logps_rejected[k:]))
+                  for p, r, k in zip(pol, ref, split)]
+            out.append((float(np.mean(ch)), float(np.mean(rj)), float(np.mean(cr))))
+        return out
+    finally:
+        bank.close()
+
+
+def _losses(history: Sequence[dict]) -> tuple[float | None, float | None]:
+    """The first logged training loss and the mean loss of the last pass (the last epoch's log entries)."""
+    pts = [(e.get("epoch", 0.0), e["loss"]) for e in history if "loss" in e and "train_runtime" not in e]
+    if not pts:
+        return None, None
+    last_epoch = math.ceil(max(e for e, _ in pts) - 1e-9)
+    last = [v for e, v in pts if e > last_epoch - 1 + 1e-9] or [pts[-1][1]]
+    return float(pts[0][1]), float(np.mean(last))
+
+
+def after_sft(exp: Experiment, method: str, start: Checkpoint, start_name: str, start_validation: float,
+              data: list, task: TaskFamily, probs: Problems, size: int, out_dir: Path,
+              log: Callable[[str], None] = print) -> tuple[Checkpoint, Passes]:
+    """A method after SFT under the budget rule: fixed passes over its own data from `start`, every pass read out on
+    the validation problems, the best kept (pass 0, the start, a candidate); DPO logs its held-out log-ratios."""
     P = exp.negatives
-    train_pairs, held = negatives.split_pairs(pairs, P.held_out_pairs, exp.seed)
-    every = 1 if held else P.dpo_epochs
-    params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": every, "save_every_steps": None})
-    res = preference.dpo_from(ckpt, train_pairs, out_dir, params, exp.seed, epochs=P.dpo_epochs, save_every_epochs=every)
-    if not held:
-        return res.final, DPOKept(len(train_pairs), len(held), res.final.epoch)
-    # the reference (the SFT checkpoint) is scored once for every pass
-    losses = dict(zip([c.epoch for c in res.checkpoints], preference.pair_losses(res.checkpoints, ckpt, held, exp.dpo)))
-    best = min(res.checkpoints, key=lambda c: (round(losses[c.epoch], 6), c.epoch))
-    log(f"{out_dir.name}: held-out DPO loss by pass {', '.join(f'{e:g}: {v:.4f}' for e, v in losses.items())}; "
-        f"kept pass {best.epoch:g}")
-    return best, DPOKept(len(train_pairs), len(held), best.epoch, {str(k): v for k, v in losses.items()})
+    held: list[PreferencePair] = []
+    first = last = None
+    if method in DPO_METHODS:
+        items, held = negatives.split_pairs(data, P.log_ratio_pairs, exp.seed)
+        params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": 1, "save_every_steps": None})
+        res = preference.dpo_from(start, items, out_dir, params, exp.seed, epochs=P.dpo_passes, save_every_epochs=1)
+        first, last = _losses(res.log_history)
+    else:
+        params = exp.sft.model_copy(update={"max_steps": -1, "save_every_epochs": 1, "save_every_steps": None})
+        # a LoRA start is merged into its base first, and the passes train a fresh adapter on the merge
+        init = (train.merge_adapter(start.base, start.adapter, Path(out_dir) / train.MERGED_SFT) if start.adapter
+                else str(start.path))
+        res = train.sft(init, data, out_dir, params, seed=exp.seed, epochs=P.rft_passes, save_every_epochs=1)
+    ckpts = [start] + list(res.checkpoints)
+    val = [start_validation] + [_mean(accuracy(c, P, task, probs.validation, exp.seed + 1)) for c in res.checkpoints]
+    ratios: list[tuple[float | None, ...]] = [(None, None, None)] * len(ckpts)
+    if held:
+        ratios = [(0.0, 0.0, 0.0)] + log_ratios(res.checkpoints, start, held, exp.dpo)
+    records = [PassRecord(index=i, step=c.step - start.step if i else 0, validation=v, chosen_log_ratio=r[0],
+                          rejected_log_ratio=r[1], critical_log_ratio=r[2])
+               for i, (c, v, r) in enumerate(zip(ckpts, val, ratios))]
+    kept = _best(val)
+    log(f"n={size}: {method} validation accuracy by pass {', '.join(f'{i}: {v:.2f}' for i, v in enumerate(val))}; "
+        f"kept pass {kept}" + (f"; training loss {first:.3f} -> {last:.3f}" if first is not None else ""))
+    return ckpts[kept], Passes(method=method, size=size, start=start_name, start_step=start.step, passes=records,
+                               kept=kept, held_out_pairs=len(held), train_loss_first=first, train_loss_last=last)
 
 
 @dataclass(frozen=True)
@@ -172,81 +345,126 @@ def kept_skill(run: MethodRun, sft: MethodRun, max_drop: float) -> KeptSkill | N
                      ("" if ok else f": broke the policy (fell more than {max_drop:.0%})"))
 
 
-def run_size(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Record], test: list[Record], size: int,
-             out_dir: Path, log: Callable[[str], None] = print) -> SizeResult:
-    """Every method at one synthetic data size, under the budget rule."""
+@dataclass
+class Drawn:
+    """A policy's verified samples of the training problems and their Monte-Carlo step credits."""
+
+    samples: list[negatives.Sample]
+    credits: list[negatives.StepCredit]
+
+    @property
+    def positives(self) -> int:
+        return sum(s.correct for s in self.samples)
+
+
+def draw(exp: Experiment, ckpt: Checkpoint, task: TaskFamily, problems: list[Record], out_dir: Path, values: bool,
+         log: Callable[[str], None] = print, label: str = "SFT") -> Drawn:
+    """The policy's samples on its training problems (negatives capped) and, with `values`, every step's value."""
     P, seed = exp.negatives, exp.seed
-    problems = train_pool[:size]
-    out_dir = Path(out_dir)
-    runs: dict[str, MethodRun] = {}
-    sft = _sft(exp, base, problems, out_dir / "sft")
-    runs["sft"] = MethodRun("sft", size, len(problems), checkpoint=sft.final)
-    policy = negatives.policy_engine(sft.final, P, cache_dir=out_dir / "rollout_cache")
+    policy = negatives.policy_engine(ckpt, P, cache_dir=out_dir / "rollout_cache")
     drawn = negatives.sample_policy(policy, task, problems, P.samples_per_problem, seed, P.step_split)
     samples = negatives.cap_negatives(drawn, P.max_negatives)
     negatives.write_samples(out_dir / "samples.jsonl", samples)
-    positives = sum(s.correct for s in samples)
-    log(f"n={size}: the SFT policy's {len(drawn)} samples hold {positives} positives and {len(drawn) - positives} "
-        f"negatives, {len(samples) - positives} kept (at most {P.max_negatives or 'all'} per problem)")
+    pos = sum(s.correct for s in samples)
+    log(f"n={len(problems)}: the {label} policy's {len(drawn)} samples hold {pos} positives and {len(drawn) - pos} "
+        f"negatives, {len(samples) - pos} kept (at most {P.max_negatives or 'all'} per problem)")
     credits: list[negatives.StepCredit] = []
-    if {"per_step_dpo", "adv_rft"} & set(P.methods):
-        credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed, P.best_of)
+    if values:
+        credits = negatives.estimate_values(policy, task, problems, samples, P.rollouts, seed, P.best_of,
+                                            P.best_of_rule)
         io.write_jsonl(out_dir / "step_values.jsonl",
                        ({"sample": c.sample.id, "correct": c.sample.correct, "values": c.values,
-                         "advantages": c.advantages} for c in credits))
-    data: dict[str, list] = {}
-    if "rft" in P.methods:
-        data["rft"] = problems + negatives.rft_records(samples, problems, P.rft_k)
-    if "rft_self" in P.methods:
-        data["rft_self"] = negatives.rft_records(samples, problems, P.rft_k)
-    if "adv_rft" in P.methods:
-        kept = negatives.advantage_filtered(credits, P.adv_percentile)
-        data["adv_rft"] = problems + negatives.rft_records(kept, problems, P.rft_k)
-    if "naive_dpo" in P.methods:
-        data["naive_dpo"] = negatives.naive_pairs(samples, problems, seed)
-    if "per_step_dpo" in P.methods:
-        data["per_step_dpo"] = negatives.per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold, seed,
-                                                        P.rejected)
-    for method, items in data.items():
-        io.write_jsonl(out_dir / f"{method}.jsonl", (x.model_dump(mode="json") for x in items))
-        runs[method] = MethodRun(method, size, len(items))
-        if not items:
-            runs[method].note = "no training data"
-            log(f"n={size}: {method} has no training data; its point is left out")
-            continue
-        if method in DPO_METHODS and len(items) < P.min_pairs:
-            runs[method].note = f"not trained: {len(items)} pairs, fewer than {P.min_pairs}"
-            log(f"n={size}: {method} has {len(items)} pairs, fewer than {P.min_pairs}; its point is left out")
-            continue
-        if method in DPO_METHODS:
-            kept, runs[method].dpo = _dpo(exp, sft.final, items, out_dir / method, log)
-        else:
-            kept = _sft(exp, base, items, out_dir / method).final
-        runs[method].checkpoint = kept
-        runs[method].steps = kept.step
-    runs["sft"].steps = sft.final.step
+                         "successes": [len(w) for w in c.successes], "advantages": c.advantages} for c in credits))
+    return Drawn(samples, credits)
+
+
+def _train_or_skip(exp: Experiment, run: MethodRun, items: list, log: Callable[[str], None]) -> bool:
+    P = exp.negatives
+    if not items:
+        run.note = "no training data"
+        log(f"n={run.size}: {run.method} has no training data; its point is left out")
+        return False
+    if run.method in DPO_METHODS and len(items) < P.min_pairs:
+        run.note = f"not trained: {len(items)} pairs, fewer than {P.min_pairs}"
+        log(f"n={run.size}: {run.method} has {len(items)} pairs, fewer than {P.min_pairs}; its point is left out")
+        return False
+    return True
+
+
+def run_size(exp: Experiment, base: str, task: TaskFamily, probs: Problems, size: int, out_dir: Path,
+             log: Callable[[str], None] = print) -> SizeResult:
+    """SFT at one size (chosen on validation) and, at a method size, every other method from it."""
+    P, seed = exp.negatives, exp.seed
+    problems = probs.train[:size]
+    out_dir = Path(out_dir)
+    curve, sft_ckpt, under_ckpt = run_sft(exp, base, task, probs, size, out_dir, log)
+    runs: dict[str, MethodRun] = {"sft": MethodRun("sft", size, len(problems), checkpoint=sft_ckpt,
+                                                   steps=sft_ckpt.step)}
+    positives = negs = 0
+    credits: list[negatives.StepCredit] = []
+    if size in P.sizes_for_methods and set(P.methods) - {"sft"}:
+        wants_values = bool({"per_step_dpo", "adv_rft"} & set(P.methods))
+        drawn = draw(exp, sft_ckpt, task, problems, out_dir, wants_values, log)
+        samples, credits = drawn.samples, drawn.credits
+        positives, negs = drawn.positives, len(samples) - drawn.positives
+        d_plus = negatives.rft_records(samples, problems, P.rft_k)
+        data: dict[str, list] = {}
+        if "rft" in P.methods:
+            data["rft"] = problems + d_plus
+        if "rft_self" in P.methods:
+            data["rft_self"] = d_plus
+        if "adv_rft" in P.methods:
+            kept = negatives.advantage_filtered(credits, P.adv_percentile)
+            data["adv_rft"] = problems + negatives.rft_records(kept, problems, P.rft_k)
+        if "naive_dpo" in P.methods:
+            data["naive_dpo"] = negatives.naive_pairs(samples, problems, seed)
+        if "per_step_dpo" in P.methods:
+            data["per_step_dpo"] = negatives.per_step_pairs(credits, problems, P.critical_step, P.advantage_threshold,
+                                                            seed, P.rejected)
+        if UNDER in P.methods:
+            if under_ckpt is None:
+                runs[UNDER] = MethodRun(UNDER, size, 0, note="no SFT read-out before the chosen one: no under-trained "
+                                                              "start")
+            else:
+                under = draw(exp, under_ckpt, task, problems, out_dir / "under", True, log, "under-trained SFT")
+                data[UNDER] = negatives.per_step_pairs(under.credits, problems, P.critical_step,
+                                                       P.advantage_threshold, seed, P.rejected)
+        sft_val = curve.chosen_validation
+        under_val = (curve.validation[curve.steps.index(curve.under_step)] if curve.under_step is not None else 0.0)
+        for method, items in data.items():
+            io.write_jsonl(out_dir / f"{method}.jsonl", (x.model_dump(mode="json") for x in items))
+            runs[method] = run = MethodRun(method, size, len(items))
+            if not _train_or_skip(exp, run, items, log):
+                continue
+            start, name, val = (under_ckpt, "under", under_val) if method == UNDER else (sft_ckpt, "sft", sft_val)
+            run.checkpoint, run.passes = after_sft(exp, method, start, name, val, items, task, probs, size,
+                                                   out_dir / method, log)
+            run.steps = run.checkpoint.step - start.step
+        if under_ckpt is not None and UNDER in runs:
+            curve.under_train_accuracy = _mean(accuracy(under_ckpt, P, task, problems[: P.kept_skill_problems],
+                                                        seed + 1))
     check = problems[: P.kept_skill_problems]
     for method, run in runs.items():
         if run.checkpoint is None:
             continue
         engine = negatives.policy_engine(run.checkpoint, P, temperature=0.0)
-        run.correct = negatives.outcomes(engine, task, test, seed + 1)
+        run.correct = negatives.outcomes(engine, task, probs.test, seed + 1)
         run.train_correct = negatives.outcomes(engine, task, check, seed + 1)
         lo, hi = run.interval()
         log(f"n={size}: {method} ({run.examples} examples, {run.steps} steps) test error {run.error:.3f} "
             f"[{lo:.3f}, {hi:.3f}]; training problems {sum(run.train_correct)}/{len(run.train_correct)}")
+    curve.train_accuracy = _mean(runs["sft"].train_correct)
     io.write_json(out_dir / "outcomes.json", {m: {"examples": r.examples, "steps": r.steps, "note": r.note,
-                                                  "dpo": r.dpo.as_json() if r.dpo else {},
+                                                  "passes": r.passes.model_dump() if r.passes else {},
                                                   "correct": r.correct, "train_correct": r.train_correct}
                                               for m, r in runs.items()})
-    return SizeResult(size, runs, positives, len(samples) - positives, credits)
+    return SizeResult(size, runs, positives, negs, credits, curve)
 
 
-def run_sizes(exp: Experiment, base: str, task: TaskFamily, train_pool: list[Record], test: list[Record],
-              out_dir: Path, log: Callable[[str], None] = print) -> list[SizeResult]:
-    """Every method at every data size, smallest first, each size under out_dir/n<size>."""
-    return [run_size(exp, base, task, train_pool, test, n, Path(out_dir) / f"n{n}", log)
-            for n in sorted(exp.negatives.data_sizes)]
+def run_sizes(exp: Experiment, base: str, task: TaskFamily, probs: Problems, out_dir: Path,
+              log: Callable[[str], None] = print) -> list[SizeResult]:
+    """Every size, smallest first, each under out_dir/n<size>."""
+    return [run_size(exp, base, task, probs, n, Path(out_dir) / f"n{n}", log) for n in sorted(exp.negatives.data_sizes)]
 
 
 # ---------------------------------------------------------------- read-outs
@@ -267,7 +485,10 @@ class TableRow(BaseModel):
     p_vs_sft: float | None = None
     train_accuracy: float | None = None
     kept_skill: bool | None = None
-    dpo_epoch_kept: float | None = None
+    start: str | None = None          # after SFT: "sft" (the size's SFT) or "under" (the earlier checkpoint)
+    start_step: int | None = None     # the SFT step it started from (SFT: the step chosen on validation)
+    pass_kept: int | None = None      # after SFT: the pass kept by validation accuracy (0: the start itself)
+    validation: float | None = None   # the kept model's validation accuracy
     held_out_pairs: int | None = None
     note: str = ""
 
@@ -296,8 +517,13 @@ def table(results: Sequence[SizeResult], max_drop: float = 0.15) -> list[TableRo
         for method, run in res.runs.items():
             row = TableRow(size=res.size, method=method, examples=run.examples, steps=run.steps, error=run.error,
                            n_test=len(run.correct))
-            if run.dpo:
-                row.dpo_epoch_kept, row.held_out_pairs = run.dpo.epoch, run.dpo.held_out_pairs
+            if run.passes:
+                ps = run.passes
+                row.start, row.start_step, row.pass_kept = ps.start, ps.start_step, ps.kept
+                row.validation = ps.passes[ps.kept].validation
+                row.held_out_pairs = ps.held_out_pairs if method in DPO_METHODS else None
+            elif method == "sft" and res.sft_curve is not None:
+                row.start_step, row.validation = res.sft_curve.chosen_step, res.sft_curve.chosen_validation
             if run.correct:
                 row.error_lo, row.error_hi = run.interval()
             if method != "sft" and run.correct and sft.correct:
@@ -330,58 +556,15 @@ def sft_size_to_match(sizes: Sequence[float], sft_errors: Sequence[float], targe
     return None
 
 
-def _multiple(sizes: Sequence[float], sft_errors: Sequence[float], size: float, err: float) -> float:
-    """SFT data to match `err`, over `size`: inf beyond SFT's best point, 0 when worse than its every point."""
-    need = sft_size_to_match(sizes, sft_errors, err)
-    if need is not None:
-        return need / size
-    if err < min(sft_errors):
-        return math.inf
-    if err > max(sft_errors):
-        return 0.0
-    return math.nan  # equal to a flat stretch of the curve
-
-
-def multiple_interval(outcomes: dict[int, dict[str, Sequence[bool]]], method: str, size: int, boot: int = 2000,
-                      seed: int = 0) -> tuple[float, float] | None:
-    """95% percentile-bootstrap interval of the efficiency multiple at `size`, resampling the test problems.
-
-    Every model answered the same test problems, so one resample of problem indices is applied to SFT at
-    every size and to the method at once (the curves stay paired). Resamples beyond SFT's curve count as
-    inf (above its largest size) or 0 (worse than its smallest), so the bounds say where the interval leaves it.
-    """
-    sft = {n: np.asarray(o["sft"], bool) for n, o in outcomes.items() if o.get("sft")}
-    mine = outcomes.get(size, {}).get(method)
-    if len(sft) < 2 or not mine:
-        return None
-    mine = np.asarray(mine, bool)
-    sizes = sorted(sft)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(mine), size=(boot, len(mine)))
-    sft_err = np.stack([1 - sft[n][idx].mean(1) for n in sizes], 1)
-    my_err = 1 - mine[idx].mean(1)
-    vals = np.array([_multiple(sizes, list(e), size, m) for e, m in zip(sft_err, my_err)])
-    vals = vals[~np.isnan(vals)]
-    if not len(vals):
-        return None
-    return float(np.percentile(vals, 2.5, method="lower")), float(np.percentile(vals, 97.5, method="higher"))
-
-
-def _fmt_multiple(x: float, lo_bound: float, hi_bound: float) -> str:
-    """inf: beyond SFT's largest size ("> hi_bound"); 0: worse than its smallest ("< lo_bound")."""
-    return f"> {hi_bound:.2f}x" if math.isinf(x) else f"< {lo_bound:.2f}x" if x == 0 else f"{x:.2f}x"
-
-
-
-def efficiency(rows: Sequence[TableRow], method: str, min_drop: float = MIN_SFT_DROP, alpha: float = 0.05,
+def efficiency(rows: Sequence[TableRow], method: str, min_drop: float = MIN_SFT_DROP,
                outcomes: dict[int, dict[str, Sequence[bool]]] | None = None) -> list[EfficiencyRow]:
-    """At each size: how much synthetic data SFT needs to match `method`, or why that is not measurable.
+    """At each size: how much synthetic data SFT needs to match `method` (SFT's curve interpolated in log n), or why
+    that is not measurable.
 
-    Measurable only when both curves are measured, SFT's curve falls by at least `min_drop` over the
-    sizes (a flat curve maps every error to any size), and the method differs from SFT at that size
-    (McNemar p < alpha). A method better than SFT's best point gives a lower bound ("> k x").
-    With `outcomes` (size -> method -> per-test-problem correctness), each measured multiple gets a 95%
-    bootstrap interval over the test problems (`multiple_lo`, `multiple_hi`).
+    Not measurable when SFT's curve falls by less than `min_drop` over the sizes (a flat curve maps every error to any
+    size). A method better than SFT's best point reads "> m" (m: SFT's largest size over n), one worse than its
+    smallest "< m"; never infinity. With `outcomes` (size -> method -> per-test-problem correctness), each multiple
+    gets a 95% bootstrap interval over the test problems (`multiple_lo`, `multiple_hi`, censored the same way).
     """
     sft = sorted((r.size, r.error) for r in rows if r.method == "sft" and r.error is not None)
     mine = sorted((r.size, r.error, r.p_vs_sft, r.kept_skill) for r in rows
@@ -392,32 +575,27 @@ def efficiency(rows: Sequence[TableRow], method: str, min_drop: float = MIN_SFT_
         row = EfficiencyRow(size=size, method=method, error=err, sft_error=dict(sft).get(size), p_vs_sft=p)
         if len(sft) < 2 or drop < min_drop:
             row.reading = f"not measurable: SFT's curve is flat (falls {drop:.2f} < {min_drop})"
-        elif p is None or p >= alpha:
-            row.reading = (f"not measurable: not distinct from SFT at this size (p = {p:.2f})" if p is not None
-                           else "not measurable: no paired test")
         else:
-            need = sft_size_to_match([s for s, _ in sft], [e for _, e in sft], err)
-            if need is not None:
-                row.multiple, row.reading = need / size, f"{need / size:.2f}x"
-            elif err < min(e for _, e in sft):
-                bound = max(s for s, _ in sft) / size
-                row.multiple, row.reading = bound, f"> {bound:.2f}x (beyond SFT's largest size)"
-            else:
-                bound = min(s for s, _ in sft) / size
-                row.reading = f"< {bound:.2f}x: worse than SFT at every measured size"
-            ci = multiple_interval(outcomes, method, size) if outcomes else None
-            if ci is not None:
-                row.multiple_lo, row.multiple_hi = ci
-                hi_bound, lo_bound = max(s for s, _ in sft) / size, min(s for s, _ in sft) / size
-                row.reading += (f" [95% {_fmt_multiple(ci[0], lo_bound, hi_bound)}, "
-                                f"{_fmt_multiple(ci[1], lo_bound, hi_bound)}]")
+            need, censor = sft_need([s for s, _ in sft], [e for _, e in sft], err)
+            row.multiple = need / size
+            row.reading = MultipleReading.fmt(need / size, censor) + {
+                ">": " (beyond SFT's largest size)", "<": ": worse than SFT at every measured size", "": ""}[censor]
+            at = {n: {"sft": o.get("sft", [])} for n, o in (outcomes or {}).items()}
+            if outcomes and outcomes.get(size, {}).get(method):
+                at[size][method] = outcomes[size][method]
+                mr = multiple_reading(at, method, boot=1000)
+                if mr is not None:
+                    row.multiple_lo, row.multiple_hi = mr.lo, mr.hi
+                    row.reading += f" [95% {mr.fmt(mr.lo, mr.lo_censor)}, {mr.fmt(mr.hi, mr.hi_censor)}]"
+            if p is not None:
+                row.reading += f"; McNemar p = {p:.2g} against SFT at n={size}"
         if kept is False:
             row.reading += "; it broke the policy (kept-skill check failed)"
         out.append(row)
     return out
 
 
-EFFICIENCY_METHODS = ("rft_self", "per_step_dpo", "naive_dpo", "rft", "adv_rft")  # the order the table lists them
+EFFICIENCY_METHODS = ("rft_self", "per_step_dpo", "per_step_dpo_under", "naive_dpo", "rft", "adv_rft")  # the order the table lists them
 
 
 def outcomes_by_size(results: Sequence[SizeResult]) -> dict[int, dict[str, list[bool]]]:
@@ -434,6 +612,89 @@ def efficiencies(rows: Sequence[TableRow], results: Sequence[SizeResult], method
 
 def efficiency_table(eff: dict[str, list[EfficiencyRow]]) -> pd.DataFrame:
     return pd.DataFrame([r.model_dump() for rs in eff.values() for r in rs])
+
+
+def sft_need(sizes: Sequence[float], errs: Sequence[float], err: float) -> tuple[float, str]:
+    """The synthetic data SFT needs to reach error `err`: (n, censor), SFT's curve interpolated linearly in log n at its
+    first crossing of `err` from above. censor ">": `err` is below every point (n is SFT's largest size, a lower
+    bound); "<": `err` is above SFT's smallest point (n is its smallest size, an upper bound); "": measured."""
+    pts = sorted(zip(sizes, errs))
+    if err > pts[0][1]:
+        return pts[0][0], "<"
+    if err == pts[0][1]:
+        return pts[0][0], ""
+    for (n0, e0), (n1, e1) in zip(pts, pts[1:]):
+        if e0 > err >= e1:
+            t = (e0 - err) / (e0 - e1)
+            return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))), ""
+    return pts[-1][0], ">"
+
+
+class MultipleReading(BaseModel):
+    """The efficiency multiple of a method over SFT: at each size where it ran, SFT data to match it over n, and their
+    geometric mean over those sizes (the claim's effect) with a 95% percentile-bootstrap interval over the test problems
+    (one resample of problem indices applied to every curve at once). A multiple past SFT's curve is censored at its
+    bound and written "> m" (beyond the largest size) or "< m" (worse than the smallest), never infinite."""
+
+    method: str
+    sizes: list[int]
+    by_size: dict[int, float]
+    censored: dict[int, str]
+    effect: float
+    lo: float
+    hi: float
+    lo_censor: str = ""
+    hi_censor: str = ""
+    range_multiple: float  # SFT's largest size over the method's largest size
+
+    @staticmethod
+    def fmt(x: float, censor: str = "") -> str:
+        return f"{censor} {x:.2f}x".strip() if censor else f"{x:.2f}x"
+
+    def text(self) -> str:
+        each = ", ".join(f"n={n}: {self.fmt(self.by_size[n], self.censored[n])}" for n in self.sizes)
+        return (f"efficiency multiple (SFT data to match {self.method}, over n; geometric mean over n = "
+                f"{', '.join(map(str, self.sizes))}): {self.fmt(self.effect)} [95% {self.fmt(self.lo, self.lo_censor)}, "
+                f"{self.fmt(self.hi, self.hi_censor)}]; by size {each}; SFT's curve reaches {self.range_multiple:g}x "
+                "the method's largest size")
+
+
+def _geo(xs: Sequence[float]) -> float:
+    return float(math.exp(sum(math.log(x) for x in xs) / len(xs)))
+
+
+def multiple_reading(outcomes: dict[int, dict[str, Sequence[bool]]], method: str, boot: int = 2000, seed: int = 0
+                     ) -> MultipleReading | None:
+    """`MultipleReading` of `method` from every model's per-test-problem outcomes; None without two SFT points or a
+    size where the method answered."""
+    sft = {n: np.asarray(o["sft"], bool) for n, o in outcomes.items() if o.get("sft")}
+    mine = {n: np.asarray(o[method], bool) for n, o in outcomes.items() if o.get(method)}
+    if len(sft) < 2 or not mine:
+        return None
+    sizes, msizes = sorted(sft), sorted(mine)
+
+    def read(idx: np.ndarray | None) -> tuple[dict[int, float], dict[int, str]]:
+        errs = [1 - (sft[n] if idx is None else sft[n][idx]).mean() for n in sizes]
+        vals, cens = {}, {}
+        for m in msizes:
+            need, c = sft_need(sizes, errs, 1 - (mine[m] if idx is None else mine[m][idx]).mean())
+            vals[m], cens[m] = need / m, c
+        return vals, cens
+
+    vals, cens = read(None)
+    n_test = len(next(iter(sft.values())))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(boot):
+        v, c = read(rng.integers(0, n_test, n_test))
+        boots.append((_geo(list(v.values())), ">" in c.values(), "<" in c.values()))
+    geos = np.array([b[0] for b in boots])
+    lo_i, hi_i = np.argsort(geos)[int(0.025 * (boot - 1))], np.argsort(geos)[int(np.ceil(0.975 * (boot - 1)))]
+    lo_c = "<" if boots[lo_i][2] and not boots[lo_i][1] else ""
+    hi_c = ">" if boots[hi_i][1] and not boots[hi_i][2] else ""
+    return MultipleReading(method=method, sizes=msizes, by_size=vals, censored=cens, effect=_geo(list(vals.values())),
+                           lo=float(geos[lo_i]), hi=float(geos[hi_i]), lo_censor=lo_c, hi_censor=hi_c,
+                           range_multiple=max(sizes) / max(msizes))
 
 
 def sft_checks(results: Sequence[SizeResult], test: Sequence[Record], min_drop: float = MIN_SFT_DROP) -> list[Check]:
@@ -475,17 +736,16 @@ class AdvantageRow:
 
 
 def self_positives(out_dir: Path, size: int) -> list[Record]:
-    """The SFT policy's own verified positives at one size (its RFT-on-D+ data), none if that method did not run."""
+    """The SFT policy's own verified positives at one size (D+: its RFT-on-D+ data), none if that method did not run."""
     path = Path(out_dir) / f"n{size}" / "rft_self.jsonl"
     return [Record(**r) for r in io.read_jsonl(path)] if path.exists() else []
 
 
-def likelihoods(base: str, train_pool: list[Record], results: Sequence[SizeResult], out_dir: Path) -> list[NLLRow]:
-    """Figure 3 at the largest size: `response_nll` of its synthetic problems (D_syn) and of the SFT policy's own
-    positives (D+) under the base model; none without D+."""
-    largest = results[-1].size
-    d_plus = self_positives(out_dir, largest)
-    return response_nll(base, {"D_syn": train_pool[:largest], "D+": d_plus}) if d_plus else []
+def likelihoods(base: str, train_pool: list[Record], size: int, out_dir: Path) -> list[NLLRow]:
+    """Figure 3 at one method size: `response_nll` under the base of the teacher's chains of its problems (D_syn)
+    and of the SFT policy's own verified positives for them (D+); none without D+."""
+    d_plus = self_positives(out_dir, size)
+    return response_nll(base, {"D_syn": train_pool[:size], "D+": d_plus}) if d_plus else []
 
 
 def nll_table(nll: Sequence[NLLRow]) -> pd.DataFrame | None:
@@ -500,11 +760,11 @@ def nll_means(nll: Sequence[NLLRow]) -> dict[str, float]:
     return pd.DataFrame([asdict(r) for r in nll]).groupby("set")["nll"].mean().to_dict() if nll else {}
 
 
-def method_values(exp: Experiment, task: TaskFamily, results: Sequence[SizeResult], test: list[Record]) -> list[ValueRow]:
-    """Figure 7 at the largest size: `values_by_method` of every trained method on the first `value_problems` test
+def method_values(exp: Experiment, task: TaskFamily, result: SizeResult, test: list[Record]) -> list[ValueRow]:
+    """Figure 7 at one size: `values_by_method` of every trained method on the first `value_problems` test
     problems; none when `value_problems` is 0."""
     P = exp.negatives
-    ckpts = {m: r.checkpoint for m, r in results[-1].runs.items() if r.checkpoint is not None}
+    ckpts = {m: r.checkpoint for m, r in result.runs.items() if r.checkpoint is not None}
     return values_by_method(exp, task, ckpts, test[: P.value_problems]) if P.value_problems else []
 
 
@@ -517,7 +777,7 @@ def values_by_method(exp: Experiment, task: TaskFamily, ckpts: dict[str, Checkpo
         engine = negatives.policy_engine(ckpt, P)
         samples = negatives.sample_policy(engine, task, problems, 1, exp.seed + 2, P.step_split)
         for r in negatives.value_per_step(negatives.estimate_values(engine, task, problems, samples, P.rollouts,
-                                                                    exp.seed + 2)):
+                                                                    exp.seed + 2, P.best_of, P.best_of_rule)):
             rows.append(ValueRow(method, int(r["step"]), r["value"], int(r["count"])))
     return rows
 
@@ -558,6 +818,19 @@ class ScalingResult(BaseModel):
     efficiency: dict[str, list[EfficiencyRow]]
     outcomes: dict[int, dict[str, list[bool]]]  # size -> method -> correct per test problem (empty: not trained)
     nll: dict[str, float]
+    nll_size: int | None = None                 # the method size Figure 3 reads at
+    sft_curves: list[SFTCurve] = []             # each size's SFT read-outs on the validation problems
+    passes: list[Passes] = []                   # every method after SFT: each pass's validation accuracy, the kept one
+    method_sizes: list[int] = []
+    n_validation: int | None = None
+    teacher_forms: list[str] = []
+    rollouts: int | None = None
+    best_of: int | None = None
+    best_of_rule: str = ""
+    value_spread: dict[str, float] = {}         # the step values' spread (`value_spread`)
+    multiples: dict[str, MultipleReading] = {}  # method -> its efficiency multiple (the 2x and 8x rows)
+    pass_rule: str = ""
+    dpo_settings: list[str] = []
 
     @classmethod
     def exists(cls, run_dir: Path) -> bool:
@@ -581,6 +854,28 @@ class ScalingResult(BaseModel):
     def sft_error_by_size(self) -> dict[str, float | None]:
         return {str(r.size): r.error for r in self.rows_of("sft")}
 
+    @property
+    def sft_sizes(self) -> list[int]:
+        return sorted(r.size for r in self.rows_of("sft"))
+
+    def sft_train_accuracy_by_size(self) -> dict[str, float | None]:
+        return {str(r.size): r.train_accuracy for r in self.rows_of("sft")}
+
+    def validation_by_pass(self) -> dict[str, dict[str, list[float]]]:
+        """method -> size -> the validation accuracy of every pass, pass 0 (the start) first."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for ps in self.passes:
+            out.setdefault(ps.method, {})[str(ps.size)] = [round(p.validation, 4) for p in ps.passes]
+        return out
+
+    def passes_of(self, method: str) -> list[Passes]:
+        return [p for p in self.passes if p.method == method]
+
+    @property
+    def nll_gap(self) -> float | None:
+        """Mean per-token NLL of D_syn minus that of D+ under the base (Figure 3); None without both."""
+        return self.nll["D_syn"] - self.nll["D+"] if {"D_syn", "D+"} <= set(self.nll) else None
+
     def pooled(self, a: str, b: str) -> tuple[list[bool], list[bool]]:
         """Outcomes of methods a and b over every size at which both answered the test problems, paired per problem.
 
@@ -595,6 +890,25 @@ class ScalingResult(BaseModel):
                 xs += by_method[a]
                 ys += by_method[b]
         return xs, ys
+
+
+def value_spread(credits: Sequence[negatives.StepCredit], rollouts: int, best_of: int | None, rule: str
+                 ) -> dict[str, float]:
+    """How exact the step values are: over every valued prefix, the mean width of the 95% interval of its value (the
+    Wilson interval of the rollouts' success rate, mapped through the value rule), and the share of values strictly
+    between 0 and 1."""
+    if not credits:
+        return {}
+    widths, inner = [], []
+    for cr in credits:
+        for v, wins in zip(cr.values, cr.successes):
+            lo, hi = stats.wilson(len(wins), rollouts)
+            if best_of is not None and rule == "plug_in":
+                lo, hi = 1 - (1 - lo) ** best_of, 1 - (1 - hi) ** best_of
+            widths.append(hi - lo)
+            inner.append(0 < v < 1)
+    return {"prefixes": float(len(widths)), "mean_interval_width": float(np.mean(widths)),
+            "share_strictly_between_0_and_1": float(np.mean(inner))}
 
 
 def stage_metrics(rows: Sequence[TableRow], eff: dict[str, list[EfficiencyRow]], checks: Sequence[Check]) -> Metrics:
@@ -639,9 +953,50 @@ class ScalingRun:
     def self_data_figure(self) -> go.Figure | None:
         return figures.self_data_figure(self.result.rows, self.methods)
 
+    @property
+    def method_size(self) -> SizeResult:
+        """The largest size where every method ran (Figures 7 and 10 read there)."""
+        return [r for r in self.sizes if r.size == max(self.exp.negatives.sizes_for_methods)][0]
+
     def advantages_figure(self) -> go.Figure | None:
-        """Figure 10 at the largest size."""
-        return figures.advantages_figure(advantages_by_step(self.sizes[-1].credits))
+        """Figure 10 at the largest method size."""
+        return figures.advantages_figure(advantages_by_step(self.method_size.credits))
+
+    def sft_validation_figure(self) -> go.Figure:
+        return figures.sft_validation_figure(self.result.sft_curves)
+
+    def passes_figure(self) -> go.Figure | None:
+        return figures.passes_figure(self.result.passes)
+
+    def passes_table(self) -> pd.DataFrame:
+        """Every pass of every method after SFT: validation accuracy, held-out log-ratios, and which was kept."""
+        return pd.DataFrame([{"method": ps.method, "size": ps.size, "start": f"{ps.start} (step {ps.start_step})",
+                              "pass": p.index, "steps": p.step, "validation": p.validation,
+                              "chosen log-ratio": p.chosen_log_ratio, "rejected log-ratio": p.rejected_log_ratio,
+                              "critical-step log-ratio": p.critical_log_ratio, "kept": p.index == ps.kept,
+                              "training loss first -> last": (f"{ps.train_loss_first:.3f} -> {ps.train_loss_last:.3f}"
+                                                              if ps.train_loss_first is not None else "")}
+                             for ps in self.result.passes for p in ps.passes])
+
+    def starts_table(self) -> pd.DataFrame:
+        """Each size's SFT start (chosen on validation) and the under-trained one: validation and training accuracy."""
+        return pd.DataFrame([{"size": c.size, "chosen step": c.chosen_step, "validation": c.chosen_validation,
+                              "training-problem accuracy": c.train_accuracy, "under-trained step": c.under_step,
+                              "under-trained validation": (c.validation[c.steps.index(c.under_step)]
+                                                           if c.under_step is not None else None),
+                              "under-trained training-problem accuracy": c.under_train_accuracy}
+                             for c in self.result.sft_curves])
+
+    def multiples_table(self) -> pd.DataFrame:
+        return pd.DataFrame([{"method": m, "reading": r.text()} for m, r in self.result.multiples.items()])
+
+    def settings(self) -> list[str]:
+        return [f"budget rule: {self.result.budget_rule}", *self.result.dpo_settings,
+                f"step values: {self.result.rollouts} rollouts per prefix, best-of-{self.result.best_of} "
+                f"({self.result.best_of_rule}: 1 - (1 - p)^K)" if self.result.best_of_rule == "plug_in" else
+                f"step values: {self.result.rollouts} rollouts per prefix",
+                f"step value spread: {self.result.value_spread}",
+                f"D_syn: the teacher writes each chain in one of {self.result.teacher_forms}"]
 
     def nll_figure(self) -> go.Figure | None:
         return figures.nll_figure(self.nll)
@@ -649,7 +1004,7 @@ class ScalingRun:
     @cached_property
     def values(self) -> list[ValueRow]:
         """Figure 7's rows, sampled on first use (every later call reuses them)."""
-        return method_values(self.exp, self.task, self.sizes, self.test)
+        return method_values(self.exp, self.task, self.method_size, self.test)
 
     def values_figure(self) -> go.Figure | None:
         return figures.values_figure(self.values)
@@ -660,17 +1015,35 @@ class ScalingRun:
 
 
 def run(ctx: StageContext, log: Callable[[str], None] = print) -> ScalingRun:
-    """06 for the cell's base: every method at every size under the budget rule, the table, the efficiency readings,
-    Figure 3's likelihoods, SFT's learning checks; scaling.json saved."""
+    """06 for the cell's base: SFT at every size chosen on validation, every other method at the method sizes under
+    the budget rule, the table, the efficiency readings, Figure 3's likelihoods, SFT's learning checks; scaling.json
+    saved."""
     exp, base = ctx.exp, ctx.base_path()
     P = exp.negatives
-    task, train_pool, test = draw_problems(exp)
-    sizes = run_sizes(exp, base, task, train_pool, test, ctx.dir, log)
+    task, probs = draw_problems(exp)
+    sizes = run_sizes(exp, base, task, probs, ctx.dir, log)
     rows = table(sizes, P.kept_skill_drop)
-    checks = sft_checks(sizes, test)
+    checks = sft_checks(sizes, probs.test)
     eff = efficiencies(rows, sizes, P.methods)
-    nll = likelihoods(base, train_pool, sizes, ctx.dir)
+    outcomes = outcomes_by_size(sizes)
+    multiples = {m: r for m in ("rft_self", "per_step_dpo", UNDER, "naive_dpo", "rft", "adv_rft")
+                 if m in P.methods and (r := multiple_reading(outcomes, m)) is not None}
+    method_sizes = P.sizes_for_methods
+    nll_size = max(method_sizes)
+    nll = likelihoods(base, probs.train, nll_size, ctx.dir)
+    credits = [c for r in sizes if r.size in method_sizes for c in r.credits]
     result = ScalingResult(budget_rule=budget_rule(P), min_pairs=P.min_pairs, rows=rows, efficiency=eff,
-                           outcomes=outcomes_by_size(sizes), nll=nll_means(nll))
+                           outcomes=outcomes, nll=nll_means(nll), nll_size=nll_size,
+                           sft_curves=[r.sft_curve for r in sizes if r.sft_curve is not None],
+                           passes=[run.passes for r in sizes for run in r.runs.values() if run.passes is not None],
+                           method_sizes=method_sizes, n_validation=P.n_validation, teacher_forms=list(P.teacher_forms),
+                           rollouts=P.rollouts, best_of=P.best_of, best_of_rule=P.best_of_rule,
+                           value_spread=value_spread(credits, P.rollouts, P.best_of, P.best_of_rule),
+                           multiples=multiples, pass_rule=pass_rule(), dpo_settings=dpo_settings(exp))
     result.save(ctx.dir)
-    return ScalingRun(exp, task, test, sizes, result, checks, nll)
+    return ScalingRun(exp, task, probs.test, sizes, result, checks, nll)
+
+
+def settings_table(exp: Experiment) -> pd.DataFrame:
+    """Every DPO setting of 06 with its source, as a table."""
+    return pd.DataFrame({"setting and source": dpo_settings(exp)})

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 
 if TYPE_CHECKING:  # the row types live with the stage, which imports this module
-    from revlib.stages.scaling import AdvantageRow, NLLRow, TableRow, ValueRow
+    from revlib.stages.scaling import AdvantageRow, NLLRow, Passes, SFTCurve, TableRow, ValueRow
 
 NAMES = {"sft": "SFT (synthetic positives)", "rft": "RFT (synthetic + own positives)", "rft_self": "RFT on D+ only",
-         "naive_dpo": "naive DPO", "per_step_dpo": "per-step DPO", "adv_rft": "advantage-filtered RFT"}
+         "naive_dpo": "naive DPO", "per_step_dpo": "per-step DPO",
+         "per_step_dpo_under": "per-step DPO from the under-trained SFT", "adv_rft": "advantage-filtered RFT"}
 PALETTE = {"sft": "#1f77b4", "rft": "#ff7f0e", "rft_self": "#8c564b", "naive_dpo": "#9467bd",
-           "per_step_dpo": "#d62728", "adv_rft": "#2ca02c"}
+           "per_step_dpo": "#d62728", "per_step_dpo_under": "#e377c2", "adv_rft": "#2ca02c"}
 
 
 def _curve(fig: go.Figure, rows: Sequence[TableRow], method: str, name: str | None = None) -> None:
@@ -96,4 +97,32 @@ def nll_figure(rows: Sequence[NLLRow]) -> go.Figure | None:
     fig.update_layout(title="Negative log-likelihood per token of the responses", barmode="overlay",
                       template="plotly_white", height=360, xaxis_title="mean NLL per response token",
                       yaxis_title="fraction of responses")
+    return fig
+
+
+def sft_validation_figure(curves: Sequence[SFTCurve]) -> go.Figure:
+    """SFT's validation accuracy against its steps at every size; the chosen checkpoint marked."""
+    fig = go.Figure()
+    for c in curves:
+        fig.add_trace(go.Scatter(x=c.steps, y=c.validation, mode="lines+markers", name=f"n={c.size}"))
+        fig.add_trace(go.Scatter(x=[c.chosen_step], y=[c.chosen_validation], mode="markers", showlegend=False,
+                                 marker=dict(symbol="star", size=14, color="black"),
+                                 hovertext=f"n={c.size}: kept step {c.chosen_step}"))
+    fig.update_layout(title="SFT validation accuracy by step (star: the checkpoint kept)", template="plotly_white",
+                      height=380, xaxis_title="optimizer steps", yaxis_title="validation accuracy", yaxis_range=[0, 1])
+    return fig
+
+
+def passes_figure(passes: Sequence[Passes]) -> go.Figure | None:
+    """Validation accuracy of every pass of every method after SFT (pass 0: its start), one line per (method, size)."""
+    if not passes:
+        return None
+    fig = go.Figure()
+    for ps in passes:
+        fig.add_trace(go.Scatter(x=[p.index for p in ps.passes], y=[p.validation for p in ps.passes],
+                                 mode="lines+markers", name=f"{NAMES.get(ps.method, ps.method)}, n={ps.size}",
+                                 line=dict(color=PALETTE.get(ps.method)), legendgroup=ps.method))
+    fig.update_layout(title="Validation accuracy by pass (pass 0: the start; the best is kept)",
+                      template="plotly_white", height=420, xaxis_title="pass", yaxis_title="validation accuracy",
+                      yaxis_range=[0, 1])
     return fig
