@@ -12,12 +12,22 @@ Usage: python benchmarks/real_model.py [--repeats 3] [--threads 2] [--only mfu|s
   float64 log-softmax), against revlib's `Scorer` with shared prompts, token-budget batches and the lower
   layers scored once (`frozen_below`), over the base and two LoRA checkpoints on the top 8 layers; the
   pairs run interleaved (revlib, loop, revlib, loop, ...), and each checkpoint's scores are checked equal.
+- Phases: where one LoRA (top 8) step at 4 x 256 tokens spends its time: the 22 frozen lower layers, the upper
+  layers and head forward, the backward pass, the optimizer step.
+- Trainers: revlib's SFT and DPO (trl, LoRA r 16 on the top 8 layers, the r1k-smollm2 settings) on 8 real rows for
+  `--epochs` epochs. The named baseline is the path before: the whole stack every step, in fp32
+  (`reuse_frozen_states: false`, `bf16: false`). Against it: the frozen lower layers' output reused across epochs,
+  in fp32 and with `bf16: true` (frozen base weights in bf16, LoRA weights and optimizer in fp32, autocast: bf16
+  matmuls run on AMX on this CPU). Runs alternate
+  (baseline, reused, reused bf16, baseline, ...); each run's loss curve is compared step by step with the
+  baseline's of the same repeat.
 Prints medians, min-max spreads over repeats, and ratios against the named baselines.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from revlib.core import gguf_file
 from revlib.modeling import gguf_source, models, probes
 from revlib.core import render
+from revlib.core.records import PreferencePair
 from revlib.data import sources  # noqa: E402
 
 R1K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "r1k-probe-100.parquet"
@@ -159,11 +170,101 @@ def loop_scores(model_dir: Path, adapter: Path | None, items) -> list:
     return out
 
 
+def phases(model_dir: Path, repeats: int) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from revlib.modeling import frozen_stack
+
+    tok = models.load_tokenizer(model_dir)
+    model = models.load_model(model_dir, dtype="float32")
+    n = model.config.num_hidden_layers
+    names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=names, layers_to_transform=list(
+        range(n - 8, n)), layers_pattern="layers", task_type="CAUSAL_LM"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    backbone = model.get_base_model().get_decoder()
+    head = model.get_base_model().get_output_embeddings()
+    ids = real_batches(tok, 4, 256)
+    mask = torch.ones_like(ids)
+    times: dict[str, list[float]] = {k: [] for k in ("lower layers (22, no grad)", "upper layers + head forward",
+                                                      "backward", "optimizer")}
+    for step in range(repeats + 1):
+        marks = [time.perf_counter()]
+        with torch.no_grad():
+            lower = frozen_stack.run_layers(backbone, slice(0, n - 8), mask, None, input_ids=ids)
+        marks.append(time.perf_counter())
+        hidden = frozen_stack.run_layers(backbone, slice(n - 8, None), mask, None, inputs_embeds=lower)
+        logits = head(hidden)[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        marks.append(time.perf_counter())
+        loss.backward()
+        marks.append(time.perf_counter())
+        opt.step()
+        opt.zero_grad()
+        marks.append(time.perf_counter())
+        if step:
+            for key, a, b in zip(times, marks, marks[1:]):
+                times[key].append(b - a)
+    total = sum(statistics.median(v) for v in times.values())
+    print(f"one LoRA (top 8) step, 4 x 256 real tokens: {total:.2f} s")
+    for key, v in times.items():
+        print(f"  {key}: {spread(v)} s ({100 * statistics.median(v) / total:.0f}%)")
+
+
+VARIANTS = {  # name: (reuse_frozen_states, bf16)
+    "whole stack, fp32 (the path before)": (False, False),
+    "lower layers reused, fp32": (True, False),
+    "lower layers reused, bf16 (base weights bf16, LoRA fp32, autocast)": (True, True),
+}
+
+
+def trainers(model_dir: Path, repeats: int, epochs: int) -> None:
+    from revlib.modeling import train
+    from revlib.params.train import DPOParams, Lora, SFTParams
+
+    twins = sources.r1k_twins(sources.load_rows(None, R1K))[:8]
+    records = [f for f, _ in twins]
+    pairs = [PreferencePair(id=f.id, prompt=render.prompt_messages(f.question),
+                            chosen=render.assistant_message(f.reasoning, f.answer),
+                            rejected=render.assistant_message(r.reasoning, r.answer), kind="directional")
+             for f, r in twins]
+    for kind in ("sft", "dpo"):
+        runs: dict[str, list] = {name: [] for name in VARIANTS}
+        with tempfile.TemporaryDirectory() as tmp:
+            for rep in range(repeats):
+                for v, (name, (reuse, bf16)) in enumerate(VARIANTS.items()):
+                    lora = Lora(r=16, alpha=32, target_modules="all-linear", top_layers=8, reuse_frozen_states=reuse)
+                    common = dict(lora=lora, warmup_ratio=0.1, batch_size=4, max_length=384, bf16=bf16)
+                    out = Path(tmp) / f"{kind}-{rep}-{v}"
+                    if kind == "sft":
+                        result = train.sft(str(model_dir), records, out, SFTParams(lr=1e-3, **common),
+                                           epochs=epochs, save_every_epochs=epochs)
+                    else:
+                        result = train.dpo(str(model_dir), pairs, out, DPOParams(
+                            lr=5e-4, beta=0.6, max_prompt_length=370, **common), epochs=epochs,
+                            save_every_epochs=epochs)
+                    runs[name].append(result)
+                    shutil.rmtree(out)
+        baseline = next(iter(VARIANTS))
+        seconds = {name: [x.metrics["train_runtime"] for x in rs] for name, rs in runs.items()}
+        steps = len(train.curves_rows(runs[baseline][0].log_history))
+        print(f"{kind.upper()} on 8 real rows, {epochs} epochs ({steps} steps), {repeats} interleaved repeats:")
+        for name, rs in runs.items():
+            rate = [x.metrics["train_tokens_per_second"] for x in rs]
+            ratios = [a / b for a, b in zip(seconds[baseline], seconds[name])]
+            diffs = [max(abs(a["loss"] - b["loss"]) / max(abs(b["loss"]), 1e-9) for a, b in zip(
+                train.curves_rows(x.log_history), train.curves_rows(y.log_history))) for x, y in zip(rs, runs[baseline])]
+            print(f"  {name}: {spread(rate)} tokens/s; against the path before: ratio of medians "
+                  f"{statistics.median(seconds[baseline]) / statistics.median(seconds[name]):.2f}x (per pair "
+                  f"{min(ratios):.2f}-{max(ratios):.2f}x), largest relative loss difference at a step {max(diffs):.2e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=["mfu", "scoring"], default=None)
+    ap.add_argument("--only", choices=["mfu", "phases", "scoring", "trainers"], default=None)
+    ap.add_argument("--epochs", type=int, default=4, help="epochs of each trainer run (--only trainers)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,6 +274,10 @@ def main() -> None:
         print(f"{args.threads} threads; fp32 matmul peak (2048^2, median) {peak / 1e9:.0f} GFLOP/s")
         if args.only in (None, "mfu"):
             mfu(model_dir, args.repeats, peak)
+        if args.only in (None, "phases"):
+            phases(model_dir, args.repeats)
+        if args.only in (None, "trainers"):
+            trainers(model_dir, args.repeats, args.epochs)
         if args.only in (None, "scoring"):
             scoring(model_dir, args.repeats)
 

@@ -329,3 +329,38 @@ def test_launch_streams_output_as_it_happens(tmp_path, monkeypatch, capsys):
     # without on_log (a notebook cell), each entry is printed as a progress line
     launch.launch("sft", {"base": "base"}, [], out, "ddp", 2)
     assert "[sft] step 1" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def three_layer_dir(tmp_path_factory, task_tokenizer) -> Path:
+    from revlib.modeling.models import build_model
+
+    path = tmp_path_factory.mktemp("micro3")
+    build_model("micro", task_tokenizer, seed=0, num_hidden_layers=3).save_pretrained(path)
+    task_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_reused_frozen_states_learn_what_the_whole_stack_learns(three_layer_dir, records, pairs, tmp_path, kind):
+    """LoRA on the top layer of three: reusing the lower layers' output gives the same loss curve and adapter as
+    running the whole stack every step, and the lower layers run once per row, not once per epoch."""
+    runs = {}
+    for reuse in (True, False):
+        lora = Lora(r=4, alpha=8, top_layers=1, reuse_frozen_states=reuse)
+        if kind == "sft":
+            runs[reuse] = train.sft(str(three_layer_dir), records, tmp_path / f"r{reuse}", sft_params(epochs=3, lora=lora))
+        else:
+            runs[reuse] = train.dpo(str(three_layer_dir), pairs, tmp_path / f"r{reuse}", dpo_params(epochs=3, lora=lora))
+    key = "loss"
+    reused, whole = ([e[key] for e in train.curves_rows(runs[r].log_history)] for r in (True, False))
+    assert len(reused) == len(whole) >= 6
+    assert reused == pytest.approx(whole, abs=2e-4)
+    assert whole[-1] < whole[0] - 0.05, "the reference run did not learn: the comparison would be empty"
+    a, b = weights(runs[True].final.path), weights(runs[False].final.path)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    counts = runs[True].metrics["frozen_state_reuse"]
+    # SFT computes them in its first epoch; DPO in the reference pass before training, so every epoch reuses them
+    rows = len(records) if kind == "sft" else 2 * len(pairs)
+    assert counts["rows_computed"] == rows and counts["rows_reused"] == (2 if kind == "sft" else 3) * rows
+    assert runs[False].metrics["frozen_state_reuse"] is None

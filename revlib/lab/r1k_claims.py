@@ -460,12 +460,17 @@ def learned(results: RunResults) -> Metrics:
         if hit:
             out[f"sft_id_accuracy_{direction}"] = hit.correct / hit.problems
             out["sft_test_n"] = min(out.get("sft_test_n", hit.problems), hit.problems)
+    for phase, runs in (("sft", results.sft_runs), ("dpo", results.dpo_runs)):
+        if runs is not None:  # the schedule that ran (a resumed or cut run shows here), and its speed
+            out[f"{phase}_epochs"] = round(max(runs.epochs), 2)
+            out[f"train_tokens_per_s_{phase}"] = runs.tokens_per_second
     p = results.probes
     if p is not None:
         base, sft, dpo = p.at("base"), p.at("sft"), p.at("dpo")
         if base is not None:
             out["probe_alp_pos_id_base"] = float(base["alp_chosen"].mean())
         out["probe_test_n"] = p.test_examples
+        out["probe_checkpoints"] = p.checkpoints_scored
     if results.probes_in_sample is not None:  # the probe-training rows 04 scored in sample
         out["probe_in_sample_n"] = results.probes_in_sample.test_examples
         if sft is not None:

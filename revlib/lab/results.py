@@ -6,6 +6,7 @@ loads it. A stage that did not run, or has not finished, gives None.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,14 +23,43 @@ if TYPE_CHECKING:
     from revlib.lab.claims import ClaimSpec, Reading
 
 
-def stage_dir(exp: Experiment, stage: str) -> Path | None:
-    """The first finished cell of `stage` in the experiment's run root; None when none has finished."""
+def stage_dirs(exp: Experiment, stage: str) -> list[Path]:
+    """The finished cells of `stage` in the experiment's run root."""
     root = exp.run_root / stage
     if not root.exists():
-        return None
-    done = [d for d in sorted(root.iterdir()) if (d / "manifest.json").exists()
+        return []
+    return [d for d in sorted(root.iterdir()) if (d / "manifest.json").exists()
             and io.read_json(d / "manifest.json").get("status") == "done"]
+
+
+def stage_dir(exp: Experiment, stage: str) -> Path | None:
+    """The first finished cell of `stage` in the experiment's run root; None when none has finished."""
+    done = stage_dirs(exp, stage)
     return done[0] if done else None
+
+
+@dataclass(frozen=True)
+class TrainingRuns:
+    """What the trainer cells of one stage (02 or 03) ran: the epochs of their final checkpoints, their tokens and
+    seconds (from each cell's train_metrics.json and trainer_state.json)."""
+
+    epochs: list[float]
+    tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.tokens / self.seconds if self.seconds else None
+
+    @classmethod
+    def load(cls, dirs: list[Path]) -> TrainingRuns | None:
+        cells = [d for d in dirs if (d / "train_metrics.json").exists() and (d / "trainer_state.json").exists()]
+        if not cells:
+            return None
+        metrics = [io.read_json(d / "train_metrics.json") for d in cells]
+        return cls(epochs=[float(io.read_json(d / "trainer_state.json").get("epoch") or 0) for d in cells],
+                   tokens=sum(int(m.get("train_tokens") or 0) for m in metrics),
+                   seconds=sum(float(m.get("train_runtime") or 0) for m in metrics))
 
 
 class RunResults:
@@ -59,6 +89,14 @@ class RunResults:
     def probes_in_sample(self) -> InSampleScores | None:
         """04's scores on the probe-training rows (with probes.in_sample); None when 04 did not record them."""
         return self._load("04_probe_dynamics", InSampleScores)
+
+    @cached_property
+    def sft_runs(self) -> TrainingRuns | None:
+        return TrainingRuns.load(stage_dirs(self.exp, "02_sft"))
+
+    @cached_property
+    def dpo_runs(self) -> TrainingRuns | None:
+        return TrainingRuns.load(stage_dirs(self.exp, "03_dpo"))
 
     @cached_property
     def scaling(self) -> ScalingResult | None:

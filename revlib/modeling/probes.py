@@ -29,7 +29,7 @@ import torch
 
 from revlib.core import render
 from revlib.core.records import Record
-from revlib.modeling import models
+from revlib.modeling import frozen_stack, models
 
 SharePrompt = Literal["auto", "always", "never"]
 
@@ -320,8 +320,8 @@ class Scorer:
                                   use_cache=False).last_hidden_state
             else:
                 if b not in cache:
-                    cache[b] = _run_layers(backbone, slice(0, k), mask, pos.to(dev), input_ids=ids.to(dev))
-                hidden = _run_layers(backbone, slice(k, None), mask, pos.to(dev), inputs_embeds=cache[b])
+                    cache[b] = frozen_stack.run_layers(backbone, slice(0, k), mask, pos.to(dev), input_ids=ids.to(dev))
+                hidden = frozen_stack.run_layers(backbone, slice(k, None), mask, pos.to(dev), inputs_embeds=cache[b])
             # flat index of each predicting position, its target and where the result goes
             where = torch.tensor([r * length + t[0] for r, row in enumerate(batch) for t in row.targets], device=dev)
             target = torch.tensor([t[1] for row in batch for t in row.targets], device=dev)
@@ -354,7 +354,7 @@ class Scorer:
 
     def _prefix_cache(self, backbone: Any, items: Sequence[ProbeItem], share: bool, k: int) -> dict[int, torch.Tensor]:
         """The per-batch hidden states after layer k-1, kept while the weights below layer k stay the same."""
-        key = (tuple(it.id for it in items), share, self.token_budget, k, _lower_fingerprint(backbone, k))
+        key = (tuple(it.id for it in items), share, self.token_budget, k, frozen_stack.lower_fingerprint(backbone, k))
         if self._cache_key != key:
             self._cache_key, self._cache = key, {}
         return self._cache
@@ -373,35 +373,6 @@ class Scorer:
             out[s:s + len(tgt)] = logits.gather(1, tgt[:, None])[:, 0] - lse
             top[s:s + len(tgt)] = logits.max(dim=-1).values - lse
         return out, top
-
-
-def _run_layers(backbone: Any, layers: slice, mask: torch.Tensor, positions: torch.Tensor, **inputs: Any) -> torch.Tensor:
-    """The backbone with only `layers` of its decoder stack: from token ids (the lower part, returning the hidden
-    state before the final norm) or from the hidden state after the layer below (the upper part, normed)."""
-    full = backbone.layers
-    captured: dict[str, torch.Tensor] = {}
-    lower = layers.stop is not None
-    hook = backbone.norm.register_forward_pre_hook(lambda _m, args: captured.update(h=args[0])) if lower else None
-    try:
-        backbone.layers = torch.nn.ModuleList(list(full)[layers])
-        out = backbone(position_ids=positions, attention_mask=mask, use_cache=False, **inputs).last_hidden_state
-    finally:
-        backbone.layers = full
-        if hook is not None:
-            hook.remove()
-    return captured["h"] if lower else out
-
-
-def _lower_fingerprint(backbone: Any, k: int) -> str:
-    """A hash of the embeddings and decoder layers 0..k-1 (their exact bytes)."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
-    params = list(backbone.get_input_embeddings().parameters()) + [p for layer in list(backbone.layers)[:k]
-                                                                  for p in layer.parameters()]
-    for p in params:
-        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def auto_logit_chunk(vocab_size: int, device: torch.device) -> int:

@@ -30,6 +30,9 @@ class Lora(Strict):
     top_layers: int | None = Field(None, ge=1, description="LoRA on the top N decoder layers only (peft "
                                    "layers_to_transform): the backward pass stops there, and 04 scores the shared "
                                    "lower layers once; null: every layer")
+    reuse_frozen_states: bool = Field(True, description="with top_layers, in one process: the frozen lower layers run "
+                                      "once per training row, and their output is reused at every later epoch "
+                                      "(revlib.modeling.frozen_stack)")
 
 
 # trl config fields revlib sets itself, by the params field that sets them (or why revlib keeps them), so a

@@ -638,6 +638,14 @@ class ProbeResult:
     def test_examples(self) -> int:
         return int(self.scores["example"].nunique())
 
+    @property
+    def checkpoints_scored(self) -> int:
+        """Distinct checkpoints 04 scored: the base once, and each trained model's checkpoints."""
+        s = self.scores
+        which = [c for c in ("train_set", "phase", "step", "epoch", "x") if c in s.columns]
+        trained = s[s["phase"] != "base"].drop_duplicates(which)
+        return len(trained) + int((s["phase"] == "base").any())
+
     def at(self, phase: str, distribution: str = "ID") -> pd.DataFrame | None:
         """Rows of `distribution` at each pair's last checkpoint of `phase` (every base row for "base"), indexed by
         PROBE_KEY; None when no checkpoint of that phase was scored."""
