@@ -230,9 +230,8 @@ def test_negatives_rows_name_pair_counts_and_left_out_points(exp):
     data = findings.collect(exp)
     assert data["learned"]["negatives_per_step_pairs_by_size"] == {"64": 12, "128": 80, "256": 150}
     row = {c["id"]: c for c in data["claims"]}["setlur.per_step_8x"]
-    assert "n=64: not trained: 12 pairs, fewer than 50" in row["measured"]
-    assert "pairs by size: n=64: 12, n=128: 80, n=256: 150" in row["measured"]
-    assert row["effect"] == 0.0  # pooled over the sizes it was trained at only
+    # no efficiency multiple in this scaling.json: the row says what is missing, never a verdict
+    assert row["verdict"] == "inconclusive" and "n=64: not trained: 12 pairs, fewer than 50" in row["note"]
 
 
 def test_star_rows_say_when_per_step_dpo_broke_the_policy(exp):

@@ -323,3 +323,48 @@ def _per_pair_loss(policy, reference, pairs, dpo_params) -> float:
         margin = dpo_params.beta * ((pc - rc) - (pr - rr))
         losses.append(-torch.nn.functional.logsigmoid(torch.tensor(margin)).item())
     return sum(losses) / len(losses)
+
+
+def test_log_ratios_are_zero_for_the_reference_and_the_critical_step_is_the_rejected_tail(task, tiny_model_dir):
+    from pathlib import Path
+
+    import torch
+
+    from revlib.modeling import models
+    from revlib.modeling.train import Checkpoint
+    from revlib.params.train import DPOParams
+    from revlib.stages import scaling
+
+    problems = task.sample(3, 6)
+    policy = ScriptedArithPolicy(problems, p_success=0.8)
+    samples = [neg.parse_sample(task, p, _response_wrong_at(p, 2), 0) for p in problems]
+    credits = neg.estimate_values(policy, task, problems, samples, rollouts=10, seed=0, best_of=5,
+                                  best_of_rule="plug_in")
+    pairs = neg.per_step_pairs(credits, problems, "first_pit", rejected="step")
+    assert pairs
+    ref = Checkpoint(Path(tiny_model_dir), 0.0, 0, str(tiny_model_dir), None)
+    params = DPOParams(max_length=256, max_prompt_length=128, beta=0.1)
+    moved = Path(tiny_model_dir).parent / "moved_ratios"
+    m = models.load_model(tiny_model_dir)
+    with torch.no_grad():
+        for w in m.parameters():
+            w.add_(torch.randn_like(w) * 0.05)
+    m.save_pretrained(moved)
+    models.load_tokenizer(tiny_model_dir).save_pretrained(moved)
+    other = Checkpoint(moved, 1.0, 1, str(moved), None)
+    (c0, r0, k0), (c1, r1, k1) = scaling.log_ratios([ref, other], ref, pairs, params)
+    assert (c0, r0, k0) == pytest.approx((0.0, 0.0, 0.0), abs=1e-6)
+    assert abs(c1) > 1e-3 and abs(r1) > 1e-3 and abs(k1) > 1e-4
+
+
+def test_plug_in_best_of_values_use_every_rollout(task):
+    problems = task.sample(0, 4)
+    policy = ScriptedArithPolicy(problems, p_success=0.5)
+    samples = [neg.parse_sample(task, p, _response_wrong_at(p, 3), 0) for p in problems]
+    credits = neg.estimate_values(policy, task, problems, samples, rollouts=10, seed=0, best_of=5,
+                                  best_of_rule="plug_in")
+    for cr in credits:
+        for v, wins in zip(cr.values, cr.successes):
+            assert v == pytest.approx(1 - (1 - len(wins) / 10) ** 5)
+    with pytest.raises(ValueError, match="best_of_rule"):
+        neg.estimate_values(policy, task, problems, samples, rollouts=10, seed=0, best_of=5, best_of_rule="mean")

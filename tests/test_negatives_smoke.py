@@ -49,7 +49,9 @@ def test_stages_06_and_07_run_end_to_end(tmp_path):
     root = tmp_path / "outputs" / "smoke-negatives"
     neg = root / "06_negative_data" / "micro"
     metrics = io.read_json(neg / "metrics.json")
-    assert {"sft/error@4", "sft/error@8"} <= set(metrics)
+    assert {"sft/error@4", "sft/error@8", "sft/error@16"} <= set(metrics)
+    # the micro base learns nothing in 4 steps: every SFT point is pinned at error 1 (all 4 test problems wrong)
+    assert [metrics[f"sft/error@{n}"] for n in (4, 8, 16)] == pytest.approx([1.0, 1.0, 1.0], abs=0.26)
     for n in (4, 8):
         samples = list(io.read_jsonl(neg / f"n{n}" / "samples.jsonl"))
         assert len(samples) == n * 2 and all("correct" in s and "steps" in s for s in samples)
@@ -60,6 +62,16 @@ def test_stages_06_and_07_run_end_to_end(tmp_path):
         assert len(rft) == n + len(own) and sum(r["meta"].get("source") == "rft" for r in rft) == len(own)
     scaling = ScalingResult.load(neg)  # what the findings page reads
     assert "optimizer steps" in scaling.budget_rule and {r.method for r in scaling.rows} >= {"sft", "rft"}
+    # SFT read out on the 4 validation problems at steps 2 and 4 of its 4-step budget, at every size; the kept one
+    assert [(c.size, c.steps) for c in scaling.sft_curves] == [(4, [2, 4]), (8, [2, 4]), (16, [2, 4])]
+    assert all(c.chosen_step in c.steps and c.train_accuracy is not None for c in scaling.sft_curves)
+    assert not (neg / "n16" / "rft.jsonl").exists()  # 16 is an SFT-only size
+    # every RFT-type run at the method sizes: pass 0 (its start) and its 1 pass, the best kept
+    rft = scaling.passes_of("rft")
+    assert [p.size for p in rft] == [4, 8] and all(len(p.passes) == 2 and p.passes[p.kept].validation ==
+                                                    max(x.validation for x in p.passes) for p in rft)
+    assert scaling.rollouts == 2 and scaling.best_of_rule == "plug_in" and scaling.teacher_forms
+    assert "inf" not in (neg / "scaling.json").read_text().lower()
     assert all(len(v) == 4 for size in scaling.outcomes.values() for v in size.values() if v)  # n_test outcomes
     star_dir = root / "07_star_graph" / "micro"
     star = StarResult.load(star_dir)

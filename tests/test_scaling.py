@@ -28,19 +28,23 @@ def test_efficiency_not_measurable_on_a_flat_sft_curve():
 
 def test_efficiency_reads_a_multiple_where_the_curves_cross():
     out = scaling.efficiency(_rows({100: 0.8, 200: 0.6, 400: 0.4}, {100: 0.6}), "per_step_dpo")
-    assert out[0].multiple == pytest.approx(2.0) and out[0].reading == "2.00x"
+    assert out[0].multiple == pytest.approx(2.0) and out[0].reading.startswith("2.00x")
 
 
-def test_efficiency_never_crossing_gives_a_lower_bound_or_says_worse():
+def test_efficiency_never_crossing_gives_a_bound_never_infinity():
     better = scaling.efficiency(_rows({100: 0.8, 200: 0.6, 400: 0.4}, {100: 0.2}), "per_step_dpo")
     assert better[0].multiple == pytest.approx(4.0) and better[0].reading.startswith("> 4.00x")
     worse = scaling.efficiency(_rows({100: 0.8, 200: 0.6, 400: 0.4}, {400: 0.9}), "per_step_dpo")
-    assert worse[0].multiple is None and "worse" in worse[0].reading
+    assert worse[0].multiple == pytest.approx(0.25) and "worse" in worse[0].reading
 
 
-def test_efficiency_not_measurable_when_not_distinct_from_sft():
-    out = scaling.efficiency(_rows({100: 0.8, 200: 0.6, 400: 0.4}, {100: 0.75}, p=0.4), "per_step_dpo")
-    assert out[0].multiple is None and "not distinct" in out[0].reading
+def test_sft_need_interpolates_in_log_n_and_censors_past_the_curve():
+    sizes, errs = [64, 128, 256], [0.8, 0.4, 0.2]
+    assert scaling.sft_need(sizes, errs, 0.4) == (pytest.approx(128), "")
+    assert scaling.sft_need(sizes, errs, 0.3)[0] == pytest.approx(128 * 2 ** 0.5)
+    assert scaling.sft_need(sizes, errs, 0.1) == (256, ">")
+    assert scaling.sft_need(sizes, errs, 0.9) == (64, "<")
+    assert scaling.sft_need(sizes, errs, 0.8) == (64, "")  # equal to SFT's smallest point: exactly 1x there
 
 
 def test_mcnemar_and_intervals():
@@ -54,25 +58,31 @@ def test_mcnemar_and_intervals():
     assert 0.2 < lo < 0.4 < hi < 0.6
 
 
-def test_multiple_interval_brackets_the_point_reading_and_leaves_the_curve_when_it_should():
+def test_multiple_reading_brackets_the_point_and_writes_past_the_curve_as_a_bound():
     n = 400
-    # SFT errors 0.8 / 0.6 / 0.4 at 100 / 200 / 400 on the same test problems; the method at 100: error 0.6
+    # SFT errors 0.8 / 0.6 / 0.4 at 100 / 200 / 400 on the same test problems; the method at 100: error 0.6 (2x)
     sft = {100: [i % 5 == 0 for i in range(n)], 200: [i % 5 < 2 for i in range(n)], 400: [i % 5 < 3 for i in range(n)]}
-    mine = [i % 5 in (0, 3) for i in range(n)]
     outcomes = {size: {"sft": o} for size, o in sft.items()}
-    outcomes[100]["per_step_dpo"] = mine
-    lo, hi = scaling.multiple_interval(outcomes, "per_step_dpo", 100, boot=500)
-    assert lo < 2.0 < hi and 1.2 < lo and hi < 3.5
-    rows = _rows({k: 1 - sum(v) / n for k, v in sft.items()}, {100: 1 - sum(mine) / n})
-    out = scaling.efficiency(rows, "per_step_dpo", outcomes=outcomes)
-    assert out[0].multiple == pytest.approx(2.0) and abs(out[0].multiple_lo - lo) < 0.2 and "[95% " in out[0].reading
-    # a method better than SFT's best point: the upper bound leaves the curve (inf), read as "> 4.00x"
+    outcomes[100]["per_step_dpo"] = [i % 5 in (0, 3) for i in range(n)]
+    mr = scaling.multiple_reading(outcomes, "per_step_dpo", boot=400)
+    assert mr.effect == pytest.approx(2.0) and mr.lo < 2.0 < mr.hi and 1.2 < mr.lo and mr.hi < 3.5
+    assert mr.range_multiple == 4 and "2.00x [95% " in mr.text()
+    # better than SFT's best point: censored at 4x and written "> 4.00x", never infinite
     outcomes[100]["per_step_dpo"] = [i % 10 != 0 for i in range(n)]
-    lo, hi = scaling.multiple_interval(outcomes, "per_step_dpo", 100, boot=200)
-    assert hi == float("inf") and lo == float("inf")
-    rows = _rows({k: 1 - sum(v) / n for k, v in sft.items()}, {100: 0.1})
-    assert scaling.efficiency(rows, "per_step_dpo", outcomes=outcomes)[0].reading.endswith("[95% > 4.00x, > 4.00x]")
-    assert scaling.multiple_interval({100: {"sft": sft[100]}}, "per_step_dpo", 100) is None  # one SFT point
+    mr = scaling.multiple_reading(outcomes, "per_step_dpo", boot=200)
+    assert mr.effect == pytest.approx(4.0) and mr.hi == pytest.approx(4.0) and mr.hi_censor == ">"
+    assert mr.censored == {100: ">"} and "> 4.00x" in mr.text() and "inf" not in mr.text()
+    assert scaling.multiple_reading({100: {"sft": sft[100]}}, "per_step_dpo") is None  # one SFT point
+
+
+def test_passes_keep_the_best_by_validation_with_the_start_a_candidate():
+    assert scaling._best([0.5, 0.5, 0.4]) == 0  # a tie with the start keeps the start
+    assert scaling._best([0.5, 0.6, 0.6]) == 1
+    ps = scaling.Passes(method="per_step_dpo", size=64, start="sft", start_step=100, kept=0,
+                        passes=[scaling.PassRecord(index=0, step=0, validation=0.5)],
+                        train_loss_first=0.69, train_loss_last=0.65)
+    assert not ps.trained  # the loss fell less than 10%
+    assert ps.model_copy(update={"train_loss_last": 0.3}).trained
 
 
 def test_kept_skill_check_names_a_broken_policy():
@@ -111,20 +121,21 @@ def test_scaling_result_round_trips_through_scaling_json(tmp_path):
         results.append(scaling.SizeResult(size, runs, positives=1, negatives=3))
     rows = scaling.table(results, P.kept_skill_drop)
     eff = scaling.efficiencies(rows, results, P.methods)
-    assert list(eff) == ["per_step_dpo", "rft"]  # in EFFICIENCY_METHODS' order, only the methods that ran
+    assert list(eff) == ["per_step_dpo", "rft"]
+    multiples = {"rft": scaling.multiple_reading(scaling.outcomes_by_size(results), "rft", boot=50)}  # in EFFICIENCY_METHODS' order, only the methods that ran
     nll = [scaling.NLLRow("D_syn", "a", 1.0), scaling.NLLRow("D_syn", "b", 2.0), scaling.NLLRow("D+", "c", 0.5)]
     result = scaling.ScalingResult(budget_rule=scaling.budget_rule(P), min_pairs=P.min_pairs, rows=rows,
                                    efficiency=eff, outcomes=scaling.outcomes_by_size(results),
-                                   nll=scaling.nll_means(nll))
+                                   nll=scaling.nll_means(nll), multiples=multiples, rollouts=10)
     assert not scaling.ScalingResult.exists(tmp_path)
     path = result.save(tmp_path)
     assert path == tmp_path / "scaling.json" and scaling.ScalingResult.exists(tmp_path)
     again = scaling.ScalingResult.load(tmp_path)
     assert again == result
     raw = io.read_json(path)  # the keys a reader opens, sizes as JSON keys
-    assert set(raw) == {"budget_rule", "rows", "efficiency", "min_pairs", "outcomes", "nll"}
+    assert {"budget_rule", "rows", "efficiency", "min_pairs", "outcomes", "nll", "multiples", "passes"} <= set(raw)
     assert raw["outcomes"]["4"]["rft"] == [False, False, False, True] and raw["outcomes"]["8"]["per_step_dpo"] == []
-    assert raw["nll"] == {"D+": 0.5, "D_syn": 1.5}
+    assert raw["nll"] == {"D+": 0.5, "D_syn": 1.5} and again.nll_gap == 1.0 and again.rollouts == 10
     assert again.per_step_pairs_by_size == {"4": 1, "8": 1} and again.sft_error_by_size() == {"4": 0.75, "8": 0.25}
     assert again.pooled("rft", "sft") == ([False, False, False, True, False, True, True, True],
                                           [True, False, False, False, True, True, True, False])
@@ -135,14 +146,6 @@ def test_scaling_result_round_trips_through_scaling_json(tmp_path):
                                                     "learned": True}
 
 
-def test_an_unbounded_multiple_interval_survives_the_file(tmp_path):
-    row = scaling.EfficiencyRow(size=4, method="rft", error=0.1, multiple=2.0, reading="> 2.00x",
-                                multiple_lo=float("inf"), multiple_hi=float("inf"))
-    result = scaling.ScalingResult(budget_rule="", min_pairs=1, rows=[], efficiency={"rft": [row]}, outcomes={}, nll={})
-    result.save(tmp_path)
-    assert scaling.ScalingResult.load(tmp_path).efficiency["rft"][0].multiple_hi == float("inf")
-
-
 def test_problems_are_drawn_at_the_seed_plus_the_stage_offset():
     from revlib.params import Experiment
     from revlib.tasks import get_task
@@ -150,7 +153,26 @@ def test_problems_are_drawn_at_the_seed_plus_the_stage_offset():
     exp = Experiment.model_validate({"experiment": "x", "seed": 3, "stages": ["06_negative_data"],
                                      "base_models": [{"name": "m"}], "sft": {}, "dpo": {},
                                      "negatives": {"data_sizes": [4, 8], "n_test": 4}}, context={"base_dir": "/tmp"})
-    task, pool, test = scaling.draw_problems(exp)
+    task, probs = scaling.draw_problems(exp)
     assert scaling.PROBLEM_SEED_OFFSET == 606
-    again = get_task(exp.negatives.task, exp.negatives.knobs).sample(3 + 606, 8 + 4)
-    assert [r.id for r in test] == [r.id for r in again[:4]] and [r.id for r in pool] == [r.id for r in again[4:]]
+    nv = exp.negatives.n_validation
+    again = get_task(exp.negatives.task, exp.negatives.knobs).sample(3 + 606, 8 + 4 + nv)
+    assert [r.id for r in probs.test] == [r.id for r in again[:4]]
+    assert [r.id for r in probs.validation] == [r.id for r in again[4:4 + nv]]
+    assert [r.id for r in probs.train] == [r.id for r in again[4 + nv:]]
+    assert not {r.id for r in probs.validation} & ({r.id for r in probs.test} | {r.id for r in probs.train})
+
+
+def test_the_teacher_writes_its_own_form_and_the_answer_still_verifies():
+    from revlib.core import render
+    from revlib.data import negatives
+    from revlib.tasks import get_task
+    from revlib.tasks.grading import verified
+
+    task = get_task("arith", {"steps": 2, "max_value": 9, "ops": ["add", "sub"]})
+    rec = task.sample(0, 1)[0]
+    out = negatives.teacher_chain(rec, ["verbose"])
+    assert out.reasoning != rec.reasoning and out.reasoning.startswith("(1) we have ") and out.meta["teacher_form"] == "verbose"
+    assert len(task.split_steps(out.reasoning)) == 2
+    assert verified(task, rec, render.assistant_content(out.reasoning, out.answer))
+    assert negatives.restyle_step("(1) 9 - 4 = 5", "result_first") == "(1) 5 = 9 - 4"

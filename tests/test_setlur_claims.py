@@ -79,14 +79,52 @@ def test_a_phase_transition_row_whose_dpo_did_not_train_is_inconclusive_not_a_ve
         assert claim.verdict == "inconclusive" and "DPO did not train" in claim.note and star.trained_rule() in claim.note
 
 
-def test_scaling_rows_pool_sizes_and_gate_on_a_flat_sft_curve():
-    rows = [scaling.TableRow(size=n, method=m, examples=n, error=e) for n, m, e in
-            ((64, "sft", 0.5), (128, "sft", 0.45), (64, "rft_self", 0.25), (128, "rft_self", 0.25))]
-    outcomes = {64: {"sft": [True, False] * 2, "rft_self": [True] * 4}, 128: {"sft": [True, False] * 2,
-                                                                            "rft_self": [True] * 4}}
-    result = scaling.ScalingResult(budget_rule="", min_pairs=1, rows=rows, efficiency={}, outcomes=outcomes, nll={})
+def _scaling(sft_right: dict[int, int], mine_right: dict[int, int], n: int = 200, loss_last: float = 0.3,
+             method: str = "per_step_dpo") -> scaling.ScalingResult:
+    """scaling.json with SFT answering sft_right[size] of n test problems and `method` mine_right[size]."""
+    outcomes = {size: {"sft": [i < k for i in range(n)]} for size, k in sft_right.items()}
+    rows = [scaling.TableRow(size=size, method="sft", examples=size, error=1 - k / n, train_accuracy=0.7)
+            for size, k in sft_right.items()]
+    passes = []
+    for size, k in mine_right.items():
+        outcomes[size][method] = [i < k for i in range(n)]
+        rows.append(scaling.TableRow(size=size, method=method, examples=150, error=1 - k / n, start="sft",
+                                     start_step=100, pass_kept=2))
+        passes.append(scaling.Passes(method=method, size=size, start="sft", start_step=100, kept=2,
+                                     passes=[scaling.PassRecord(index=i, step=10 * i, validation=0.5 + i / 10)
+                                             for i in range(3)], train_loss_first=0.69, train_loss_last=loss_last))
+    multiples = {method: scaling.multiple_reading(outcomes, method, boot=300)}
+    return scaling.ScalingResult(budget_rule="", min_pairs=50, rows=rows, efficiency={}, outcomes=outcomes,
+                                 nll={"D_syn": 0.9, "D+": 0.6}, passes=passes, multiples=multiples, rollouts=10)
+
+
+def test_the_8x_row_reads_the_multiple_itself_with_its_interval_and_preconditions():
+    sft = {64: 40, 128: 80, 256: 120, 512: 160, 1024: 180, 2048: 190}
+    # per-step DPO at 64 / 128 / 256 answers as SFT does at 8x its size: the multiple is 8
+    result = _scaling(sft, {64: 160, 128: 180, 256: 190})
+    row = evaluate(setlur_claims.CLAIMS[1], _Results(scaling=result, star=None))
+    assert row.effect == pytest.approx(8.0) and row.interval[0] > 1 and row.verdict == "reproduced"
+    assert "efficiency multiple" in row.measured and "pairs by size" in row.measured
+    # the same as SFT at every size: E = 1x, the interval rules out 2x
+    same = evaluate(setlur_claims.CLAIMS[1], _Results(scaling=_scaling(sft, {64: 40, 128: 80, 256: 120}), star=None))
+    assert same.effect == pytest.approx(1.0) and same.verdict == "not reproduced"
+    # a curve reaching only 4x the largest DPO size cannot hold an 8x multiple
+    short = _scaling({64: 40, 128: 80, 256: 120, 512: 160, 1024: 180}, {64: 160, 128: 180, 256: 180})
+    row = evaluate(setlur_claims.CLAIMS[1], _Results(scaling=short, star=None))
+    assert row.verdict == "inconclusive" and "reaches only 4x" in row.note
+    # a DPO whose loss barely moved tested nothing
+    flat = evaluate(setlur_claims.CLAIMS[1], _Results(scaling=_scaling(sft, {64: 160, 128: 180, 256: 190},
+                                                                       loss_last=0.68), star=None))
+    assert flat.verdict == "inconclusive" and "did not fall by 10%" in flat.note
+
+
+def test_scaling_rows_gate_on_a_flat_sft_curve_and_the_learned_keys():
+    result = _scaling({64: 100, 128: 110}, {64: 150}, method="rft_self")
     claim = evaluate(setlur_claims.CLAIMS[0], _Results(scaling=result, star=None))
-    assert claim.effect == pytest.approx(0.5) and "n=8" in claim.measured
-    assert claim.verdict == "inconclusive" and "flat" in claim.note  # 0.05 < scaling.MIN_SFT_DROP
-    assert setlur_claims.learned(_Results(scaling=result, star=None)) == {
-        "negatives_sft_error_by_size": {"64": 0.5, "128": 0.45}, "negatives_per_step_pairs_by_size": {}}
+    assert claim.effect is not None and claim.verdict == "inconclusive" and "flat" in claim.note
+    learned = setlur_claims.learned(_Results(scaling=_scaling({64: 40, 128: 80}, {64: 60}), star=None))
+    assert learned["negatives_sft_sizes"] == [64, 128] and learned["negatives_sft_error_by_size"] == {"64": 0.8, "128": 0.6}
+    assert learned["negatives_sft_train_accuracy_by_size"] == {"64": 0.7, "128": 0.7}
+    assert learned["negatives_dpo_validation_by_pass"] == {"per_step_dpo": {"64": [0.5, 0.6, 0.7]}}
+    assert learned["negatives_step_value_rollouts"] == 10 and learned["negatives_dsyn_nll_gap"] == pytest.approx(0.3)
+    assert learned["negatives_per_step_pairs_by_size"] == {"64": 150}

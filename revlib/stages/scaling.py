@@ -36,7 +36,7 @@ from revlib.data import negatives
 from revlib.evaluation import learning
 from revlib.evaluation.learning import Check
 from revlib.modeling import models, preference, probes, train
-from revlib.modeling.train import Checkpoint
+from revlib.modeling.train import Checkpoint, TrainResult
 from revlib.params import Experiment
 from revlib.params.negatives import NegativeParams
 from revlib.stages import scaling_figures as figures
@@ -280,9 +280,9 @@ def log_ratios(policies: Sequence[Checkpoint], reference: Checkpoint, pairs: Seq
         bank.close()
 
 
-def _losses(history: Sequence[dict]) -> tuple[float | None, float | None]:
+def _losses(res: TrainResult) -> tuple[float | None, float | None]:
     """The first logged training loss and the mean loss of the last pass (the last epoch's log entries)."""
-    pts = [(e.get("epoch", 0.0), e["loss"]) for e in history if "loss" in e and "train_runtime" not in e]
+    pts = [(e.get("epoch", 0.0), e["loss"]) for e in train.curves_rows(res.log_history)]
     if not pts:
         return None, None
     last_epoch = math.ceil(max(e for e, _ in pts) - 1e-9)
@@ -302,7 +302,7 @@ def after_sft(exp: Experiment, method: str, start: Checkpoint, start_name: str, 
         items, held = negatives.split_pairs(data, P.log_ratio_pairs, exp.seed)
         params = exp.dpo.model_copy(update={"max_steps": -1, "save_every_epochs": 1, "save_every_steps": None})
         res = preference.dpo_from(start, items, out_dir, params, exp.seed, epochs=P.dpo_passes, save_every_epochs=1)
-        first, last = _losses(res.log_history)
+        first, last = _losses(res)
     else:
         params = exp.sft.model_copy(update={"max_steps": -1, "save_every_epochs": 1, "save_every_steps": None})
         # a LoRA start is merged into its base first, and the passes train a fresh adapter on the merge
