@@ -122,6 +122,10 @@ def test_scaling_rows_gate_on_a_flat_sft_curve_and_the_learned_keys():
     result = _scaling({64: 100, 128: 110}, {64: 150}, method="rft_self")
     claim = evaluate(setlur_claims.CLAIMS[0], _Results(scaling=result, star=None))
     assert claim.effect is not None and claim.verdict == "inconclusive" and "flat" in claim.note
+    # a curve that jumps up and down but ends where it started taught nothing: the ends decide, not its range
+    zigzag = _scaling({64: 60, 128: 150, 256: 40, 512: 140, 1024: 150, 2048: 50}, {64: 160, 128: 180, 256: 190})
+    row = evaluate(setlur_claims.CLAIMS[1], _Results(scaling=zigzag, star=None))
+    assert row.verdict == "inconclusive" and "flat" in row.note
     learned = setlur_claims.learned(_Results(scaling=_scaling({64: 40, 128: 80}, {64: 60}), star=None))
     assert learned["negatives_sft_sizes"] == [64, 128] and learned["negatives_sft_error_by_size"] == {"64": 0.8, "128": 0.6}
     assert learned["negatives_sft_train_accuracy_by_size"] == {"64": 0.7, "128": 0.7}
