@@ -439,7 +439,8 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, probs: Problems, size
             start, name, val = (under_ckpt, "under", under_val) if method == UNDER else (sft_ckpt, "sft", sft_val)
             run.checkpoint, run.passes = after_sft(exp, method, start, name, val, items, task, probs, size,
                                                    out_dir / method, log)
-            run.steps = run.checkpoint.step - start.step
+            # a kept pass > 0 is a checkpoint of the method's own run, which counts its steps from 0
+            run.steps = 0 if run.checkpoint.path == start.path else run.checkpoint.step
         if under_ckpt is not None and UNDER in runs:
             curve.under_train_accuracy = _mean(accuracy(under_ckpt, P, task, problems[: P.kept_skill_problems],
                                                         seed + 1))
