@@ -211,10 +211,11 @@ def phases(model_dir: Path, repeats: int) -> None:
         print(f"  {key}: {spread(v)} s ({100 * statistics.median(v) / total:.0f}%)")
 
 
-VARIANTS = {  # name: (reuse_frozen_states, bf16)
-    "whole stack, fp32 (the path before)": (False, False),
-    "lower layers reused, fp32": (True, False),
-    "lower layers reused, bf16 (base weights bf16, LoRA fp32, autocast)": (True, True),
+VARIANTS = {  # name: (reuse_frozen_states, head_on_labels_only, bf16)
+    "whole stack, every position through the head, fp32 (the path before)": (False, False, False),
+    "lower layers reused, fp32": (True, False, False),
+    "lower layers reused, labelled positions only, fp32 (the default)": (True, True, False),
+    "reused, labelled only, bf16 (base weights bf16, LoRA fp32, autocast)": (True, True, True),
 }
 
 
@@ -232,9 +233,10 @@ def trainers(model_dir: Path, repeats: int, epochs: int) -> None:
         runs: dict[str, list] = {name: [] for name in VARIANTS}
         with tempfile.TemporaryDirectory() as tmp:
             for rep in range(repeats):
-                for v, (name, (reuse, bf16)) in enumerate(VARIANTS.items()):
+                for v, (name, (reuse, labelled, bf16)) in enumerate(VARIANTS.items()):
                     lora = Lora(r=16, alpha=32, target_modules="all-linear", top_layers=8, reuse_frozen_states=reuse)
-                    common = dict(lora=lora, warmup_ratio=0.1, batch_size=4, max_length=384, bf16=bf16)
+                    common = dict(lora=lora, warmup_ratio=0.1, batch_size=4, max_length=384, bf16=bf16,
+                                  head_on_labels_only=labelled)
                     out = Path(tmp) / f"{kind}-{rep}-{v}"
                     if kind == "sft":
                         result = train.sft(str(model_dir), records, out, SFTParams(lr=1e-3, **common),

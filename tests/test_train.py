@@ -364,3 +364,38 @@ def test_reused_frozen_states_learn_what_the_whole_stack_learns(three_layer_dir,
     rows = len(records) if kind == "sft" else 2 * len(pairs)
     assert counts["rows_computed"] == rows and counts["rows_reused"] == (2 if kind == "sft" else 3) * rows
     assert runs[False].metrics["frozen_state_reuse"] is None
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_labelled_positions_only_learn_what_every_position_learns(three_layer_dir, records, pairs, tmp_path, kind,
+                                                                  monkeypatch):
+    """trl's fused head on CPU asked for the labelled positions only: the same loss curve and adapter as
+    scoring every position (trl's default off CUDA), with fewer positions projected through the head."""
+    import trl.trainer.utils as trl_utils
+
+    projected: list[int] = []
+    real_apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting_apply(hidden, *args):
+        projected.append(hidden.shape[0])
+        return real_apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    runs, rows = {}, {}
+    for labelled in (True, False):
+        projected.clear()
+        lora = Lora(r=4, alpha=8, top_layers=1)
+        if kind == "sft":
+            runs[labelled] = train.sft(str(three_layer_dir), records, tmp_path / f"h{labelled}",
+                                       sft_params(epochs=3, lora=lora, head_on_labels_only=labelled))
+        else:
+            runs[labelled] = train.dpo(str(three_layer_dir), pairs, tmp_path / f"h{labelled}",
+                                       dpo_params(epochs=3, lora=lora, head_on_labels_only=labelled))
+        rows[labelled] = sum(projected)
+    compact, every = ([e["loss"] for e in train.curves_rows(runs[x].log_history)] for x in (True, False))
+    assert len(compact) == len(every) >= 6
+    assert compact == pytest.approx(every, abs=2e-4)
+    assert every[-1] < every[0] - 0.05, "the reference run did not learn: the comparison would be empty"
+    a, b = weights(runs[True].final.path), weights(runs[False].final.path)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert 0 < rows[True] < 0.9 * rows[False], rows

@@ -37,7 +37,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from revlib.core import io
 from revlib.core.io import Metrics
 from revlib.core.records import PreferencePair, Record
-from revlib.modeling import frozen_stack, launch, models, rollouts
+from revlib.modeling import frozen_stack, labelled_head, launch, models, rollouts
 from revlib.modeling.launch import OnLog
 from revlib.modeling.train_rows import Truncation, dpo_rows, sft_rows
 from revlib.params.train import DPOParams, SFTParams
@@ -442,9 +442,10 @@ def sft(
     if launch.launched_elsewhere(params.accelerate_config):
         return _launch("sft", base, records, out_dir, params, seed, epochs, every, on_log)
 
-    trainer, rows, cut = sft_trainer(base, records, out_dir, params, seed, epochs, every, on_log)
-    resume = _resume_point(checkpoint_dir(out_dir))
-    output = trainer.train(resume_from_checkpoint=resume)
+    with labelled_head.labelled_positions_only(params.head_on_labels_only):
+        trainer, rows, cut = sft_trainer(base, records, out_dir, params, seed, epochs, every, on_log)
+        resume = _resume_point(checkpoint_dir(out_dir))
+        output = trainer.train(resume_from_checkpoint=resume)
     return _finish(trainer, out_dir, output, sum(len(r["input_ids"]) for r in rows), cut, _resumed_epoch(resume))
 
 
@@ -535,9 +536,10 @@ def dpo(
             base = merge_adapter(base, sft_adapter, out_dir / MERGED_SFT)
         return _launch("dpo", base, pairs, out_dir, params, seed, epochs, every, on_log)
 
-    trainer, rows, cut = dpo_trainer(base, pairs, out_dir, params, seed, sft_adapter, epochs, every, on_log)
-    resume = _resume_point(checkpoint_dir(out_dir))
-    output = trainer.train(resume_from_checkpoint=resume)
+    with labelled_head.labelled_positions_only(params.head_on_labels_only):  # the reference pass is in the constructor
+        trainer, rows, cut = dpo_trainer(base, pairs, out_dir, params, seed, sft_adapter, epochs, every, on_log)
+        resume = _resume_point(checkpoint_dir(out_dir))
+        output = trainer.train(resume_from_checkpoint=resume)
     tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
     return _finish(trainer, out_dir, output, tokens, cut, _resumed_epoch(resume))
 

@@ -112,6 +112,9 @@ class _Common(Strict):
     )
     num_processes: int = Field(1, ge=1, description="processes for accelerate launch")
     bf16: bool = False
+    head_on_labels_only: bool = Field(True, description="trl's fused LM head scores only the positions with a label "
+                                      "on CPU too, as it does on CUDA (revlib.modeling.labelled_head): the same "
+                                      "numbers, without projecting prompt and padding through the vocabulary")
     gradient_checkpointing: bool = Field(False, description="trades compute for memory; off for small models")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="auto: flash_attention_2 on a GPU when installed, else sdpa"
