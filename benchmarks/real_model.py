@@ -1,7 +1,8 @@
 """SmolLM2-135M-Instruct on the r1k rows: the SFT step's share of this machine's matmul peak (MFU), and revlib's
 ALP scorer against a plain per-example loop.
 
-Usage: python benchmarks/real_model.py [--repeats 3] [--threads 2] [--only mfu|scoring]
+Usage: python benchmarks/real_model.py [--repeats 3] [--threads 2] [--only mfu|phases|scoring|trainers]
+       [--epochs E] [--dpo-epochs E]
 
 - Peak: the median time of a 2048 x 2048 fp32 matmul (2 * 2048^3 FLOP), measured here with the same threads.
 - MFU: LoRA (r 16, all linear layers) steps on the real rows, with LoRA on all 30 layers and on the top 8, at
@@ -15,12 +16,13 @@ Usage: python benchmarks/real_model.py [--repeats 3] [--threads 2] [--only mfu|s
 - Phases: where one LoRA (top 8) step at 4 x 256 tokens spends its time: the 22 frozen lower layers, the upper
   layers and head forward, the backward pass, the optimizer step.
 - Trainers: revlib's SFT and DPO (trl, LoRA r 16 on the top 8 layers, the r1k-smollm2 settings) on 8 real rows for
-  `--epochs` epochs. The named baseline is the path before: the whole stack every step, in fp32
-  (`reuse_frozen_states: false`, `bf16: false`). Against it: the frozen lower layers' output reused across epochs,
-  in fp32 and with `bf16: true` (frozen base weights in bf16, LoRA weights and optimizer in fp32, autocast: bf16
-  matmuls run on AMX on this CPU). Runs alternate
-  (baseline, reused, reused bf16, baseline, ...); each run's loss curve is compared step by step with the
-  baseline's of the same repeat.
+  `--epochs` epochs (DPO: `--dpo-epochs`, default the same). The named baseline is the path before: the whole
+  stack every step, every position through the LM head (trl's default off CUDA), in fp32
+  (`reuse_frozen_states: false`, `head_on_labels_only: false`, `bf16: false`). Against it: the frozen lower
+  layers' output reused across epochs; that and the head on the labelled positions only (revlib's default); and
+  both with `bf16: true` (frozen base weights in bf16, LoRA weights and optimizer in fp32, autocast: bf16 matmuls
+  run on AMX on this CPU). Runs alternate (baseline, the three variants, baseline, ...); each run's loss curve is
+  compared step by step with the baseline's of the same repeat.
 Prints medians, min-max spreads over repeats, and ratios against the named baselines.
 """
 
@@ -219,7 +221,7 @@ VARIANTS = {  # name: (reuse_frozen_states, head_on_labels_only, bf16)
 }
 
 
-def trainers(model_dir: Path, repeats: int, epochs: int) -> None:
+def trainers(model_dir: Path, repeats: int, epochs: int, dpo_epochs: int) -> None:
     from revlib.modeling import train
     from revlib.params.train import DPOParams, Lora, SFTParams
 
@@ -243,14 +245,15 @@ def trainers(model_dir: Path, repeats: int, epochs: int) -> None:
                                            epochs=epochs, save_every_epochs=epochs)
                     else:
                         result = train.dpo(str(model_dir), pairs, out, DPOParams(
-                            lr=5e-4, beta=0.6, max_prompt_length=370, **common), epochs=epochs,
-                            save_every_epochs=epochs)
+                            lr=5e-4, beta=0.6, max_prompt_length=370, **common), epochs=dpo_epochs,
+                            save_every_epochs=dpo_epochs)
                     runs[name].append(result)
                     shutil.rmtree(out)
         baseline = next(iter(VARIANTS))
         seconds = {name: [x.metrics["train_runtime"] for x in rs] for name, rs in runs.items()}
         steps = len(train.curves_rows(runs[baseline][0].log_history))
-        print(f"{kind.upper()} on 8 real rows, {epochs} epochs ({steps} steps), {repeats} interleaved repeats:")
+        print(f"{kind.upper()} on 8 real rows, {epochs if kind == 'sft' else dpo_epochs} epochs ({steps} steps), "
+              f"{repeats} interleaved repeats:")
         for name, rs in runs.items():
             rate = [x.metrics["train_tokens_per_second"] for x in rs]
             ratios = [a / b for a, b in zip(seconds[baseline], seconds[name])]
@@ -267,6 +270,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["mfu", "phases", "scoring", "trainers"], default=None)
     ap.add_argument("--epochs", type=int, default=4, help="epochs of each trainer run (--only trainers)")
+    ap.add_argument("--dpo-epochs", type=int, default=None, help="epochs of each DPO run (default: --epochs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -279,7 +283,7 @@ def main() -> None:
         if args.only in (None, "phases"):
             phases(model_dir, args.repeats)
         if args.only in (None, "trainers"):
-            trainers(model_dir, args.repeats, args.epochs)
+            trainers(model_dir, args.repeats, args.epochs, args.dpo_epochs or args.epochs)
         if args.only in (None, "scoring"):
             scoring(model_dir, args.repeats)
 

@@ -70,6 +70,8 @@ def test_stages_06_and_07_run_end_to_end(tmp_path):
     rft = scaling.passes_of("rft")
     assert [p.size for p in rft] == [4, 8] and all(len(p.passes) == 2 and p.passes[p.kept].validation ==
                                                     max(x.validation for x in p.passes) for p in rft)
+    # a pass's step counts the method's own run (0 at its start), whatever SFT step the run started from
+    assert all(p.passes[0].step == 0 < p.passes[1].step for p in rft), [(p.start_step, p.passes) for p in rft]
     assert scaling.rollouts == 2 and scaling.best_of_rule == "plug_in" and scaling.teacher_forms
     assert "inf" not in (neg / "scaling.json").read_text().lower()
     assert all(len(v) == 4 for size in scaling.outcomes.values() for v in size.values() if v)  # n_test outcomes

@@ -314,7 +314,8 @@ def after_sft(exp: Experiment, method: str, start: Checkpoint, start_name: str, 
     ratios: list[tuple[float | None, ...]] = [(None, None, None)] * len(ckpts)
     if held:
         ratios = [(0.0, 0.0, 0.0)] + log_ratios(res.checkpoints, start, held, exp.dpo)
-    records = [PassRecord(index=i, step=c.step - start.step if i else 0, validation=v, chosen_log_ratio=r[0],
+    # a pass's step counts the method's own run from its start (0 at pass 0)
+    records = [PassRecord(index=i, step=c.step if i else 0, validation=v, chosen_log_ratio=r[0],
                           rejected_log_ratio=r[1], critical_log_ratio=r[2])
                for i, (c, v, r) in enumerate(zip(ckpts, val, ratios))]
     kept = _best(val)
