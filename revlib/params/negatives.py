@@ -95,6 +95,10 @@ class NegativeParams(Sampling):
                                 "steps; the best checkpoint by validation accuracy is the size's SFT (ties: the earliest)")
     under_fraction: float = Field(0.5, gt=0, lt=1, description="per_step_dpo_under starts from the latest SFT "
                                   "checkpoint at or before this share of the chosen checkpoint's steps (Figure 8(b))")
+    under_samples_per_problem: int | None = Field(None, ge=1, description="samples per problem drawn from the "
+                                                  "under-trained start, which is wrong most of the time, so fewer "
+                                                  "samples give enough negatives (every one is valued by rollouts); "
+                                                  "empty: samples_per_problem")
     dpo_passes: int = Field(3, ge=1, description="passes of every DPO run over its own training pairs, each read out")
     rft_passes: int = Field(3, ge=1, description="passes of every RFT-type run over its own data, each read out")
     log_ratio_pairs: float = Field(0.2, ge=0, lt=1, description="share of each DPO method's problems whose pairs are "

@@ -83,7 +83,10 @@ def budget_rule(P: NegativeParams) -> str:
     return (f"SFT trains at most {P.sft_max_steps} optimizer steps from the base at every size, read out on "
             f"{P.n_validation} validation problems (disjoint from the test set and every training set) every "
             f"{P.sft_eval_every} steps, and the checkpoint with the best validation accuracy is the size's SFT (ties: "
-            f"the earliest); at the method sizes {P.sizes_for_methods} every other method starts from it (per-step DPO "
+            f"the earliest); at the method sizes {P.sizes_for_methods} every other method starts from it (negatives "
+            f"from {P.samples_per_problem} samples per training problem at temperature {P.temperature:g}, "
+            f"{P.under_samples_per_problem or P.samples_per_problem} from the under-trained start, at most "
+            f"{P.max_negatives or 'all'} kept per problem; per-step DPO "
             f"also from an earlier, under-trained checkpoint: the latest read-out at or before {P.under_fraction:.0%} of "
             f"the chosen steps) and makes a fixed number of passes over its own data ({P.rft_passes} for RFT-type runs, "
             f"{P.dpo_passes} for DPO, {P.log_ratio_pairs:.0%} of each DPO method's problems held out for the "
@@ -359,11 +362,13 @@ class Drawn:
 
 
 def draw(exp: Experiment, ckpt: Checkpoint, task: TaskFamily, problems: list[Record], out_dir: Path, values: bool,
-         log: Callable[[str], None] = print, label: str = "SFT") -> Drawn:
-    """The policy's samples on its training problems (negatives capped) and, with `values`, every step's value."""
+         log: Callable[[str], None] = print, label: str = "SFT", samples_per_problem: int | None = None) -> Drawn:
+    """The policy's samples on its training problems (negatives capped) and, with `values`, every step's value;
+    `samples_per_problem` empty: the params'."""
     P, seed = exp.negatives, exp.seed
     policy = negatives.policy_engine(ckpt, P, cache_dir=out_dir / "rollout_cache")
-    drawn = negatives.sample_policy(policy, task, problems, P.samples_per_problem, seed, P.step_split)
+    drawn = negatives.sample_policy(policy, task, problems, samples_per_problem or P.samples_per_problem, seed,
+                                    P.step_split)
     samples = negatives.cap_negatives(drawn, P.max_negatives)
     negatives.write_samples(out_dir / "samples.jsonl", samples)
     pos = sum(s.correct for s in samples)
@@ -427,7 +432,8 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, probs: Problems, size
                 runs[UNDER] = MethodRun(UNDER, size, 0, note="no SFT read-out before the chosen one: no under-trained "
                                                               "start")
             else:
-                under = draw(exp, under_ckpt, task, problems, out_dir / "under", True, log, "under-trained SFT")
+                under = draw(exp, under_ckpt, task, problems, out_dir / "under", True, log, "under-trained SFT",
+                             P.under_samples_per_problem)
                 data[UNDER] = negatives.per_step_pairs(under.credits, problems, P.critical_step,
                                                        P.advantage_threshold, seed, P.rejected)
         sft_val = curve.chosen_validation
