@@ -55,6 +55,8 @@ def test_stages_06_and_07_run_end_to_end(tmp_path):
     for n in (4, 8):
         samples = list(io.read_jsonl(neg / f"n{n}" / "samples.jsonl"))
         assert len(samples) == n * 2 and all("correct" in s and "steps" in s for s in samples)
+        under = neg / f"n{n}" / "under" / "samples.jsonl"  # the under-trained start draws under_samples_per_problem
+        assert not under.exists() or len(list(io.read_jsonl(under))) == n
         right = {s["problem_id"] for s in samples if s["correct"]}
         own = list(io.read_jsonl(neg / f"n{n}" / "rft_self.jsonl"))  # RFT on D+: only verified own samples
         assert all(r["meta"]["source"] == "rft" and r["meta"]["sample"].rsplit("-s", 1)[0] in right for r in own)

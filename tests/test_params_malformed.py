@@ -55,6 +55,7 @@ FAULTS = {
     "m36_api_teacher_without_model.yaml": ["data.teacher.model: required field missing"],
     "m37_negative_pool_too_small.yaml": ["negatives: 300 distinct arith problems needed"],
     "m44_negatives_old_dpo_epochs.yaml": ["dpo_epochs is now dpo_passes", "held_out_pairs no longer chooses the DPO pass"],
+    "m45_negatives_old_under_fraction.yaml": ["under_fraction is now under_validation_share"],
     "m38_unknown_dtype.yaml": ["base_models[0].dtype", "(got 'float8')"],
     "m39_only_comments.yaml": ["the params file is empty"],
     "m40_base_url_without_scheme.yaml": ["data.teacher.base_url: String should match pattern", "api.deepseek.com/v1"],

@@ -176,3 +176,28 @@ def test_the_teacher_writes_its_own_form_and_the_answer_still_verifies():
     assert len(task.split_steps(out.reasoning)) == 2
     assert verified(task, rec, render.assistant_content(out.reasoning, out.answer))
     assert negatives.restyle_step("(1) 9 - 4 = 5", "result_first") == "(1) 5 = 9 - 4"
+
+
+def test_the_under_trained_start_is_the_earliest_read_out_near_the_chosen_one():
+    # SFT's sudden onset: a share of the steps would land before it (0.10, nothing learned); a share of the
+    # validation accuracy lands on the first read-out after it
+    val = [0.0, 0.03, 0.12, 0.10, 0.87, 0.74, 0.91, 0.87]
+    assert scaling.under_start(val, 0.5) == 4
+    assert scaling.under_start(val, 0.99) is None  # none before the chosen one gets that close
+    assert scaling.under_start([0.0, 0.0], 0.5) is None  # the chosen one (ties: the earliest) is the first
+    assert scaling.under_start([0.2, 0.5, 0.4], 0.3) == 0
+
+
+def test_the_multiple_reads_sfts_curve_as_non_increasing_and_sft_itself_as_1x():
+    assert scaling.non_increasing([0.5, 0.2, 0.04, 0.08, 0.05, 0.07]) == pytest.approx([0.5, 0.2, 0.06, 0.06, 0.06, 0.06])
+    assert scaling.non_increasing([0.3, 0.2, 0.1]) == [0.3, 0.2, 0.1]
+    # a bump in SFT's curve (test noise) is pooled: 0.055 lies between the fit's 0.06 (256-384) and 0.05 (512), not
+    # between the raw points 0.5 (64) and 0.04 (256)
+    need, censor = scaling.sft_need([64, 256, 384, 512], [0.5, 0.04, 0.08, 0.05], 0.055)
+    assert 384 < need < 512 and censor == ""
+    sft = {64: [False] * 6 + [True] * 4, 256: [True] * 9 + [False], 384: [True] * 8 + [False] * 2,
+           512: [True] * 9 + [False]}
+    outcomes = {n: {"sft": v} for n, v in sft.items()}
+    outcomes[384]["per_step_dpo"] = list(sft[384])  # it kept its start: the same answers as SFT at 384
+    mr = scaling.multiple_reading(outcomes, "per_step_dpo", boot=50)
+    assert mr.by_size == {384: 1.0} and mr.effect == 1.0 and mr.lo == mr.hi == 1.0

@@ -59,6 +59,9 @@ RENAMED = {
                  "validation problems and the checkpoint with the best validation accuracy is kept (not the last)",
     "dpo_epochs": "dpo_epochs is now dpo_passes: a fixed number of passes, every one read out on the validation "
                   "problems, and the best of them (pass 0, the start, included) kept",
+    "under_fraction": "under_fraction is now under_validation_share: the under-trained start is the earliest read-out "
+                      "whose validation accuracy reaches that share of the chosen one's (a share of the steps picked "
+                      "checkpoints from before SFT's sudden onset, which had learned nothing)",
     "held_out_pairs": "held_out_pairs no longer chooses the DPO pass (validation accuracy does); the pairs held out for "
                       "the chosen/rejected log-ratios are log_ratio_pairs",
 }
@@ -93,8 +96,10 @@ class NegativeParams(Sampling):
     sft_max_steps: int = Field(300, ge=1, description="SFT's step budget at every size")
     sft_eval_every: int = Field(50, ge=1, description="SFT is saved and read out on the validation problems every N "
                                 "steps; the best checkpoint by validation accuracy is the size's SFT (ties: the earliest)")
-    under_fraction: float = Field(0.5, gt=0, lt=1, description="per_step_dpo_under starts from the latest SFT "
-                                  "checkpoint at or before this share of the chosen checkpoint's steps (Figure 8(b))")
+    under_validation_share: float = Field(0.5, gt=0, le=1, description="per_step_dpo_under starts from the earliest "
+                                          "SFT read-out before the chosen one whose validation accuracy reaches this "
+                                          "share of the chosen one's (Figure 8(b)): a start that has learned the task "
+                                          "but trained for fewer steps")
     under_samples_per_problem: int | None = Field(None, ge=1, description="samples per problem drawn from the "
                                                   "under-trained start, which is wrong most of the time, so fewer "
                                                   "samples give enough negatives (every one is valued by rollouts); "

@@ -87,8 +87,8 @@ def budget_rule(P: NegativeParams) -> str:
             f"from {P.samples_per_problem} samples per training problem at temperature {P.temperature:g}, "
             f"{P.under_samples_per_problem or P.samples_per_problem} from the under-trained start, at most "
             f"{P.max_negatives or 'all'} kept per problem; per-step DPO "
-            f"also from an earlier, under-trained checkpoint: the latest read-out at or before {P.under_fraction:.0%} of "
-            f"the chosen steps) and makes a fixed number of passes over its own data ({P.rft_passes} for RFT-type runs, "
+            f"also from an earlier, under-trained checkpoint: the earliest read-out before the chosen one whose "
+            f"validation accuracy reaches {P.under_validation_share:.0%} of the chosen one's) and makes a fixed number of passes over its own data ({P.rft_passes} for RFT-type runs, "
             f"{P.dpo_passes} for DPO, {P.log_ratio_pairs:.0%} of each DPO method's problems held out for the "
             f"log-ratios); {pass_rule()}; a DPO method with fewer than {P.min_pairs} pairs at a size is not trained "
             f"there; each kept model answers the same test problems greedily once, and up to {P.kept_skill_problems} "
@@ -225,6 +225,13 @@ def _best(scores: Sequence[float]) -> int:
     return max(range(len(scores)), key=lambda i: (round(scores[i], 9), -i))
 
 
+def under_start(validation: Sequence[float], share: float) -> int | None:
+    """Index of the under-trained start: the earliest read-out before the chosen (best) one whose validation accuracy
+    reaches `share` of the chosen one's; None when the chosen one is the first to get there."""
+    best = _best(validation)
+    return next((i for i in range(best) if validation[i] >= share * validation[best]), None)
+
+
 def run_sft(exp: Experiment, base: str, task: TaskFamily, probs: Problems, size: int, out_dir: Path,
             log: Callable[[str], None] = print) -> tuple[SFTCurve, Checkpoint, Checkpoint | None]:
     """SFT at one size under the step budget, read out on the validation problems: (its curve, the checkpoint chosen by
@@ -236,9 +243,10 @@ def run_sft(exp: Experiment, base: str, task: TaskFamily, probs: Problems, size:
                     save_every_epochs=10**6)
     ckpts = res.checkpoints
     val = [_mean(accuracy(c, P, task, probs.validation, exp.seed + 1)) for c in ckpts]
-    chosen = ckpts[_best(val)]
-    earlier = [c for c in ckpts if c.step <= P.under_fraction * chosen.step]
-    under = earlier[-1] if earlier else None
+    best = _best(val)
+    chosen = ckpts[best]
+    early = under_start(val, P.under_validation_share)
+    under = ckpts[early] if early is not None else None
     log(f"n={size}: SFT validation accuracy by step {', '.join(f'{c.step}: {v:.2f}' for c, v in zip(ckpts, val))}; "
         f"kept step {chosen.step}" + (f", under-trained start step {under.step}" if under else ""))
     curve = SFTCurve(size=size, steps=[c.step for c in ckpts], validation=val, chosen_step=chosen.step,
@@ -584,7 +592,9 @@ def efficiency(rows: Sequence[TableRow], method: str, min_drop: float = MIN_SFT_
         if len(sft) < 2 or drop < min_drop:
             row.reading = f"not measurable: SFT's curve is flat (falls {drop:.2f} < {min_drop})"
         else:
-            need, censor = sft_need([s for s, _ in sft], [e for _, e in sft], err)
+            mine_at = (outcomes or {}).get(size, {})
+            same = bool(mine_at.get(method)) and list(mine_at[method]) == list(mine_at.get("sft", []))
+            need, censor = (size, "") if same else sft_need([s for s, _ in sft], [e for _, e in sft], err)
             row.multiple = need / size
             row.reading = MultipleReading.fmt(need / size, censor) + {
                 ">": " (beyond SFT's largest size)", "<": ": worse than SFT at every measured size", "": ""}[censor]
@@ -622,11 +632,24 @@ def efficiency_table(eff: dict[str, list[EfficiencyRow]]) -> pd.DataFrame:
     return pd.DataFrame([r.model_dump() for rs in eff.values() for r in rs])
 
 
+def non_increasing(ys: Sequence[float]) -> list[float]:
+    """The least-squares non-increasing fit of `ys` (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for y in ys:
+        blocks.append([float(y), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            (m1, c1), (m2, c2) = blocks[-2], blocks.pop()
+            blocks[-1] = [(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2]
+    return [m for m, c in blocks for _ in range(int(c))]
+
+
 def sft_need(sizes: Sequence[float], errs: Sequence[float], err: float) -> tuple[float, str]:
-    """The synthetic data SFT needs to reach error `err`: (n, censor), SFT's curve interpolated linearly in log n at its
+    """The synthetic data SFT needs to reach error `err`: (n, censor), SFT's curve (its non-increasing fit: more data
+    cannot cost accuracy, so a point above a smaller size's is test noise) interpolated linearly in log n at its
     first crossing of `err` from above. censor ">": `err` is below every point (n is SFT's largest size, a lower
     bound); "<": `err` is above SFT's smallest point (n is its smallest size, an upper bound); "": measured."""
-    pts = sorted(zip(sizes, errs))
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    pts = list(zip([sizes[i] for i in order], non_increasing([errs[i] for i in order])))
     if err > pts[0][1]:
         return pts[0][0], "<"
     if err == pts[0][1]:
@@ -685,6 +708,9 @@ def multiple_reading(outcomes: dict[int, dict[str, Sequence[bool]]], method: str
         errs = [1 - (sft[n] if idx is None else sft[n][idx]).mean() for n in sizes]
         vals, cens = {}, {}
         for m in msizes:
+            if m in sft and np.array_equal(mine[m], sft[m]):  # it answers as SFT at m does (it kept its start): 1x
+                vals[m], cens[m] = 1.0, ""
+                continue
             need, c = sft_need(sizes, errs, 1 - (mine[m] if idx is None else mine[m][idx]).mean())
             vals[m], cens[m] = need / m, c
         return vals, cens
