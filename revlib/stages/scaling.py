@@ -437,8 +437,9 @@ def run_size(exp: Experiment, base: str, task: TaskFamily, probs: Problems, size
                                                             seed, P.rejected)
         if UNDER in P.methods:
             if under_ckpt is None:
-                runs[UNDER] = MethodRun(UNDER, size, 0, note="no SFT read-out before the chosen one: no under-trained "
-                                                              "start")
+                runs[UNDER] = MethodRun(UNDER, size, 0, note=f"no under-trained start: no SFT read-out before the "
+                                                              f"chosen one reaches {P.under_validation_share:.0%} of its "
+                                                              "validation accuracy")
             else:
                 under = draw(exp, under_ckpt, task, problems, out_dir / "under", True, log, "under-trained SFT",
                              P.under_samples_per_problem)
