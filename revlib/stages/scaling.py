@@ -86,9 +86,10 @@ def budget_rule(P: NegativeParams) -> str:
             f"the earliest); at the method sizes {P.sizes_for_methods} every other method starts from it (negatives "
             f"from {P.samples_per_problem} samples per training problem at temperature {P.temperature:g}, "
             f"{P.under_samples_per_problem or P.samples_per_problem} from the under-trained start, at most "
-            f"{P.max_negatives or 'all'} kept per problem; per-step DPO "
-            f"also from an earlier, under-trained checkpoint: the earliest read-out before the chosen one whose "
-            f"validation accuracy reaches {P.under_validation_share:.0%} of the chosen one's) and makes a fixed number of passes over its own data ({P.rft_passes} for RFT-type runs, "
+            f"{P.max_negatives or 'all'} kept per problem; per-step DPO also from an earlier, under-trained "
+            f"checkpoint: the earliest read-out before the chosen one whose validation accuracy reaches "
+            f"{P.under_validation_share:.0%} of the chosen one's) and makes a fixed number of passes over its own "
+            f"data ({P.rft_passes} for RFT-type runs, "
             f"{P.dpo_passes} for DPO, {P.log_ratio_pairs:.0%} of each DPO method's problems held out for the "
             f"log-ratios); {pass_rule()}; a DPO method with fewer than {P.min_pairs} pairs at a size is not trained "
             f"there; each kept model answers the same test problems greedily once, and up to {P.kept_skill_problems} "
@@ -593,8 +594,8 @@ def efficiency(rows: Sequence[TableRow], method: str, min_drop: float = MIN_SFT_
         if len(sft) < 2 or drop < min_drop:
             row.reading = f"not measurable: SFT's curve is flat (falls {drop:.2f} < {min_drop})"
         else:
-            mine_at = (outcomes or {}).get(size, {})
-            same = bool(mine_at.get(method)) and list(mine_at[method]) == list(mine_at.get("sft", []))
+            at_size = (outcomes or {}).get(size, {})
+            same = answers_as_sft(at_size.get(method), at_size.get("sft"))
             need, censor = (size, "") if same else sft_need([s for s, _ in sft], [e for _, e in sft], err)
             row.multiple = need / size
             row.reading = MultipleReading.fmt(need / size, censor) + {
@@ -631,6 +632,12 @@ def efficiencies(rows: Sequence[TableRow], results: Sequence[SizeResult], method
 
 def efficiency_table(eff: dict[str, list[EfficiencyRow]]) -> pd.DataFrame:
     return pd.DataFrame([r.model_dump() for rs in eff.values() for r in rs])
+
+
+def answers_as_sft(mine: Sequence[bool] | None, sft: Sequence[bool] | None) -> bool:
+    """A model that answers every test problem as SFT at its size does (it kept its start) is SFT there: 1x, whatever
+    the fitted curve reads at that size."""
+    return mine is not None and sft is not None and len(mine) > 0 and np.array_equal(mine, sft)
 
 
 def non_increasing(ys: Sequence[float]) -> list[float]:
@@ -709,7 +716,7 @@ def multiple_reading(outcomes: dict[int, dict[str, Sequence[bool]]], method: str
         errs = [1 - (sft[n] if idx is None else sft[n][idx]).mean() for n in sizes]
         vals, cens = {}, {}
         for m in msizes:
-            if m in sft and np.array_equal(mine[m], sft[m]):  # it answers as SFT at m does (it kept its start): 1x
+            if answers_as_sft(mine[m], sft.get(m)):
                 vals[m], cens[m] = 1.0, ""
                 continue
             need, c = sft_need(sizes, errs, 1 - (mine[m] if idx is None else mine[m][idx]).mean())
