@@ -154,6 +154,9 @@ def test_cell_rerun_with_changed_inputs_starts_clean(tmp_path):
     assert result.returncode == 0, result.stderr
     assert not (data_dir / "stale-artifact").exists()
     assert len(io.read_jsonl(data_dir / "sets" / "test_forward.jsonl")) == 3
+    # the earlier run is set aside whole, never deleted
+    kept = list((load(params).run_root / "previous" / "01_reverse_data").glob("data@*"))
+    assert len(kept) == 1 and (kept[0] / "stale-artifact").read_text() == "made from the old inputs"
 
 
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path):

@@ -68,13 +68,22 @@ def _say_hardware(exp: params_mod.Experiment) -> None:
     console.print("Disk estimate:")
     for line in hardware.disk_estimate(exp):
         console.print(f"  {line}", soft_wrap=True)
+    from revlib.lab.previous_runs import kept_bytes
+
+    count, size = kept_bytes(exp.run_root)
+    if count:
+        console.print(f"  previous runs kept under {exp.run_root / 'previous'}: {count}, {_size(size)} "
+                      "(listed by `revlib status`; finished work is never deleted by revlib)", soft_wrap=True)
 
 
 @app.command()
 def run(
     params_file: Annotated[Path, typer.Argument(help="experiment YAML")],
     only: Annotated[Optional[list[str]], typer.Option("--only", "-o", help="run only these stages (e.g. 02_sft or 02)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="re-run cells even if their inputs have not changed")] = False,
+    force: Annotated[bool, typer.Option("--force", help="re-run cells even if their inputs have not changed "
+                                        "(their finished runs are moved aside, never deleted)")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="start the selected cells from nothing: an interrupted or failed "
+                                        "run is moved aside instead of resumed (implies --force)")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan without running")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1,
                                       help="cells run at once (a cell waits for the cells it reads); with more than one, "
@@ -85,7 +94,7 @@ def run(
 
     from revlib.lab.runner import CellFailed, run as run_plan, select, write_index
 
-    from revlib.lab import hardware
+    from revlib.lab import gpu_split, hardware, run_lock
 
     exp = _load(params_file)
     if dry_run:
@@ -113,8 +122,16 @@ def run(
                 progress.console.print(f"  {mark} {cell.key} in {info['wall_time_s']:.1f} s")
                 progress.advance(overall)
 
+        def say(line: str) -> None:
+            progress.console.print(f"  [yellow]{line}[/]", markup=True, highlight=False, soft_wrap=True)
+
         try:
-            run_plan(exp, params_file.resolve(), only=only, force=force, on_event=on_event, jobs=jobs)
+            run_plan(exp, params_file.resolve(), only=only, force=force or fresh, on_event=on_event, jobs=jobs,
+                     fresh=fresh, say=say)
+        except (run_lock.RunLocked, gpu_split.SplitRefused) as err:
+            err_console.print("[bold red]Refused:[/] ", end="")
+            err_console.print(redact.redact(str(err)), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_PARAMS) from None
         except CellFailed as err:
             write_index(exp)
             err_console.print("[bold red]Stopped:[/] ", end="")
@@ -167,6 +184,29 @@ def status(run_root: Annotated[Path, typer.Argument(help="outputs/<experiment>")
         table.add_row(manifest_path.parent.parent.name, manifest_path.parent.name, status,
                       "" if wall is None else f"{wall:.1f} s", str(m.get("end", "")), redact.redact(note or "")[:120])
     console.print(table if found else f"No cells have run under {run_root}")
+    _say_previous(run_root)
+
+
+def _say_previous(run_root: Path) -> None:
+    """The runs set aside when a cell's inputs changed (or it was forced), with their size."""
+    from revlib.lab.previous_runs import previous_runs
+
+    kept = previous_runs(run_root)
+    if not kept:
+        return
+    table = Table(title=f"previous runs, kept ({sum(r.size_bytes for r in kept) / 1e9:,.2f} GB)")
+    for col in ("stage", "cell", "status", "fingerprint", "end", "size", "where"):
+        table.add_column(col, no_wrap=col != "where")
+    for r in kept:
+        table.add_row(r.stage, r.cell, r.status, r.fingerprint[:12], r.end, _size(r.size_bytes), str(r.path))
+    console.print(table)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} B"
 
 
 EVAL_BENCHMARKS = ("math500", "aime24", "gpqa_diamond")

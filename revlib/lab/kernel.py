@@ -35,3 +35,18 @@ class IPCKernelManager(AsyncKernelManager):
     @default("ip")
     def _default_ip(self) -> str:
         return os.path.join(_socket_dir(), uuid.uuid4().hex[:12])  # one prefix per kernel: cells run side by side
+
+    extra_env: dict[str, str] = {}
+
+    @classmethod
+    def with_env(cls, env: dict[str, str]) -> type[IPCKernelManager]:
+        """This manager, its kernels started with `env` over the runner's environment (a cell's own GPUs and
+        port): kernels start from threads, where changing os.environ would leak into the cell beside it."""
+        if not env:
+            return cls
+        return type(cls.__name__, (cls,), {"extra_env": dict(env)})
+
+    async def _async_pre_start_kernel(self, **kw):
+        if self.extra_env:
+            kw["env"] = {**(kw.get("env") or os.environ), **self.extra_env}
+        return await super()._async_pre_start_kernel(**kw)

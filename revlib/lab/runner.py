@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from revlib.lab.context import RUNNER_ENV
 from revlib.core.provenance import environment, now
 from revlib.lab.fingerprint import fingerprint, fingerprint_hash, fingerprint_parts, stale_reasons
 from revlib.lab.manifest import live_status, read_manifest, write_manifest
+from revlib.lab import gpu_split, previous_runs, run_lock
 
 
 TEMPLATES = Path(__file__).parent / "nbconvert_templates"
@@ -65,17 +65,34 @@ def run(
     force: bool = False,
     on_event: Callable[[str, Cell, dict[str, Any]], None] | None = None,
     jobs: int = 1,
+    fresh: bool = False,
+    say: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every selected cell whose inputs changed, up to `jobs` at once (a cell starts once the cells it
-    reads from have finished); after a failure no new cell starts, and the first failure is raised, named."""
-    emit = on_event or (lambda *_: None)
+    reads from have finished); after a failure no new cell starts, and the first failure is raised, named.
+
+    The experiment is locked for the whole run (`run_lock.RunLocked` when another live run holds it). A cell's
+    earlier run that is not resumed is moved aside whole (`previous_runs`), never deleted; `fresh` starts the
+    selected cells from nothing even where an interrupted run with the same inputs could resume. On a GPU
+    machine, cells running side by side get disjoint GPUs and their own rendezvous ports (`gpu_split`)."""
     redact.register_params(exp)
+    with run_lock.hold(exp.run_root, say=say):
+        return _run_locked(exp, params_file, only, force, on_event, jobs, fresh, say)
+
+
+def _run_locked(exp: Experiment, params_file: Path, only: list[str] | None, force: bool,
+                on_event: Callable[[str, Cell, dict[str, Any]], None] | None, jobs: int, fresh: bool,
+                say: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    emit = on_event or (lambda *_: None)
+    tell = say or (lambda _: None)
     pending = select(exp, only)
     selected = {(c.stage, c.name) for c in pending}
     finished: set[tuple[str, str]] = set()
     results: list[dict[str, Any]] = []
     failure: tuple[Cell, dict[str, Any]] | None = None
     running: dict[Future, Cell] = {}
+    devices = gpu_split.Devices.for_plan(exp, pending, jobs)  # raises a clear error on a split that cannot fit
+    held: dict[Future, gpu_split.Slot] = {}
     cwd, env = os.getcwd(), {k: os.environ.get(k) for k in (RUNNER_ENV, "OMP_NUM_THREADS")}
     os.environ[RUNNER_ENV] = "1"
     if jobs > 1 and env["OMP_NUM_THREADS"] is None:
@@ -91,15 +108,21 @@ def run(
                         break
                     if any(d in selected and d not in finished for d in cell.deps):
                         continue
-                    pending.remove(cell)
                     state = cell_state(exp, cell)
                     if state == "done" and not force:
+                        pending.remove(cell)
                         emit("skip", cell, {})
                         results.append({"cell": cell.key, "status": "skipped"})
                         finished.add((cell.stage, cell.name))
                         continue
+                    slot = devices.take(cell)
+                    if slot is None:  # its GPUs are busy with a running cell: it starts when they are free
+                        continue
+                    pending.remove(cell)
                     emit("start", cell, {"state": state})
-                    running[pool.submit(execute_cell, exp, params_file, cell)] = cell
+                    fut = pool.submit(execute_cell, exp, params_file, cell, fresh=fresh, kernel_env=slot.env,
+                                      on_set_aside=tell)
+                    running[fut], held[fut] = cell, slot
                 if not running:
                     # a cell's dependencies come before it in the plan, so the pass above started every cell it could
                     if pending and failure is None:
@@ -108,6 +131,7 @@ def run(
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
                     cell = running.pop(fut)
+                    devices.give_back(held.pop(fut))
                     info = fut.result()
                     results.append({"cell": cell.key, **info})
                     write_index(exp)
@@ -129,16 +153,21 @@ def run(
     return results
 
 
-def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, Any]:
+def execute_cell(exp: Experiment, params_file: Path, cell: Cell, fresh: bool = False,
+                 kernel_env: dict[str, str] | None = None,
+                 on_set_aside: Callable[[str], None] | None = None) -> dict[str, Any]:
     import papermill as pm
 
     parts = fingerprint_parts(exp, cell)
     fp = fingerprint_hash(parts)
     previous = read_manifest(cell.run_dir)
-    resumable = bool(previous) and previous.get("status") in ("running", "failed") and previous.get("fingerprint") == fp
-    if cell.run_dir.exists() and not resumable:
-        # artifacts made from other inputs (or a forced re-run) must not be resumed from
-        shutil.rmtree(cell.run_dir)
+    resumable = (not fresh and bool(previous) and previous.get("status") in ("running", "failed")
+                 and previous.get("fingerprint") == fp)
+    if cell.run_dir.exists() and any(cell.run_dir.iterdir()) and not resumable:
+        # artifacts made from other inputs (or a forced or fresh re-run) must not be resumed from, and are kept
+        where = previous_runs.set_aside(exp.run_root, cell.stage, cell.name, cell.run_dir)
+        if on_set_aside is not None:
+            on_set_aside(f"{cell.key}: its earlier run ({(previous or {}).get('status', 'no manifest')}) moved to {where}")
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     io.write_text(cell.run_dir / "params.yaml", dump(exp))
     start_s, start = time.time(), now()
@@ -150,7 +179,8 @@ def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, An
     }
     base = {"stage": cell.stage, "cell": cell.name, "values": cell.values, "fingerprint": fp,
             "fingerprint_parts": parts, "inputs": inputs,
-            "start": start, "pid": os.getpid(), "host": socket.gethostname(), **environment()}
+            "start": start, "pid": os.getpid(), "host": socket.gethostname(), **environment(),
+            **({"devices": kernel_env} if kernel_env else {})}
     write_manifest(cell.run_dir, {**base, "status": "running"})
     out_nb = cell.run_dir / f"{cell.stage}.ipynb"
     status, error = "done", None
@@ -162,7 +192,7 @@ def execute_cell(exp: Experiment, params_file: Path, cell: Cell) -> dict[str, An
             parameters={"params_file": str(params_file), "cell": cell.name, "run_dir": str(cell.run_dir)},
             progress_bar=False,
             kernel_name="python3",
-            kernel_manager_class=IPCKernelManager,
+            kernel_manager_class=IPCKernelManager.with_env(kernel_env or {}),
         )
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
         status, error = "failed", redact.redact(_short_error(err))

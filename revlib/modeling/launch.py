@@ -24,6 +24,7 @@ from revlib.core import io
 from revlib.core.provenance import now
 
 LAUNCHED_ENV = "REVLIB_LAUNCHED"  # set inside processes started by `accelerate launch`
+MAIN_PORT_ENV = "REVLIB_MAIN_PROCESS_PORT"  # the rendezvous port the runner gives a cell beside others (--jobs)
 LOG_PREFIX = "revlib.log "  # rank 0 prints each trainer log entry on such a line; the parent parses it
 REPO_ROOT = io.REPO_ROOT
 CONFIGS = REPO_ROOT / "configs"
@@ -79,7 +80,10 @@ def launch(kind: str, job: dict[str, Any], data: list, out_dir: Path, accelerate
     data_file = io.write_jsonl(job_dir / f"{kind}_data.jsonl", (d.model_dump(mode="json") for d in data))
     job_file = io.write_json(job_dir / "job.json", {"kind": kind, "data": str(data_file), "out_dir": str(out_dir), **job})
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
-           "--num_processes", str(num_processes), "-m", WORKER, str(job_file)]
+           "--num_processes", str(num_processes)]
+    if os.environ.get(MAIN_PORT_ENV):  # cells side by side must not share accelerate's default port
+        cmd += ["--main_process_port", os.environ[MAIN_PORT_ENV]]
+    cmd += ["-m", WORKER, str(job_file)]
     env = {**os.environ, LAUNCHED_ENV: "1", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     show = on_log or print_progress(kind)
