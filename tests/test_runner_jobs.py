@@ -130,3 +130,23 @@ def test_a_split_that_cannot_give_a_cell_its_processes_is_refused():
     assert devices.take(cells[4]).gpus == first.gpus
     # one job, or no GPU: cells run in the runner's environment
     assert gpu_split.Devices.for_plan(exp, cells, jobs=1, visible=8).take(cells[2]).env == {}
+
+
+@pytest.mark.notebook
+def test_a_cells_kernel_sees_its_own_environment(tmp_path):
+    """The slot's variables reach the kernel a cell runs in, and never the runner's own environment."""
+    import nbformat
+    import papermill as pm
+
+    from revlib.lab.kernel import IPCKernelManager
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('REVLIB_MAIN_PROCESS_PORT'))")])
+    src, out = tmp_path / "env.ipynb", tmp_path / "env_out.ipynb"
+    nbformat.write(nb, str(src))
+    pm.execute_notebook(str(src), str(out), kernel_name="python3", progress_bar=False,
+                        kernel_manager_class=IPCKernelManager.with_env({"CUDA_VISIBLE_DEVICES": "2,3",
+                                                                        launch.MAIN_PORT_ENV: "29612"}))
+    printed = nbformat.read(str(out), as_version=4).cells[0].outputs[0]["text"]
+    assert printed.strip() == "2,3 29612"
+    assert os.environ.get(launch.MAIN_PORT_ENV) is None
