@@ -37,7 +37,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from revlib.core import io
 from revlib.core.io import Metrics
 from revlib.core.records import PreferencePair, Record
-from revlib.modeling import frozen_stack, labelled_head, launch, models, rollouts
+from revlib.modeling import frozen_stack, labelled_head, launch, models, rollouts, threads
 from revlib.modeling.launch import OnLog
 from revlib.modeling.train_rows import Truncation, dpo_rows, sft_rows
 from revlib.params.train import DPOParams, SFTParams
@@ -209,7 +209,15 @@ def _callbacks(total_epochs: int, every: int, base: str, lora: bool, keep_optimi
                 on_log({"step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps, **logs})
             return control
 
-    return [EpochSchedule()]
+    class CpuThreads(TrainerCallback):
+        """Torch's threads sized to the cores other programs leave free, between steps (revlib.modeling.threads)."""
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if args.device.type == "cpu":
+                threads.shared().tick()
+            return control
+
+    return [EpochSchedule(), CpuThreads()]
 
 
 # ---------------------------------------------------------------- shared trainer setup
@@ -261,6 +269,19 @@ def adapter_lowest_layer(adapter: str | Path | None) -> int:
     if isinstance(layers, int):
         layers = [layers]
     return min(layers) if layers else 0
+
+
+def _tracker_env(params: SFTParams | DPOParams, out_dir: Path) -> None:
+    """Weights & Biases, where report_to asks for it: offline when no WANDB_API_KEY is set (a machine without the
+    key still trains; `wandb sync <run dir>/wandb/offline-run-*` uploads later; WANDB_MODE=online with a `wandb
+    login` overrides), its files in the run directory rather than the working directory. The project and the run's
+    name (experiment/stage/cell) come from the notebook's context. Set in this process before the trainer exists,
+    so launched processes and the trainer's W&B callback read the same."""
+    if "wandb" not in params.report_to:
+        return
+    if not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_DIR", str(Path(out_dir).resolve()))
 
 
 def _common_args(params: SFTParams | DPOParams, out_dir: Path, seed: int, epochs: int) -> dict[str, Any]:
@@ -453,6 +474,7 @@ def sft_trainer(base: str, records: list[Record], out_dir: Path, params: SFTPara
                 every: int, on_log: OnLog | None = None) -> tuple[Any, list[dict], Truncation]:
     """The configured SFTTrainer (not yet trained), its tokenized rows, and what max_length cut from them."""
     set_seed(seed)
+    _tracker_env(params, out_dir)
     tokenizer = models.load_tokenizer(base)
     rows, cut = sft_rows(tokenizer, records, params.max_length)
     _say(cut.note(params.max_length))
@@ -550,6 +572,7 @@ def dpo_trainer(base: str, pairs: list[PreferencePair], out_dir: Path, params: D
     """The configured DPOTrainer (reference scored if precomputing, not yet trained), its tokenized rows, and
     what max_length cut from them."""
     set_seed(seed)
+    _tracker_env(params, out_dir)
     policy_base = merge_adapter(base, sft_adapter, out_dir / MERGED_SFT) if sft_adapter else str(base)
     tokenizer = models.load_tokenizer(policy_base)
     rows, cut = dpo_rows(tokenizer, pairs, params.max_length, params.max_prompt_length)
