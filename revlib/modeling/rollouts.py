@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from revlib.core import io, render
+from revlib.modeling import threads
 from revlib.params.negatives import VLLMSettings
 
 # A request is (question, partial assistant text): the prompt is the chat-rendered question,
@@ -159,6 +160,7 @@ class HFRolloutEngine:
         todo.sort(key=lambda i: len(prefixes[i]))
         for start in range(0, len(todo), self.prefix_batch):
             chunk = todo[start:start + self.prefix_batch]
+            threads.shared().tick()  # torch's threads sized to the cores other programs leave free
             outs = self._sample_chunk([list(prefixes[i]) for i in chunk], n, seed)
             for i, rows in zip(chunk, outs):
                 results[i] = rows
