@@ -53,6 +53,27 @@ def check(params_file: Annotated[Path, typer.Argument(help="experiment YAML")]) 
     console.print(f"[green]OK[/] {params_file}: {len(plan(exp))} cells")
 
 
+@app.command()
+def preflight(params_file: Annotated[Path, typer.Argument(help="experiment YAML")]) -> None:
+    """Check this machine against the plan before the first GPU-hour: GPU memory per training process (estimated),
+    packages, the driver's CUDA against torch's, API keys (set or not, never their values), the Hub, disk.
+    Exit 2 on anything that would stop the run here."""
+    from revlib.lab import preflight as preflight_mod
+
+    exp = _load(params_file)
+    report = preflight_mod.check(exp, preflight_mod.probe(exp))
+    for title, lines in report.sections:
+        console.print(f"[bold]{title}[/]")
+        for line in lines:
+            console.print(f"  {redact.redact(line)}", markup=False, highlight=False, soft_wrap=True)
+    if report.problems:
+        err_console.print(f"[bold red]Preflight: {len(report.problems)} problem(s) would stop this run here[/]")
+        for p in report.problems:
+            err_console.print(f"  - {redact.redact(p)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_PARAMS)
+    console.print(f"[green]Preflight OK[/] {params_file}: this machine has what the plan asks for", soft_wrap=True)
+
+
 def _say_hardware(exp: params_mod.Experiment) -> None:
     """What the plan asks of this machine: a GPU shortfall (a warning here; `run` refuses), settings revlib
     switches off, and the disk the checkpoints take."""

@@ -7,12 +7,13 @@ plan that asks for more GPUs than this machine shows.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from revlib.lab.plan import plan
 from revlib.modeling import launch
-from revlib.params import Experiment
+from revlib.params import BaseModelSpec, Experiment
 
 GB = 1e9
 
@@ -24,7 +25,7 @@ def _saves(epochs: int, every: int) -> int:
 
 @dataclass(frozen=True)
 class Arch:
-    """What the disk estimate needs of a decoder (its config.json's numbers)."""
+    """What the disk and memory estimates need of a decoder (its config.json's numbers)."""
 
     hidden: int
     intermediate: int
@@ -32,6 +33,7 @@ class Arch:
     heads: int
     kv_heads: int
     parameters: float
+    vocab: int = 0  # 0: unknown (the memory estimate then leaves the embedding and the LM head out)
 
     def lora_parameters(self, r: int) -> float:
         """LoRA on every linear layer of every decoder layer (q, k, v, o, gate, up, down): r * (in + out) each."""
@@ -43,8 +45,8 @@ class Arch:
 
 # Hub models the replicas name, from their config.json (no hub here); a local folder is read from its own
 KNOWN = {
-    "Qwen/Qwen2.5-7B-Instruct": Arch(3584, 18944, 28, 28, 4, 7.62e9),
-    "Qwen/Qwen2.5-14B-Instruct": Arch(5120, 13824, 48, 40, 8, 14.77e9),
+    "Qwen/Qwen2.5-7B-Instruct": Arch(3584, 18944, 28, 28, 4, 7.62e9, vocab=152064),
+    "Qwen/Qwen2.5-14B-Instruct": Arch(5120, 13824, 48, 40, 8, 14.77e9, vocab=152064),
 }
 
 
@@ -87,7 +89,11 @@ def switched_off(exp: Experiment) -> list[str]:
 
 
 def _arch(exp: Experiment) -> tuple[str, Arch | None]:
-    spec = exp.base_models[0]
+    return arch_of(exp.base_models[0])
+
+
+def arch_of(spec: BaseModelSpec) -> tuple[str, Arch | None]:
+    """(name shown, its architecture) of a base model: a known Hub id, or a local folder's config.json; else None."""
     if spec.source == "hub":
         return spec.id, KNOWN.get(spec.id)
     config = Path(spec.path) / "config.json" if spec.source == "local" and spec.path else None
@@ -101,10 +107,20 @@ def _arch(exp: Experiment) -> tuple[str, Arch | None]:
     kv = hidden // heads * arch.kv_heads
     per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter
     embed = c["vocab_size"] * hidden * (1 if c.get("tie_word_embeddings") else 2)
-    return spec.name, Arch(hidden, inter, layers, heads, arch.kv_heads, float(per_layer * layers + embed))
+    return spec.name, Arch(hidden, inter, layers, heads, arch.kv_heads, float(per_layer * layers + embed),
+                           vocab=c["vocab_size"])
 
 
-def disk_estimate(exp: Experiment) -> list[str]:
+class DiskEstimate(list):
+    """disk_estimate's lines, with the total in bytes (None where the model's size is unknown): preflight compares
+    it with the free space."""
+
+    def __init__(self, lines: list[str], total_bytes: float | None = None):
+        super().__init__(lines)
+        self.total_bytes = total_bytes
+
+
+def disk_estimate(exp: Experiment) -> DiskEstimate:
     """Lines: checkpoints of 02, 03 and 04, their size, the merged copies, and the total."""
     name, arch = _arch(exp)
     cells = plan(exp)
@@ -112,8 +128,13 @@ def disk_estimate(exp: Experiment) -> list[str]:
     saved = []  # (stage, checkpoints, training runs, the params they train with)
     if exp.sft is not None and count["02_sft"]:
         saved.append(("02_sft", count["02_sft"] * _saves(exp.sft.epochs, exp.sft.save_every_epochs), count["02_sft"], exp.sft))
-    if exp.dpo is not None and count["03_dpo"]:
-        saved.append(("03_dpo", count["03_dpo"] * _saves(exp.dpo.epochs, exp.dpo.save_every_epochs), count["03_dpo"], exp.dpo))
+    if exp.dpo is not None and count["03_dpo"]:  # a named variant of dpo.variants saves with its own settings
+        runs_of = Counter(c.values["variant"] if c.values["variant"] in exp.dpo.variants else "" for c in cells
+                          if c.stage == "03_dpo")
+        for variant, runs in runs_of.items():
+            d = exp.dpo.for_variant(variant or "directional")
+            saved.append((f"03_dpo ({variant})" if variant else "03_dpo", runs * _saves(d.epochs, d.save_every_epochs),
+                          runs, d))
     p = exp.probes
     if p is not None and count["04_probe_dynamics"] and p.models == "train" and exp.sft and exp.dpo:
         per_cell = _saves(p.sft_epochs, p.sft_save_every) + _saves(p.dpo_epochs, p.dpo_save_every)
@@ -136,15 +157,15 @@ def disk_estimate(exp: Experiment) -> list[str]:
                      f"{'every checkpoint' if section.keep_optimizer_states == 'all' else 'the newest of each run'}"
                      f" = {size / GB:,.0f} GB")
     merged = 0
-    if exp.dpo is not None and exp.dpo.lora is not None and exp.sft is not None and exp.sft.lora is not None:
-        merged += count["03_dpo"]  # each DPO run merges its SFT adapter into a full copy (merged_sft)
+    if exp.dpo is not None and exp.sft is not None and exp.sft.lora is not None:
+        merged += count["03_dpo"]  # each DPO run from a LoRA SFT merges its adapter into a full copy (merged_sft)
     if exp.benchmarks is not None and count["05_benchmarks"] and exp.benchmarks.backend == "vllm":
         merged += count["05_benchmarks"]  # vLLM serves merged weights of each LoRA model it scores
     if merged:
         total += merged * full_bf16
         lines.append(f"merged copies: {merged} x {full_bf16 / GB:.1f} GB (bf16) = {merged * full_bf16 / GB:,.0f} GB")
     lines.append(f"total about {total / GB:,.0f} GB under {exp.run_root} ({name}, estimate)")
-    return lines
+    return DiskEstimate(lines, total)
 
 
 GATED = ("02_sft", "03_dpo", "04_probe_dynamics")  # stages whose learning checks fail the cell (require_learning)
