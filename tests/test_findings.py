@@ -159,6 +159,26 @@ def test_claims_are_inconclusive_when_sft_did_not_learn(exp):
     assert claim["verdict"] == "inconclusive" and "did not learn" in claim["note"]
 
 
+def test_a_failed_gate_in_a_replica_is_listed_in_the_findings(tmp_path):
+    """The replicas run on past a failed learning gate (require_learning: false); findings.json names the gate."""
+    replica = load(write_params(PARAMS / "r1k-qwen2.5-7b.yaml", tmp_path))
+    assert replica.require_learning is False
+    root, m = replica.run_root, replica.base_models[0].name
+    _done(root / "02_sft" / f"{m}__forward", {"learned": False, "learned/loss fell": False, "learned/accuracy": True})
+    _done(root / "02_sft" / f"{m}__reverse", {"learned": True, "learned/loss fell": True})
+    _done(root / "04_probe_dynamics" / m, {"learned": False, "learned/ALP(y+) rose": False})
+    data = findings.collect(replica)
+    assert data["learned"]["failed_gates"] == [f"02_sft/{m}__forward: loss fell",
+                                               f"04_probe_dynamics/{m}: ALP(y+) rose"]
+    page = findings.write(replica).read_text()
+    assert "Learning gates that failed" in page and f"02_sft/{m}__forward: loss fell" in page
+
+
+def test_no_failed_gate_no_entry(exp):
+    _done(exp.run_root / "00_base_model" / "micro", {"learned": True, "primitive_accuracy/arith": 0.99})
+    assert "failed_gates" not in findings.collect(exp)["learned"]
+
+
 def test_no_finished_stage_writes_no_page(exp):
     assert findings.write(exp) is None
 

@@ -76,8 +76,9 @@ def test_check_warns_of_missing_gpus_and_prints_the_disk_estimate():
     assert "8 missing" in out
     assert "precompute_ref_log_probs is off under ZeRO-3" in out
     assert "02_sft: 24 checkpoints" in out and "03_dpo: 28 checkpoints" in out and "merged copies" in out
+    assert "03_dpo (authors-code): 4 checkpoints of 15.2 GB" in out  # full parameters: whole bf16 models
     assert "total about" in out
-    assert "stops the run before 05_benchmarks" in out
+    assert "stops the run" not in out  # require_learning: false: a failed gate marks the findings, the run goes on
 
 
 def test_run_refuses_a_plan_without_its_gpus_before_writing_anything(tmp_path):

@@ -140,3 +140,23 @@ def test_zero3_dpo_step_in_two_processes(probe_run, tiny_model_dir, tmp_path):
     assert train.curves_rows(result.log_history)[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
     model, _ = train.load_model_for(result.final)
     assert all(torch.isfinite(w).all() for w in model.parameters())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="deepspeed is not installed (pip install deepspeed==0.19.8 builds without CUDA)")
+def test_zero3_full_parameter_dpo_from_a_lora_sft(probe_run, tiny_model_dir, tmp_path):
+    """The replicas' authors-code variant (dpo.variants: lora null) under ZeRO-3 in 2 processes: the LoRA SFT merged,
+    every weight trained against trl's frozen copy of it, a whole model gathered at the save."""
+    exp, data_dir, run, _, _ = probe_run
+    pairs, kwargs = probe_dpo_args(exp, data_dir, run)
+    section = kwargs["params"].model_copy(update={"accelerate_config": "zero3"})
+    section = section.model_validate(section.model_dump() | {"variants": {"authors-code": {
+        "lora": None, "beta": 0.1, "lr": 1e-3, "max_steps": 2}}})
+    kwargs["params"] = section.for_variant("authors-code")
+    result = train.dpo(str(tiny_model_dir), pairs, tmp_path / "full", **kwargs)
+    assert [c.step for c in result.checkpoints] == [2] and result.final.adapter is None
+    merged = load_file(str(tmp_path / "full" / train.MERGED_SFT / "model.safetensors"))
+    trained = load_file(str(result.final.path / "model.safetensors"))
+    assert trained.keys() == merged.keys() and all(v.numel() > 0 for v in trained.values()), "ungathered shards"
+    assert sum(not torch.equal(trained[k].float(), merged[k].float()) for k in merged) > len(merged) // 2
+    assert train.curves_rows(result.log_history)[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)

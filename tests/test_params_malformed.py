@@ -63,6 +63,12 @@ FAULTS = {
     "m42_judge_without_model.yaml": ["benchmarks.judge.model: String should have at least 1 character"],
     "m43_star_graph_dpo_without_step_budget.yaml": [
         "dpo.max_steps: 07's per-step DPO runs a fixed step budget; set dpo.max_steps and dpo.save_every_steps"],
+    "m46_dpo_variant_typo.yaml": ["dpo.variants.authors-code.betta: unknown key; did you mean 'beta'?"],
+    "m47_dpo_variant_on_untrained_sft.yaml": ["variants.authors-code.on ['mix'] must be among dpo.on ['forward']"],
+    "m48_dpo_variant_bad_name.yaml": ["variants: 'Authors_Code' is not a variant name"],
+    "m49_dpo_variant_prompt_longer_than_row.yaml": [
+        "variants.short: max_prompt_length (256) must be below max_length (128)"],
+    "m50_dpo_variant_zero_max_steps.yaml": ["dpo.variants.authors-code.max_steps: must be at least 1, or -1", "(got 0)"],
 }
 
 

@@ -197,3 +197,85 @@ def test_lower_layers_scored_once_give_the_same_scores_and_notice_a_change(two_l
     assert any(abs(x.alp_chosen - y.alp_chosen) > 1e-3 for x, y in zip(full, upper_full))  # the change was real
     for s in full:
         assert s.alp_argmax >= s.alp_chosen - 1e-6  # the most likely token is at least as likely as y+'s
+
+
+# --- the r1k authors' ALP measure against their own loop ---
+
+R1K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "r1k-probe-100.parquet"
+
+
+def their_format_prompt(row):
+    """analysis/analyze_training_dynamics.py (16demi/ReasonAlign-analysis, MIT), verbatim."""
+    return f"<|im_start|>system\nYou are a helpful assistant.\n<|im_end|>\n<|im_start|>user\n{row['question']}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def their_calculate_log_probs(model, tokenizer, prompt, completion, max_tokens=1000):
+    """Their calculate_log_probs, literally (logging and the peak value left out): the reference the fast path
+    must equal."""
+    if not isinstance(completion, str) or not completion.strip():
+        return float('-inf')
+    device = next(model.parameters()).device
+    prompt_ids = tokenizer.encode(prompt, return_tensors='pt').to(device)
+    completion_ids = tokenizer.encode(completion, return_tensors='pt').to(device)
+    if completion_ids.shape[1] > max_tokens:
+        completion_ids = completion_ids[:, :max_tokens]
+    if completion_ids.shape[1] > 1:
+        full_ids = torch.cat([prompt_ids, completion_ids[:, 1:]], dim=1)
+    else:
+        return float('-inf')
+    with torch.no_grad():
+        logits = model(full_ids).logits
+    shift_logits = logits[:, prompt_ids.shape[1]-1:-1, :]
+    shift_labels = full_ids[:, prompt_ids.shape[1]:]
+    log_probs = []
+    for i in range(shift_labels.shape[1]):
+        logit = shift_logits[:, i, :]
+        label = shift_labels[:, i]
+        log_prob = torch.log_softmax(logit, dim=-1).gather(1, label.unsqueeze(-1)).item()
+        log_probs.append(log_prob)
+    return sum(log_probs) / len(log_probs) if log_probs else float('-inf')
+
+
+def _r1k_rows(n: int) -> list[dict]:
+    import pandas as pd
+
+    if not R1K.exists():
+        pytest.skip(f"{R1K} not present")
+    return pd.read_parquet(R1K).iloc[list(range(n // 2)) + list(range(50, 50 + n - n // 2))].to_dict("records")
+
+
+def test_the_authors_prompt_is_their_string():
+    row = {"question": "What is 2+2?"}
+    assert probes.authors_prompt(row["question"]) == their_format_prompt(row)
+    assert "assistant.\n<|im_end|>" in probes.AUTHORS_PROMPT  # their "\n" before <|im_end|>, kept
+
+
+@pytest.mark.parametrize("cap", [2, 40, 1000])
+def test_authors_measure_equals_their_loop(micro, task_tokenizer, cap):
+    rows = _r1k_rows(4)  # two `original` rows and two `flipped` (whose `question` still holds x_f)
+    ours = probes.authors_scores(micro, task_tokenizer,
+                                 [probes.AuthorsRow(str(i), r["question"], r["text"], r["worse-text"])
+                                  for i, r in enumerate(rows)], cap, probes.Scorer(token_budget=3000, logit_chunk=50))
+    assert len(ours) == len(rows)
+    for s, row in zip(ours, rows):
+        prompt = their_format_prompt(row)
+        text = their_calculate_log_probs(micro, task_tokenizer, prompt, row["text"], max_tokens=cap)
+        worse = their_calculate_log_probs(micro, task_tokenizer, prompt, row["worse-text"], max_tokens=cap)
+        assert s.alp_chosen == pytest.approx(text, abs=1e-4) and s.alp_rejected == pytest.approx(worse, abs=1e-4)
+        assert s.margin == pytest.approx(text - worse, abs=2e-4)  # their avg_diff
+        assert s.n_chosen == min(cap, len(task_tokenizer.encode(row["text"]))) - 1  # cut, then the first token dropped
+
+
+def test_rows_their_script_skips_are_left_out_with_why(micro, task_tokenizer):
+    rows = [probes.AuthorsRow("ok", "q", "a longer completion here", "another completion"),
+            probes.AuthorsRow("blank", "q", "   ", "another completion"),
+            probes.AuthorsRow("one", "q", "a longer completion here", "a")]
+    one = task_tokenizer.encode("a")
+    assert len(one) == 1
+    items, skipped = probes.authors_items(task_tokenizer, rows, 1000)
+    assert [it.id for it in items] == ["ok"]
+    assert "its text is empty" in skipped["blank"] and "its worse-text" in skipped["one"]
+    text_only = probes.authors_scores(micro, task_tokenizer, [probes.AuthorsRow("t", "q", "some text here", None)])
+    assert np.isfinite(text_only[0].alp_chosen) and text_only[0].n_rejected == 0 and np.isnan(text_only[0].alp_rejected)
+    with pytest.raises(ValueError, match="cap must be >= 2"):
+        probes.authors_items(task_tokenizer, rows, 1)

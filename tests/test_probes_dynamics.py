@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -243,3 +244,135 @@ def test_in_sample_scores_are_per_example_on_the_training_rows(stage):
     row = table[(table["pair"] == "(D_f, T_f)") & (table["checkpoint"] == ff["checkpoint"].iloc[0])].iloc[0]
     assert row["in-sample ALP(y-)"] == pytest.approx(ff["alp_rejected"].mean()) and row["in-sample n"] == len(ff)
     assert {"held-out ALP(y+)", "held-out ALP(y-)", "held-out margin"} <= set(table.columns)
+
+
+# ---------------------------------------------------------------- the r1k authors' measure in 04
+
+R1K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "r1k-probe-100.parquet"
+
+
+@pytest.fixture(scope="module")
+def r1k_stage(tmp_path_factory, tiny_model_dir):
+    """04's probe models (stand-in adapters) on the published r1k rows, the authors' measure read at the ends."""
+    if not R1K.exists():
+        pytest.skip(f"{R1K} not present")
+    import yaml
+
+    from revlib.modeling import models
+    from tests.conftest import write_params
+
+    tmp = tmp_path_factory.mktemp("stage04_r1k")
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["data"] = {"source": {"kind": "r1k", "path": str(R1K)}, "teacher": {"kind": "oracle"}, "n_train": 3,
+                   "n_test": 1, "probe_train": 3, "probe_test": 3, "probe_from_train": True}
+    raw["sft"]["train_sets"] = ["forward", "mix"]
+    raw["dpo"]["on"] = ["mix"]
+    raw["probes"] |= {"train_sets": ["forward", "mix"], "pairs": [["forward", "forward"], ["mix", "mix"],
+                                                                  ["forward", "reverse"]],
+                      "sft_epochs": 2, "sft_save_every": 1, "dpo_epochs": 1, "dpo_save_every": 1,
+                      "in_sample": True, "authors_measure_max_tokens": 24, "authors_measure_checkpoints": "ends",
+                      "gates_measure": "authors"}
+    exp = params.load(write_params(raw, tmp))
+    data_dir = tmp / "data"
+    reverse.write(reverse.build(exp), data_dir)
+    ckpts = dynamics.train_probe_models(exp, str(tiny_model_dir), data_dir, tmp / "run", trainer=StandInTrainer())
+    tokenizer = models.load_tokenizer(tiny_model_dir)
+    out = tmp / "out"
+    out.mkdir()
+    reading = dynamics.authors_measure(exp, ckpts, data_dir, tokenizer, out)
+    return exp, ckpts, data_dir, tokenizer, reading, out
+
+
+def test_authors_measure_reads_the_file_rows_at_the_ends(r1k_stage):
+    from revlib.data.sets import load_set
+
+    exp, ckpts, data_dir, tokenizer, reading, out = r1k_stage
+    m = reading.measure
+    assert m.applicable and m.max_tokens == 24 and m.checkpoints == "ends" and "r1k-probe-100.parquet" in m.texts
+    ends = {(c.train_set, c.x) for c in dynamics.end_checkpoints(ckpts)}
+    assert len(ends) == 2 * 3  # each set's base, last SFT and last DPO (probes.models: train runs DPO on each)
+    for frame, prefix in ((reading.held_out, "probe_test"), (reading.in_sample, "probe")):
+        assert set(zip(frame["train_set"], frame["x"])) == ends
+        for (pair, x), g in frame.groupby(["pair", "x"]):
+            test = g["test_set"].iloc[0]
+            assert set(g["example"]) == {r.id for r in load_set(data_dir, f"{prefix}_{test}")}
+        assert (frame["n_chosen"] == 23).all()  # every text is longer than the cap: cut to 24, first token dropped
+    # files for the claims, and the record
+    assert dynamics.AuthorsScores.exists(out) and dynamics.AuthorsInSampleScores.exists(out)
+    back = dynamics.AuthorsMeasure.load(out)
+    assert back == m and "24 tokens" in m.note and "theirs is 1,000" in m.note
+    assert {"authors/max_tokens", "authors/base_first50_alp"} <= set(m.metrics())
+
+
+def test_authors_measure_scores_each_row_as_their_script_does(r1k_stage):
+    """One in-sample forward row and one reverse row at the base, against their loop on the file's own row."""
+    import pandas as pd
+    from transformers import AutoModelForCausalLM
+
+    from tests.test_probes import their_calculate_log_probs, their_format_prompt
+
+    exp, ckpts, data_dir, tokenizer, reading, out = r1k_stage
+    rows = pd.read_parquet(R1K).to_dict("records")
+    base = AutoModelForCausalLM.from_pretrained(ckpts[0].base, dtype=torch.float32).eval()
+    frame = reading.in_sample[reading.in_sample["phase"] == "base"].drop_duplicates("example")
+    from revlib.data.sets import load_set
+
+    records = {r.id: r for r in load_set(data_dir, "probe_mix")}
+    seen = set()
+    for _, got in frame.iterrows():
+        rec = records[got["example"]]
+        row = rows[rec.meta["row"]]
+        assert row["sample_type"] == ("original" if rec.direction == "forward" else "flipped")
+        prompt = their_format_prompt(row)  # a flipped row's `question` is still the forward one, used as is
+        assert got["alp_chosen"] == pytest.approx(their_calculate_log_probs(base, tokenizer, prompt, row["text"], 24), abs=1e-4)
+        assert got["alp_rejected"] == pytest.approx(
+            their_calculate_log_probs(base, tokenizer, prompt, row["worse-text"], 24), abs=1e-4)
+        seen.add(rec.direction)
+    assert seen == {"forward", "reverse"}
+    # the base's first50 value is theirs at 1,000 tokens, whatever the run's cap
+    first = [their_calculate_log_probs(base, tokenizer, their_format_prompt(r), r["text"], 1000) for r in rows[:50]]
+    assert reading.measure.base_first_rows == 50
+    assert reading.measure.base_first_rows_alp == pytest.approx(sum(first) / len(first), abs=1e-4)
+
+
+def test_gates_read_the_measure_they_are_derived_on(r1k_stage, stage):
+    exp, ckpts, data_dir, tokenizer, reading, out = r1k_stage
+    summary = reading.held_out_summary()
+    found = dynamics.gate_checks(exp.probes, pd.DataFrame(), reading)  # the response-only summary is not read
+    assert found and all(c.what.endswith("(the authors' measure)") for c in found)
+    rise = next(c for c in found if c.what.startswith("in-distribution ALP(y+), base to last SFT"))
+    idf = summary[summary["distribution"] == "ID"]
+    assert rise.reference == pytest.approx(idf[idf["phase"] == "base"]["alp_chosen"].mean())
+    # on the task world the authors' measure does not apply: a gate on it fails and says why
+    toy_exp, _, toy_ckpts, *_ , toy_tmp = stage
+    from revlib.modeling import models
+
+    toy_out = toy_tmp / "authors_toy"
+    toy_out.mkdir(exist_ok=True)
+    toy = dynamics.authors_measure(toy_exp, toy_ckpts, toy_tmp / "data", models.load_tokenizer(toy_ckpts[0].base),
+                                   toy_out)
+    assert not toy.measure.applicable and "no `text` / `worse-text`" in toy.measure.reason
+    assert dynamics.AuthorsMeasure.load(toy_out) == toy.measure and not dynamics.AuthorsScores.exists(toy_out)
+    assert "not applicable" in toy.measure.note and toy.measure.metrics() == {"authors/applicable": False,
+                                                                             "authors/max_tokens": 1000}
+    gated = dynamics.gate_checks(toy_exp.probes.model_copy(update={"gates_measure": "authors"}), pd.DataFrame(), toy)
+    assert len(gated) == 1 and not gated[0].passed and "not applicable" in gated[0].detail
+    assert isinstance(toy.table(pd.DataFrame(), None), dynamics.Missing)
+
+
+def test_authors_table_sets_both_measures_side_by_side(r1k_stage):
+    exp, ckpts, data_dir, tokenizer, reading, out = r1k_stage
+    from revlib.modeling import models
+
+    items, members = dynamics.load_probe_items(exp, data_dir, tokenizer)
+    scores, _ = dynamics.score_checkpoints(exp, ckpts, items, members)
+    revlib_in_sample = dynamics.in_sample_scores(exp, ckpts, data_dir, models.load_tokenizer(ckpts[0].base))
+    table = reading.table(dynamics.summarize(scores), revlib_in_sample)
+    assert set(table["measure"]) == {"the authors'", "revlib's (response only)"}
+    assert set(table["reading"]) == {"in sample", "held out"}
+    # only the checkpoints where the authors' measure was read, each pair's in both measures and readings
+    assert len(table) == 4 * len(set(zip(reading.held_out["pair"], reading.held_out["x"])))
+    # the two measures differ: theirs reads the whole chat string, revlib's the response
+    a = table[(table["measure"] == "the authors'") & (table["reading"] == "held out")]["ALP(y+)"].to_numpy()
+    b = table[(table["measure"] != "the authors'") & (table["reading"] == "held out")]["ALP(y+)"].to_numpy()
+    assert not np.allclose(a, b)

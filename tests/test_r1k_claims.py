@@ -149,3 +149,106 @@ def test_limited_suppression_needs_a_rise_in_y_minus_first(exp):
     assert c["verdict"] == c["verdict_held_out"] == "inconclusive"
     assert c["note"].startswith("precondition failed: a rise in y− to suppress")
     assert "held out" in c["note_held_out"]
+
+
+# ---------------------------------------------------------------- the authors' measure: what the rows compare on
+
+def _write_authors(exp, held_out: pd.DataFrame, in_sample: pd.DataFrame | None, cap: int = 1000,
+                   base_first50: float | None = -2.25) -> None:
+    from revlib.stages.dynamics import AuthorsInSampleScores, AuthorsMeasure, AuthorsScores
+
+    d = exp.run_root / "04_probe_dynamics" / "micro"
+    AuthorsMeasure(True, "", cap, "ends", "the file's rows", 16, {}, "r1k-probe-100.parquet", base_first50, 50).save(d)
+    AuthorsScores(held_out).save(d)
+    if in_sample is not None:
+        AuthorsInSampleScores(in_sample).save(d)
+
+
+def _flat(pair, phase, ex):  # nothing moves under SFT or DPO
+    return released_values(pair, "base", ex)
+
+
+def _constant(pair, phase, ex):  # every probe, every checkpoint alike: no effect of any kind
+    return -2.0, -2.0
+
+
+@pytest.fixture
+def exp_authors_gates(tmp_path):
+    # as the replicas: the probe bar read on the authors' measure, the one it was derived on
+    return load(write_params(PARAMS / "smoke" / "foundation.yaml", tmp_path,
+                             probes={"min_alp_rise": 0.1, "gates_measure": "authors"}))
+
+
+def test_rows_compare_on_the_authors_measure_with_revlibs_beside(exp_authors_gates):
+    exp = exp_authors_gates
+    flat = _frame(_constant).assign(alp_irrelevant=-3.0, alp_argmax=-0.5)  # the extra probes only revlib scores
+    _write_04(exp, flat, flat)  # revlib's response-only measure: no effect at all
+    released = _frame(released_values)
+    _write_authors(exp, released, released, cap=640)  # the authors' measure: their released curves
+    claims = _claims(exp)
+    for s in r1k_claims.FIGURE_2:
+        c = claims[s.id]
+        if s.released_effect is None:  # the mass row: their script scores no irrelevant response
+            assert c["compares_on"].startswith("revlib's response-only ALP") and not c["beside"]
+            continue
+        assert c["compares_on"].startswith("the r1k authors' ALP measure") and "640 tokens (theirs: 1,000)" in c["compares_on"]
+        assert c["effect"] == pytest.approx(s.released_effect, abs=1e-6), s.id
+        assert "the authors' measure" in c["measured"] and "the authors' measure" in c["measured_held_out"]
+        if s.released_effect > 0:
+            assert c["verdict"] == c["verdict_held_out"] == "reproduced", (s.id, c["note"])
+        names = [b["name"] for b in c["beside"]]
+        assert names == ["revlib's response-only ALP, in sample", "revlib's response-only ALP, held out"]
+        for b in c["beside"]:  # revlib's own reading, judged by the same rule: here nothing moved
+            assert b["verdict"] != "reproduced" and "response-only measure" in b["measured"] + b["note"]
+            assert "borrowed" in b["delta_note"]
+    page = findings.render(findings.collect(exp))
+    assert "compares on" in page and "beside, revlib&#x27;s response-only ALP, in sample" in page
+    learned = findings.collect(exp)["learned"]
+    assert learned["authors_measure_max_tokens"] == 640 and learned["probe_authors_alp_base"] == -2.25
+
+
+def test_where_the_authors_measure_does_not_apply_the_rows_say_so(exp):
+    from revlib.stages.dynamics import AuthorsMeasure
+
+    frame = _frame(released_values)
+    _write_04(exp, frame, frame)
+    d = exp.run_root / "04_probe_dynamics" / "micro"
+    why = "No probe row can be read the authors' way: its rows (arith) have no `text` / `worse-text` chat strings."
+    AuthorsMeasure(False, why, 1000, "all").save(d)
+    collected = findings.collect(exp)
+    c = {x["id"]: x for x in collected["claims"]}["r1k.fig2a.sft_raises_chosen"]
+    assert c["compares_on"].startswith("revlib's response-only ALP (No probe row can be read the authors' way")
+    assert "borrowed" in c["compares_on"] and not c["beside"]
+    assert c["verdict"] == "reproduced" and "revlib's response-only measure" in c["measured"]
+    assert collected["learned"]["authors_measure_max_tokens"] == 1000 and "probe_authors_alp_base" not in collected["learned"]
+
+
+def test_the_probe_gate_reads_the_measure_its_bar_was_derived_on(exp, exp_authors_gates):
+    # a bar derived on revlib's measure (the default) reads it: there nothing rose, so the authors' reading is gated
+    released = _frame(released_values)
+    _write_04(exp, _frame(_flat), _frame(_flat))
+    _write_authors(exp, released, released)
+    c = _claims(exp)["r1k.fig2a.sft_raises_chosen"]
+    assert c["verdict"] == "inconclusive" and "revlib's response-only measure" in c["note"]
+    # the replicas' bars come from the released numbers: they read the authors' measure (probes.gates_measure)
+    exp = exp_authors_gates
+    released = _frame(released_values)
+    _write_04(exp, _frame(_flat), _frame(_flat))  # on revlib's measure nothing rose: that gate would fail
+    _write_authors(exp, released, released)
+    c = _claims(exp)["r1k.fig2a.sft_raises_chosen"]
+    assert c["verdict"] == c["verdict_held_out"] == "reproduced"  # the gate read the authors' measure, which rose
+    beside = {b["name"]: b for b in c["beside"]}
+    # revlib's own reading beside: its gate reads the authors' measure too, so its verdict is its numbers'
+    assert beside["revlib's response-only ALP, in sample"]["verdict"] == "not reproduced"
+    # where the authors' measure was not read, a gate on it says so
+    (exp.run_root / "04_probe_dynamics" / "micro" / "authors_measure.json").unlink()
+    fresh = _claims(exp)["r1k.fig2a.sft_raises_chosen"]
+    assert fresh["verdict"] == "inconclusive" and "probes.gates_measure: authors" in fresh["note"]
+
+
+@pytest.mark.parametrize("name", ["r1k-qwen2.5-7b.yaml", "r1k-qwen2.5-14b.yaml"])
+def test_the_replicas_read_the_authors_protocol_like_for_like(name):
+    p = load(PARAMS / name).probes
+    assert p.in_sample  # the rows the models trained on, where the authors read Figure 2
+    assert p.authors_measure_max_tokens == 1000  # their cap
+    assert p.gates_measure == "authors"  # the bars come from their released numbers, on their measure

@@ -35,6 +35,31 @@ def test_replica_params_pass_check():
     assert "OK" in proc.stdout
 
 
+@pytest.mark.parametrize("replica", ["r1k-qwen2.5-7b.yaml", "r1k-qwen2.5-14b.yaml"])
+def test_a_failed_gate_never_stops_a_replica(replica):
+    """After days of training, a failed learning gate must not leave the stages after it unstarted."""
+    from revlib.lab import hardware
+
+    exp = params.load(REPO / "params" / replica)
+    assert not exp.require_learning and hardware.gate_stops(exp) == []
+    gated = params.load(REPO / "params" / replica).model_copy(update={"require_learning": True})
+    assert any("05_benchmarks" in line for line in hardware.gate_stops(gated))  # what the setting prevents
+
+
+@pytest.mark.parametrize("replica", ["r1k-qwen2.5-7b.yaml", "r1k-qwen2.5-14b.yaml"])
+def test_the_authors_dpo_runs_beside_the_papers(replica):
+    """dpo.variants.authors-code: the authors' released DPO script's settings, on every SFT model, beside beta 0.6."""
+    exp = params.load(REPO / "params" / replica)
+    paper, theirs = exp.dpo.for_variant("directional"), exp.dpo.for_variant("authors-code")
+    assert paper.beta == 0.6 and paper.lora.r == 256 and paper.max_steps == -1
+    assert theirs.lora is None and theirs.beta == 0.1 and theirs.lr == 5e-7 and theirs.max_steps == 50
+    assert theirs.accelerate_config == "zero3_offload" and (REPO / "configs" / "zero3_offload.yaml").exists()
+    assert theirs.batch_size * theirs.grad_accum * theirs.num_processes == 16  # theirs: 1 x 4 accumulation x 4 GPUs
+    model = exp.base_models[0].name
+    dpo_cells = [c.name for c in plan(exp) if c.stage == "03_dpo"]
+    assert dpo_cells == [f"{model}__{s}" for s in exp.dpo.on] + [f"{model}__{s}__authors-code" for s in exp.dpo.on]
+
+
 def scaled_down(tmp_path: Path) -> dict:
     raw = yaml.safe_load(REPLICA.read_text())
     name = raw["base_models"][0]["name"]
@@ -51,6 +76,10 @@ def scaled_down(tmp_path: Path) -> dict:
                  batch_size=2, grad_accum=1, num_processes=2, accelerate_config="zero3" if zero3 else "ddp",
                  lr=1e-3)
     raw["dpo"]["max_prompt_length"] = 1024
+    if importlib.util.find_spec("liger_kernel") is None:  # its kernels are Triton's (GPU); the replica asks for them
+        raw["dpo"].get("trainer", {}).pop("use_liger_kernel", None)
+    for variant in raw["dpo"].get("variants", {}).values():  # the authors' full-parameter DPO, a few steps
+        variant.update(max_steps=2, accelerate_config="zero3" if zero3 else "ddp")
     raw["probes"].update(max_response_tokens=32, token_budget=2048, sft_epochs=2, sft_save_every=1, dpo_epochs=1,
                          dpo_save_every=1)
     local = {}

@@ -47,6 +47,7 @@ class Scripted:
         self.calls: list[tuple[str, int, str]] = []
         self.auth: set[str] = set()
         self.hang_after: int | None = None
+        self.served_model: str | None = None  # the model string replies name; None: the one asked for
         self.release = threading.Event()
         self.lock = threading.Lock()
         outer = self
@@ -122,7 +123,8 @@ class Scripted:
             message = {"role": "assistant", "content": f"<think>{reasoning}</think>{content}"}
         with self.lock:
             self.ok[digest] += 1
-        self._send(h, 200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message}],
+        self._send(h, 200, {"id": "x", "object": "chat.completion", "model": self.served_model or body["model"],
+                            "choices": [{"index": 0, "message": message}],
                             "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}})
 
 
@@ -212,6 +214,27 @@ def test_budget_stops_cleanly_and_the_next_run_resumes(server, params_copy, api_
     resumed = reverse.build(load(_params(params_copy, server.url, budget_requests=None)))
     assert resumed.info["teacher_usage"]["cache_hits"] == 7
     assert not resumed.rejects and max(server.ok.values()) == 1
+
+
+def test_the_model_each_reply_names_is_recorded(server, params_copy, api_key, tmp_path):
+    """An alias answered by another model (deepseek-reasoner is no longer R1) shows on 01's page and in its
+    metrics, for fresh answers and for answers read back from the cache."""
+    from revlib.stages.reverse_data import DataRun
+
+    server.served_model = "deepseek-v3.2-thinking"
+    exp = load(_params(params_copy, server.url))
+    built = reverse.build(exp)
+    answers = sum(server.ok.values())
+    assert answers > 0 and built.info["teacher_models"] == {"asked": "scripted-r1",
+                                                            "named_by_replies": {"deepseek-v3.2-thinking": answers}}
+    run = DataRun(built, reverse.write(built, tmp_path / "01"), exp.data)
+    assert run.metrics["teacher_models"] == {"deepseek-v3.2-thinking": answers}
+    table = run.teacher_models_table()
+    assert table.to_dict("records") == [{"asked for": "scripted-r1", "named by the reply": "deepseek-v3.2-thinking",
+                                         "answers": answers}]
+    again = reverse.build(exp)  # all from the cache: the names come back with the answers
+    assert again.info["teacher_usage"]["cache_hits"] == answers and again.info["teacher_usage"]["paid_requests"] == 0
+    assert again.info["teacher_models"]["named_by_replies"] == {"deepseek-v3.2-thinking": answers}
 
 
 def test_missing_key_and_rejected_credentials_stop_with_a_clear_error(server, params_copy, monkeypatch):

@@ -242,6 +242,8 @@ def build(exp: Experiment, cache_dir: Path | None = None) -> Built:
             info["teacher_usage"] = {"paid_requests": u.requests, "tokens": u.tokens, "cache_hits": u.cache_hits,
                                      "attempts": u.attempts, "retries": dict(sorted(u.retries.items())),
                                      "cache_file": teacher.cache.path.name if teacher.cache else None}
+            # the model each answer's reply named, beside the name asked for: an alias can move to another model
+            info["teacher_models"] = {"asked": d.teacher.model, "named_by_replies": dict(sorted(u.served_models.items()))}
     probe_twins = None
     if d.probe_file is not None:
         probe_twins = sources.r1k_twins(sources.load_rows(None, d.probe_file), source=str(d.probe_file), rejects=rejects)

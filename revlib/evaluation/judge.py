@@ -1,7 +1,9 @@
 """An optional LLM judge through any OpenAI-compatible chat API (the paper used gpt-4o-mini).
 
 It is asked only about answers math-verify cannot decide, with the one judge prompt and verdict reading
-(revlib.data.teachers.judge). Requests go through the API teacher (revlib.data.teachers.api): every verdict
+(revlib.data.teachers.judge). Requests go through the API teacher (revlib.data.teachers.api), which sends the
+length limit and temperature the model's family accepts (a reasoning model: `max_completion_tokens`, no
+temperature; a chat model such as the paper's gpt-4o-mini: `max_tokens` and temperature 0). Every verdict
 is cached on disk before it is used, so a re-run never pays twice; rate limits, server errors and timeouts are
 retried with backoff; a request budget stops it cleanly. The API key is read from the environment variable that params name, when a request is
 really made, and is never written anywhere.
@@ -18,9 +20,19 @@ import httpx
 
 from revlib.params.data import ApiTeacher as ApiTeacherParams
 from revlib.data.teachers import judge
-from revlib.data.teachers.api import ApiTeacher
+from revlib.data.teachers.api import ApiTeacher, model_family
 from revlib.data.teachers.base import Failure, TeacherConfigError
 from revlib.data.teachers.cache import ResponseCache
+
+
+VERDICT_TOKENS = 4  # YES or NO
+# a reasoning model's completion limit covers its hidden reasoning too: 4 tokens would end it before any verdict
+REASONING_VERDICT_TOKENS = 4096
+
+
+def verdict_tokens(model: str) -> int:
+    """The completion limit a judge request carries for this model's family."""
+    return VERDICT_TOKENS if model_family(model) == "chat" else REASONING_VERDICT_TOKENS
 
 
 class JudgeError(RuntimeError):
@@ -50,7 +62,7 @@ class LLMJudge:
         if self._client is None:
             params = ApiTeacherParams(kind="api", base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
                                       concurrency=1, timeout_s=self.timeout_s, max_retries=self.max_retries,
-                                      backoff_s=self.backoff_s, max_tokens=4, temperature=0.0,
+                                      backoff_s=self.backoff_s, max_tokens=verdict_tokens(self.model), temperature=0.0,
                                       budget_requests=self.budget_requests)
             cache = ResponseCache(self.cache_path) if self.cache_path else None
             self._client = ApiTeacher(params, cache, sleep=self.sleep, transport=self.transport)

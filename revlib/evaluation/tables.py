@@ -102,11 +102,17 @@ def table1(results: pd.DataFrame, tasks: list[str]) -> Table:
                  "Table 1: SFT accuracy (%) per training set, 95% Wilson interval and problem count; best per model in bold")
 
 
+DPO_LABELS = {"dpo": "DPO", "dpo_per_step": "per-step DPO"}  # a named variant shows as "DPO <name>"
+
+
 def table2(results: pd.DataFrame, tasks: list[str]) -> Table:
     """DPO on each SFT model: accuracy, its change from that SFT model with an up/down mark, and the average's relative change."""
     sft = _wide(results, ("sft",), tasks).set_index(["model", "train_set"])
-    dpo = pd.concat([_wide(results, (label,), tasks).assign(variant=variant)
-                     for label, variant in (("dpo", "DPO"), ("dpo_per_step", "per-step DPO"))], ignore_index=True)
+    # directional DPO, per-step DPO and each named variant of dpo.variants (label dpo_<name>), in that order
+    labels = ["dpo", "dpo_per_step"] + [s for s in dict.fromkeys(results["stage"])
+                                        if str(s).startswith("dpo_") and s != "dpo_per_step"]
+    dpo = pd.concat([_wide(results, (label,), tasks).assign(variant=DPO_LABELS.get(label, f"DPO {label[4:]}"))
+                     for label in labels], ignore_index=True)
     order = {s: i for i, s in enumerate(dict.fromkeys(dpo["train_set"]))}  # each per-step row after its directional twin
     dpo = dpo.sort_values(["model", "train_set"], key=lambda c: c.map(order) if c.name == "train_set" else c,
                           kind="stable").reset_index(drop=True)

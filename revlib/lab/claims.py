@@ -69,6 +69,32 @@ class HeldOut:
 
 
 @dataclass(frozen=True)
+class Beside:
+    """A further reading shown beside a claim's verdicts, judged by the same rule and δ with its own interval and
+    verdict: for the r1k probes, revlib's response-only measure beside the authors' measure the verdicts compare on.
+    `measure` returning None: nothing to show beside (the verdicts themselves read it)."""
+
+    name: str                  # what it reads, in words
+    measure: Callable[[RunResults], Reading | None]
+    gates: tuple[Check, ...] = ()
+    preconditions: tuple[Check, ...] = ()
+    delta_note: str = ""       # how δ applies to this measure
+
+
+@dataclass
+class BesideReading:
+    """A `Beside` reading of this run, as the findings page shows it."""
+
+    name: str
+    measured: str
+    verdict: str
+    note: str = ""
+    effect: float | None = None
+    interval: tuple[float, float] | None = None
+    delta_note: str = ""
+
+
+@dataclass(frozen=True)
 class ClaimSpec:
     """One claim of a paper, declared: what it says, where, the δ it needs and why, what it reads, what it needs."""
 
@@ -86,6 +112,8 @@ class ClaimSpec:
     reads: str = ""            # where the primary reading is taken, when the claim has a second one
     held_out: HeldOut | None = None
     origin: float = 0.0        # the effect of no change on the measure's scale: 0 for a difference, 1 for a multiple
+    compares_on: Callable[[RunResults], str] | None = None  # the measure the verdicts read, in words, where it varies
+    beside: tuple[Beside, ...] = ()
 
 
 @dataclass
@@ -111,6 +139,8 @@ class Claim:
     measured_held_out: str = ""
     note_held_out: str = ""
     reading_held_out: str = ""
+    compares_on: str = ""                   # the measure `verdict` and `verdict_held_out` read
+    beside: list[BesideReading] = field(default_factory=list)  # further readings shown beside, each with its verdict
 
 
 def verdict(effect_lo: float, effect_hi: float, delta: float, effect: float | None = None) -> str:
@@ -210,4 +240,12 @@ def evaluate(spec: ClaimSpec, results: RunResults) -> Claim | None:
                 second.effect, second.interval, second.measured
             claim.verdict_held_out, claim.note_held_out = judge(second, spec.delta, _failed(h.gates, results),
                                                                 _failed(h.preconditions, results))
+    if spec.compares_on is not None:
+        claim.compares_on = spec.compares_on(results)
+    for b in spec.beside:
+        other = b.measure(results)
+        if other is None:
+            continue
+        v, note = judge(other, spec.delta, _failed(b.gates, results), _failed(b.preconditions, results))
+        claim.beside.append(BesideReading(b.name, other.measured, v, note, other.effect, other.interval, b.delta_note))
     return claim

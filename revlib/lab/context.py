@@ -39,6 +39,16 @@ def quiet_libraries() -> None:
     hub.disable_progress_bars()
 
 
+def name_tracked_runs(exp: Experiment, stage: str, cell: str, run_dir: Path) -> None:
+    """Where sft or dpo report to Weights & Biases: the cell's trainings are named experiment/stage/cell, in a
+    project named after the experiment (a WANDB_PROJECT already set wins), their files in the cell's run directory.
+    Set in the kernel's environment, which the trainer's W&B callback and the processes accelerate launches read."""
+    if any(section is not None and "wandb" in section.report_to for section in (exp.sft, exp.dpo)):
+        os.environ.setdefault("WANDB_PROJECT", exp.experiment)
+        os.environ["WANDB_NAME"] = f"{exp.experiment}/{stage}/{cell}"
+        os.environ["WANDB_DIR"] = str(run_dir)
+
+
 class StageRun:
     """What a notebook needs: validated params, its cell, its run directory and its inputs."""
 
@@ -53,6 +63,7 @@ class StageRun:
         self.dir = Path(run_dir).resolve() if run_dir else self._cell.run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.under_runner = os.environ.get(RUNNER_ENV) == "1"
+        name_tracked_runs(self.exp, stage, self.cell, self.dir)
         if not self.under_runner:
             io.write_text(self.dir / "params.yaml", dump(self.exp))
 

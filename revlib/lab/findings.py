@@ -109,6 +109,8 @@ def learned_state(results: RunResults) -> Metrics:
     out = r1k_claims.learned(results)
     for key, value in setlur_claims.learned(results).items():
         out.setdefault(key, value)
+    if results.failed_gates:  # the run went on past them (require_learning: false): say which models did not learn
+        out["failed_gates"] = results.failed_gates
     return out
 
 
@@ -179,11 +181,20 @@ def render(data: JSONObject) -> str:
     def delta(c: JSONObject) -> str:
         return "" if c["delta"] is None else f"{c['delta']:.4g}"
 
+    def compares_on(c: JSONObject) -> str:
+        return f"<small><i>compares on</i>: {esc(c['compares_on'])}</small><br>" if c.get("compares_on") else ""
+
+    def beside(c: JSONObject) -> str:
+        """Further readings of the row (revlib's own measure beside the authors'), each with its verdict."""
+        return "".join(
+            f"<br><small><i>beside, {esc(b['name'])}</i>: {esc(b['measured'])} → <b>{esc(b['verdict'])}</b>"
+            f"{' (' + esc(b['note']) + ')' if b.get('note') else ''}</small>" for b in c.get("beside") or [])
+
     two_way = [c for c in data["claims"] if c.get("verdict_held_out") is not None]
     rows = "".join(
         f"<tr><td>{esc(c['paper'])}</td>"
         f"<td><b>{esc(c['claim'])}</b><br><small>{esc(c['id'])}</small></td>"
-        f"<td>{esc(c['paper_figure'])}</td><td>{esc(c['measured'])}</td>"
+        f"<td>{esc(c['paper_figure'])}</td><td>{compares_on(c)}{esc(c['measured'])}{beside(c)}</td>"
         f"<td>{delta(c)}{'<br><small>' + esc(c['delta_source']) + '</small>' if c.get('delta_source') else ''}</td>"
         + verdict_cell(c["verdict"], c["note"])
         + (f"<td>{esc(c.get('measured_held_out') or '')}</td>" + verdict_cell(c.get("verdict_held_out"), c.get("note_held_out") or "")
@@ -192,9 +203,15 @@ def render(data: JSONObject) -> str:
     readings = (f"<p><b>Two readings of Figure 2.</b> Each probe row is judged twice, by the same rule and δ, each "
                 f"reading with its own interval and verdict. <i>verdict</i>: {esc(two_way[0]['reading'])}. "
                 f"<i>held-out verdict</i>: {esc(two_way[0]['reading_held_out'])}. The first is the reading that "
-                "matches the paper's protocol; the second is stricter.</p>") if two_way else ""
+                "matches the paper's protocol; the second is stricter. Each row names the measure both verdicts compare "
+                "on: the r1k authors' ALP measure where this run read it, the measure their released numbers and δ are "
+                "on; revlib's own response-only readings are shown beside, each with its verdict.</p>") if two_way else ""
     held_heads = "<th>held out: this run, with 95% interval</th><th>held-out verdict</th>" if two_way else ""
     learned = "".join(f"<tr><td>{esc(k)}</td><td>{esc(_value(v))}</td></tr>" for k, v in data["learned"].items())
+    gates = data["learned"].get("failed_gates") or []
+    gates_html = ("<p style='background:#f8d7d7'><b>Learning gates that failed.</b> The run went on past them "
+                  "(require_learning: false), so the stages after them ran on these models:</p><ul>"
+                  + "".join(f"<li>{esc(g)}</li>" for g in gates) + "</ul>") if gates else ""
     missing = "".join(f"<li>{esc(t)}</li>" for p, t in _NOT_RUN.items() if p not in data["covered"])
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     bench = data.get("benchmarks") or []
@@ -223,6 +240,7 @@ def render(data: JSONObject) -> str:
 {bench_html}
 {tr_html}
 <h2>Did the models learn?</h2>
+{gates_html}
 <table><tr><th>measure</th><th>value</th></tr>{learned}</table>
 <p><a href="index.html">all reports</a></p>"""
     return pages.page(f"Findings: {data['experiment']}", body)

@@ -35,7 +35,7 @@ def fingerprint_parts(exp: Experiment, cell: Cell) -> dict[str, Any]:
     params: dict[str, Any] = {
         "seed": exp.seed,
         "cell": cell.values,
-        "sections": {s: data.get(s) for s in BY_NAME[cell.stage].reads},
+        "sections": _own_variant({s: data.get(s) for s in BY_NAME[cell.stage].reads}, cell),
     }
     if "model" in cell.values:
         params["model"] = exp.model(cell.values["model"]).model_dump(mode="json")
@@ -49,6 +49,16 @@ def fingerprint_parts(exp: Experiment, cell: Cell) -> dict[str, Any]:
         upstream[f"{stage}/{name}"] = manifest.get("fingerprint") if manifest else None
     return {"code": code_hashes(cell.notebook), "params": io.sha256_text(json.dumps(params, sort_keys=True, default=str)),
             "upstream": upstream}
+
+
+def _own_variant(sections: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """A 03 cell depends on the dpo section and its own entry of dpo.variants, never on the others: adding the
+    authors' variant to a replica re-runs no finished directional DPO."""
+    dpo = sections.get("dpo")
+    if cell.stage != "03_dpo" or not dpo:
+        return sections
+    own = {k: v for k, v in (dpo.get("variants") or {}).items() if k == cell.values.get("variant")}
+    return {**sections, "dpo": {**{k: v for k, v in dpo.items() if k != "variants"}, **({"variants": own} if own else {})}}
 
 
 def stale_reasons(exp: Experiment, cell: Cell) -> list[str]:

@@ -9,6 +9,7 @@ the code cannot drift apart; a probe row's δ comes from the authors' released e
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -16,8 +17,9 @@ from revlib.core import stats
 from revlib.core.io import Metrics
 from revlib.data.world import ALIVE_MARGIN
 from revlib.evaluation import paper_reference
-from revlib.lab.claims import Check, ClaimSpec, HeldOut, Reading
+from revlib.lab.claims import Beside, Check, ClaimSpec, HeldOut, Reading
 from revlib.lab.results import RunResults
+from revlib.modeling.probes import AUTHORS_MAX_TOKENS
 from revlib.params import Experiment
 from revlib.stages.dynamics import ProbeResult
 
@@ -134,63 +136,98 @@ def mixing_lost_something(results: RunResults) -> str | None:
 
 # Each Figure 2 row is read twice. The primary reading is in sample, where the authors read Figure 2 (their
 # analysis script scores the rows of the parquet the model was trained on); the held-out reading, on the twins the
-# models never saw, is our stricter second one.
+# models never saw, is our stricter second one. Both compare on the authors' ALP measure where 04 read it, the measure
+# their released numbers (and so δ) are on; revlib's response-only measure is read beside it, in sample and held out.
 IN_SAMPLE = ("in sample: the rows the probe models were trained on (out of distribution, those rows' twins), where "
              "the r1k authors read Figure 2 (the paper's protocol)")
 HELD_OUT = "held out: the test twins the probe models never saw (our stricter reading, not the paper's protocol)"
 NO_IN_SAMPLE = ("no in-sample scores: probes.in_sample is off (or 04 ran before it recorded them), so the rows the "
                 "models were trained on, where the authors read Figure 2, were not scored")
 
-ProbeSource = Callable[[RunResults], "ProbeResult | None"]
+AUTHORS, RESPONSE, COMPARED = "authors", "response", "compared"
+MEASURE_WORDS = {AUTHORS: "the authors' measure", RESPONSE: "revlib's response-only measure"}
+AUTHORS_MEASURE = ("the r1k authors' ALP measure (their analysis script: the mean log p of the whole `text` chat "
+                   "string after their own prompt, first token dropped)")
+BORROWED_DELTA = ("no number was released on revlib's response-only measure: δ, derived on the authors' measure, is "
+                  "borrowed as the scale")
 
 
-def held_out_scores(results: RunResults) -> ProbeResult | None:
-    return results.probes
+def authors_measure_read(results: RunResults) -> bool:
+    """04 read the authors' measure on this run's probe rows."""
+    m = results.authors_measure
+    return m is not None and m.applicable
 
 
-def in_sample_scores(results: RunResults) -> ProbeResult | None:
-    return results.probes_in_sample
+@dataclass(frozen=True)
+class ProbeScores:
+    """Which of 04's per-example scores a reading reads: in sample or held out, on the authors' measure, on revlib's
+    response-only one, or COMPARED: the authors' where 04 read it, else revlib's."""
+
+    where: str      # "in sample" | "held out"
+    measure: str    # AUTHORS | RESPONSE | COMPARED
+
+    def resolved(self, results: RunResults) -> str:
+        if self.measure != COMPARED:
+            return self.measure
+        return AUTHORS if authors_measure_read(results) else RESPONSE
+
+    def load(self, results: RunResults) -> ProbeResult | None:
+        inside = self.where == "in sample"
+        if self.resolved(results) == AUTHORS:
+            if not authors_measure_read(results):
+                return None
+            return results.probes_authors_in_sample if inside else results.probes_authors
+        return results.probes_in_sample if inside else results.probes
+
+    def words(self, results: RunResults) -> str:
+        return f"{self.where}, {MEASURE_WORDS[self.resolved(results)]}"
+
+    def held_out(self) -> ProbeScores:
+        return replace(self, where="held out")
 
 
-def _where(source: ProbeSource) -> str:
-    return "in sample" if source is in_sample_scores else "held out"
-
-
-def probe_reading(source: ProbeSource, read: Callable[[ProbeResult, str], Reading | None]
+def probe_reading(source: ProbeScores, read: Callable[[ProbeResult, str], Reading | None]
                   ) -> Callable[[RunResults], Reading | None]:
     """A Figure 2 measure on one reading's scores. In sample without in-sample scores, where the held-out scores
     cover the claim: a reading with nothing measured, which the rule makes inconclusive (never a pass)."""
 
     def measure(results: RunResults) -> Reading | None:
-        p = source(results)
+        p = source.load(results)
         if p is None:
-            if source is in_sample_scores and results.probes is not None and read(results.probes, "held out"):
+            held = source.held_out().load(results)
+            if source.where == "in sample" and held is not None and read(held, "held out"):
                 return Reading(None, None, "in sample: not scored", missing=NO_IN_SAMPLE)
             return None
-        return read(p, _where(source))
+        return read(p, source.words(results))
 
     return measure
 
 
-def probe_gate_on(source: ProbeSource) -> Check:
+def probe_gate_on(where: str) -> Check:
     """The probe models must have learned, on this reading's rows: in-distribution ALP(y+) rose from the base by the
-    probe bar."""
+    probe bar, read on the measure the bar was derived on (`probes.gates_measure`)."""
 
     def gate(results: RunResults) -> str | None:
-        p = source(results)
+        probes_params = results.exp.probes
+        measure = probes_params.gates_measure if probes_params else RESPONSE
+        p = ProbeScores(where, measure).load(results)
         if p is None:
+            if measure == AUTHORS and results.probes is not None and not authors_measure_read(results):
+                m = results.authors_measure
+                return ("the probe gate reads the authors' measure (probes.gates_measure: authors), which 04 did not "
+                        f"read here{': ' + m.reason if m is not None and m.reason else ''}")
             return None
         after, before = p.mean("alp_chosen", "sft"), p.mean("alp_chosen", "base")
-        bar = results.exp.probes.min_alp_rise if results.exp.probes else DEFAULT_MIN_ALP_RISE
+        bar = probes_params.min_alp_rise if probes_params else DEFAULT_MIN_ALP_RISE
         if after is not None and before is not None and after - before < bar:
-            return (f"probe models did not learn ({_where(source)}, in-distribution ALP(y+) rose {after - before:+.3f} "
-                    f"from the base; needs {bar:g})")
+            return (f"probe models did not learn ({where}, {MEASURE_WORDS[measure]}, in-distribution ALP(y+) rose "
+                    f"{after - before:+.3f} from the base; needs {bar:g})")
         return None
 
     return gate
 
 
-probe_gate = probe_gate_on(held_out_scores)
+probe_gate = probe_gate_on("held out")
 
 
 def change_reading(metric: str, first: str, second: str, what: str) -> Callable[[ProbeResult, str], Reading | None]:
@@ -279,12 +316,12 @@ def mass_read(p: ProbeResult, where: str) -> Reading | None:
                    reading.measured + f"; the argmax token along y+ moved {sum(top) / len(top):+.3f} nats/token")
 
 
-def sft_raised_rejected_on(source: ProbeSource) -> Check:
+def sft_raised_rejected_on(source: ProbeScores) -> Check:
     """A limit on DPO's suppression needs something to suppress: on the examples of the training sets DPO ran on, SFT
     raised ALP(y−) (its interval above 0)."""
 
     def check(results: RunResults) -> str | None:
-        p = source(results)
+        p = source.load(results)
         rise = p.change("alp_rejected", "sft", "base") if p is not None else None
         dpo = p.at("dpo") if p is not None else None
         if rise is None or dpo is None:
@@ -295,7 +332,7 @@ def sft_raised_rejected_on(source: ProbeSource) -> Check:
         lo, hi = stats.bootstrap_mean(rise.tolist())
         if lo > 0:
             return None
-        return (f"a rise in y− to suppress: SFT must raise ALP(y−) on the DPO models' examples ({_where(source)}), "
+        return (f"a rise in y− to suppress: SFT must raise ALP(y−) on the DPO models' examples ({source.words(results)}), "
                 f"but it moved {rise.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
 
     return check
@@ -364,22 +401,55 @@ def probe_delta(row: str | None) -> tuple[float, str]:
 # ---------------------------------------------------------------- the registry entries
 
 _TABLE = dict(delta=TABLE_DELTA, delta_source=TABLE_DELTA_SOURCE, gates=(table_gate,))
-_IN_SAMPLE_GATES = (sft_gate, probe_gate_on(in_sample_scores))
+_IN_SAMPLE_GATES = (sft_gate, probe_gate_on("in sample"))
 _HELD_OUT_GATES = (sft_gate, probe_gate)
 
 
+def compares_on(authors: bool) -> Callable[[RunResults], str]:
+    """The measure a Figure 2 row's verdicts compare on, in words: the authors' where 04 read it and the row can read
+    it (`authors`), else revlib's response-only one and why."""
+
+    def words(results: RunResults) -> str:
+        m = results.authors_measure
+        if authors and authors_measure_read(results):
+            return (f"{AUTHORS_MEASURE}, capped at {m.max_tokens:,} tokens (theirs: "
+                    f"{AUTHORS_MAX_TOKENS:,}): the measure the released numbers are on")
+        if not authors:
+            why = "the authors' script scores no irrelevant response"
+        elif m is None:
+            why = "04 did not record the authors' measure"
+        else:
+            why = m.reason
+        return f"revlib's response-only ALP ({why.rstrip('.')}); {BORROWED_DELTA}"
+
+    return words
+
+
+def _revlib_beside(measure: Callable[[RunResults], Reading | None]) -> Callable[[RunResults], Reading | None]:
+    """revlib's response-only reading, shown beside where the row's verdicts read the authors' measure (where they
+    do not, it is the verdict itself)."""
+    return lambda results: measure(results) if authors_measure_read(results) else None
+
+
 def figure2(claim_id: str, wording: str, figure: str, read: Callable[[ProbeResult, str], Reading | None],
-            released: str | None, preconditions: Callable[[ProbeSource], tuple[Check, ...]] = lambda source: ()
-            ) -> ClaimSpec:
-    """A Figure 2 row read two ways: in sample (primary, the authors' protocol) and held out, with δ from the
-    authors' released effect `RELEASED[released]`."""
+            released: str | None, preconditions: Callable[[ProbeScores], tuple[Check, ...]] = lambda source: (),
+            authors: bool = True) -> ClaimSpec:
+    """A Figure 2 row read two ways: in sample (primary, the authors' protocol) and held out, each on the authors'
+    measure where 04 read it (with δ from the authors' released effect `RELEASED[released]`, on that measure) and on
+    revlib's response-only measure beside it; `authors` False: the row reads revlib's measure only."""
     delta, source = probe_delta(released)
     value, what = RELEASED[released] if released else (None, "")
-    return ClaimSpec(claim_id, "r1k", wording, figure, delta, source, probe_reading(in_sample_scores, read),
-                     gates=_IN_SAMPLE_GATES, preconditions=preconditions(in_sample_scores),
+    measure = COMPARED if authors else RESPONSE
+    inside, held = ProbeScores("in sample", measure), ProbeScores("held out", measure)
+    beside = tuple(
+        Beside(f"revlib's response-only ALP, {where}", _revlib_beside(probe_reading(ProbeScores(where, RESPONSE), read)),
+               (sft_gate, probe_gate_on(where)), preconditions(ProbeScores(where, RESPONSE)), BORROWED_DELTA)
+        for where in ("in sample", "held out")) if authors else ()
+    return ClaimSpec(claim_id, "r1k", wording, figure, delta, source, probe_reading(inside, read),
+                     gates=_IN_SAMPLE_GATES, preconditions=preconditions(inside),
                      released_effect=value, released_what=what, reads=IN_SAMPLE,
-                     held_out=HeldOut(probe_reading(held_out_scores, read), HELD_OUT, _HELD_OUT_GATES,
-                                      preconditions(held_out_scores)))
+                     held_out=HeldOut(probe_reading(held, read), HELD_OUT, _HELD_OUT_GATES, preconditions(held)),
+                     compares_on=compares_on(authors), beside=beside)
 
 
 MIXING_HURTS = ClaimSpec(
@@ -423,7 +493,8 @@ FIGURE_2: list[ClaimSpec] = [
             "dpo_suppression_limited", preconditions=lambda source: (sft_raised_rejected_on(source),)),
     figure2("r1k.abstract.dpo_mass_to_irrelevant",
             "DPO shifts probability mass toward irrelevant outputs (Ren & Sutherland's squeezing)",
-            "abstract: no figure; here another question's y+ and the argmax token along y+", mass_read, None),
+            "abstract: no figure; here another question's y+ and the argmax token along y+", mass_read, None,
+            authors=False),
 ]
 
 CLAIMS: list[ClaimSpec] = [
@@ -471,6 +542,11 @@ def learned(results: RunResults) -> Metrics:
             out["probe_alp_pos_id_base"] = float(base["alp_chosen"].mean())
         out["probe_test_n"] = p.test_examples
         out["probe_checkpoints"] = p.checkpoints_scored
+    authors = results.authors_measure
+    if authors is not None:  # the r1k authors' measure: its cap, and the base on their first50 rows at their 1,000
+        out["authors_measure_max_tokens"] = authors.max_tokens
+        if authors.base_first_rows_alp is not None:
+            out["probe_authors_alp_base"] = authors.base_first_rows_alp
     if results.probes_in_sample is not None:  # the probe-training rows 04 scored in sample
         out["probe_in_sample_n"] = results.probes_in_sample.test_examples
         if sft is not None:

@@ -15,7 +15,7 @@ from revlib.core import io
 from revlib.params import Experiment
 from revlib.stages.base_model import BaseSkills
 from revlib.stages.benchmarks import BenchmarkResults
-from revlib.stages.dynamics import InSampleScores, ProbeResult
+from revlib.stages.dynamics import AuthorsInSampleScores, AuthorsMeasure, AuthorsScores, InSampleScores, ProbeResult
 from revlib.stages.scaling import ScalingResult
 from revlib.stages.star import StarResult
 
@@ -91,6 +91,21 @@ class RunResults:
         return self._load("04_probe_dynamics", InSampleScores)
 
     @cached_property
+    def authors_measure(self) -> AuthorsMeasure | None:
+        """How 04 read the r1k authors' ALP measure (or why it did not apply); None when 04 did not record it."""
+        return self._load("04_probe_dynamics", AuthorsMeasure)
+
+    @cached_property
+    def probes_authors(self) -> AuthorsScores | None:
+        """04's held-out scores on the authors' measure; None where it was not read."""
+        return self._load("04_probe_dynamics", AuthorsScores)
+
+    @cached_property
+    def probes_authors_in_sample(self) -> AuthorsInSampleScores | None:
+        """04's in-sample scores on the authors' measure (with probes.in_sample); None where it was not read."""
+        return self._load("04_probe_dynamics", AuthorsInSampleScores)
+
+    @cached_property
     def sft_runs(self) -> TrainingRuns | None:
         return TrainingRuns.load(stage_dirs(self.exp, "02_sft"))
 
@@ -105,6 +120,20 @@ class RunResults:
     @cached_property
     def star(self) -> StarResult | None:
         return self._load("07_star_graph", StarResult)
+
+    @cached_property
+    def failed_gates(self) -> list[str]:
+        """One line, "<stage>/<cell>: <check>, ...", per finished cell whose learning checks failed: a stage that ran
+        on under require_learning: false (with it true the cell itself fails), in the plan's stage order."""
+        out = []
+        for stage in self.exp.stages:
+            for d in stage_dirs(self.exp, stage):
+                metrics = io.read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
+                if metrics.get("learned") is False:
+                    failed = [k.removeprefix("learned/") for k, v in metrics.items()
+                              if k.startswith("learned/") and v is False]
+                    out.append(f"{stage}/{d.name}: {', '.join(failed) or 'a learning check'}")
+        return out
 
     def reading(self, spec: ClaimSpec) -> Reading | None:
         """The claim's reading of this run, measured once (a precondition may read another claim's)."""

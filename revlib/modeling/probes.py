@@ -74,8 +74,8 @@ class ItemScore:
         return self.sum_chosen / self.n_chosen
 
     @property
-    def alp_rejected(self) -> float:
-        return self.sum_rejected / self.n_rejected
+    def alp_rejected(self) -> float:  # nan where no rejected response was scored (the authors' ALP(text) alone)
+        return self.sum_rejected / self.n_rejected if self.n_rejected else math.nan
 
     @property
     def margin(self) -> float:
@@ -202,7 +202,7 @@ def _rows(items: Sequence[ProbeItem], share: bool) -> list[_Row]:
     rows = []
     for i, it in enumerate(items):
         p = list(it.prompt_ids)
-        branches = [(w, list(ids)) for w, (_, ids) in enumerate(it.responses())]
+        branches = [(w, list(ids)) for w, (_, ids) in enumerate(it.responses()) if ids]  # an empty one: nothing to score
         groups = [branches] if share else [[b] for b in branches]
         for group in groups:
             row = _Row(i, list(p), list(range(len(p))), [0] * len(p))
@@ -380,6 +380,83 @@ def auto_logit_chunk(vocab_size: int, device: torch.device) -> int:
     logsumexp reads it back; measured 1.5-2x faster than 1024 rows at a 152k vocabulary), 1 GiB on a GPU."""
     budget = (1 << 30) if device.type == "cuda" else (16 << 20)
     return max(8, budget // (4 * vocab_size))
+
+
+# --- the r1k authors' ALP measure (analysis/analyze_training_dynamics.py of 16demi/ReasonAlign-analysis, MIT) ---
+#
+# Their script scores a row of their published parquet as: the prompt is their own ChatML string around the row's
+# `question` (the forward question, in `flipped` rows too), the completion the row's whole `text` (resp.
+# `worse-text`) chat string, which repeats the system turn and the question before the response. Each is tokenized
+# on its own by `tokenizer.encode` with its defaults; the completion is cut to `max_tokens` and its first token
+# dropped; ALP is the mean log-probability of the remaining completion tokens given the prompt and the tokens before
+# them. A completion of one token or none gives -inf in their script, and the row is skipped.
+
+# their string, kept exactly (the "\n" before <|im_end|> in the system turn is theirs)
+AUTHORS_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.\n<|im_end|>\n<|im_start|>user\n{question}"
+                  "<|im_end|>\n<|im_start|>assistant\n")
+AUTHORS_MAX_TOKENS = 1000  # their default cap
+
+
+@dataclass(frozen=True)
+class AuthorsRow:
+    """One row as the authors' script reads it: `question`, `text` (y+'s chat string) and `worse-text` (y-'s).
+    `worse_text` None: only ALP(text) is wanted."""
+
+    id: str
+    question: str
+    text: str
+    worse_text: str | None
+    pair_id: str = ""
+    direction: str = ""
+    task: str = ""
+
+
+def authors_prompt(question: str) -> str:
+    return AUTHORS_PROMPT.format(question=question)
+
+
+def conversation_text(tokenizer: Any, question: str, reasoning: str, answer: str,
+                      system: str | None = render.DEFAULT_SYSTEM) -> str:
+    """The whole conversation as training renders it (system, question, the s1 think/answer turn): what the authors'
+    `text` is for rows they did not publish (their `text` is the string their SFT trained on)."""
+    return tokenizer.apply_chat_template(render.prompt_messages(question, system)
+                                         + render.assistant_message(reasoning, answer), tokenize=False)
+
+
+def authors_completion_ids(tokenizer: Any, completion: str, max_tokens: int) -> tuple[int, ...] | None:
+    """The completion tokens the authors score: `tokenizer.encode`'s defaults, cut to `max_tokens`, the first token
+    dropped; None where their script gives -inf (an empty completion, or one token or none after the cut)."""
+    if not isinstance(completion, str) or not completion.strip():
+        return None
+    ids = list(tokenizer.encode(completion))[:max_tokens]
+    return tuple(ids[1:]) if len(ids) > 1 else None
+
+
+def authors_items(tokenizer: Any, rows: Sequence[AuthorsRow], max_tokens: int = AUTHORS_MAX_TOKENS
+                  ) -> tuple[list[ProbeItem], dict[str, str]]:
+    """Probe items whose scores are the authors' ALP(text) (chosen) and ALP(worse-text) (rejected, empty where the
+    row has none), and the rows their script would skip, with why."""
+    if max_tokens < 2:
+        raise ValueError(f"the authors' token cap must be >= 2 (their first token is dropped), got {max_tokens}")
+    items, skipped = [], {}
+    for row in rows:
+        text = authors_completion_ids(tokenizer, row.text, max_tokens)
+        worse = () if row.worse_text is None else authors_completion_ids(tokenizer, row.worse_text, max_tokens)
+        if text is None or worse is None:
+            which = "text" if text is None else "worse-text"
+            skipped[row.id] = f"its {which} is empty or one token long (the authors' script gives -inf and skips it)"
+            continue
+        prompt = tuple(tokenizer.encode(authors_prompt(row.question)))
+        items.append(ProbeItem(row.id, row.pair_id, row.direction, row.task, prompt, text, worse))
+    return items, skipped
+
+
+def authors_scores(model: Any, tokenizer: Any, rows: Sequence[AuthorsRow], max_tokens: int = AUTHORS_MAX_TOKENS,
+                   scorer: Scorer | None = None, frozen_below: int = 0) -> list[ItemScore]:
+    """The authors' ALP of each row's `text` (alp_chosen) and `worse-text` (alp_rejected), through the fast scorer;
+    rows their script skips are left out (`authors_items` names them)."""
+    items, _ = authors_items(tokenizer, rows, max_tokens)
+    return (scorer or Scorer()).score(model, items, frozen_below=frozen_below)
 
 
 # --- one base loaded, adapters swapped per checkpoint ---

@@ -33,7 +33,9 @@ class Experiment(Strict):
     show_code: bool = Field(False, description="exported HTML reports open with their code cells shown (hidden by "
                             "default; a button in each report shows or hides them)")
     require_learning: bool = Field(True, description="a stage whose models learned nothing fails, after saving its "
-                                   "results (smoke runs, too short to learn, set false)")
+                                   "results; false: it finishes, the stages after it run, and findings.json lists "
+                                   "the failed gate under learned.failed_gates (smoke runs, too short to learn; the "
+                                   "paper replicas, whose later stages must run after days of training)")
     base_models: list[BaseModelSpec] = Field(min_length=1)
     data: DataParams = DataParams()
     sft: SFTParams | None = None
@@ -187,17 +189,23 @@ def _yaml_path(loc: list) -> str:
 
 def _valid_keys(loc: list, raw: dict) -> list[str]:
     """Field names of the model at `loc`, following the raw data through lists and unions."""
+    import typing
+
     model: Any = Experiment
     node: Any = raw
+    by_name = False  # the last field maps names to models (dpo.variants): the next part is a name, not a field
     for part in loc:
-        if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else None
+        if isinstance(part, int) or by_name:
+            node = (node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node)
+                    else node.get(part) if isinstance(node, dict) else None)
+            by_name = False
             continue
         field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return []
         node = node.get(part) if isinstance(node, dict) else None
         model = _model_of(field.annotation, node)
+        by_name = typing.get_origin(field.annotation) is dict
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []

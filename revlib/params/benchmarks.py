@@ -76,8 +76,10 @@ class BenchmarkParams(Strict):
                                         "and 2 out on them")
 
     def instruction_text(self, label: str) -> str | None:
-        """The instruction model `label` (base, sft, dpo, ...) gets, or None for the bare problem."""
-        if self.instruction is None or label not in self.instruction_for:
+        """The instruction model `label` (base, sft, dpo, ...) gets, or None for the bare problem; every DPO model
+        (dpo_per_step, a named variant's dpo_<name>) gets DPO's."""
+        kind = "dpo" if label.startswith("dpo_") else label
+        if self.instruction is None or kind not in self.instruction_for:
             return None
         return INSTRUCTIONS.get(self.instruction, self.instruction)
 

@@ -21,6 +21,10 @@ def training(exp: Experiment) -> list[str]:
         if p is not None and p.max_steps != -1 and p.max_steps < 1:
             problems.append(f"{section}.max_steps: must be at least 1, or -1 (the default) to run every epoch "
                             f"(got {p.max_steps})")
+    for name in exp.dpo.variants if exp.dpo is not None else ():
+        steps = exp.dpo.for_variant(name).max_steps
+        if steps != -1 and steps < 1:
+            problems.append(f"dpo.variants.{name}.max_steps: must be at least 1, or -1 to run every epoch (got {steps})")
     if exp.star_graph is not None and "07_star_graph" in exp.stages and exp.dpo is not None and (
             exp.dpo.max_steps < 1 or exp.dpo.save_every_steps is None):
         problems.append("dpo.max_steps: 07's per-step DPO runs a fixed step budget; set dpo.max_steps and "

@@ -49,6 +49,17 @@ class ProbeParams(Strict):
                                            "at least this much from the last SFT to the last DPO checkpoint (nats per "
                                            "token); null: no bar here (03 checks DPO on its own pairs), the held-out "
                                            "fall is a finding")
+    authors_measure_max_tokens: int = Field(
+        1000, ge=2, description="the r1k authors' ALP measure (their analysis script: the whole `text` chat string "
+        "after their own prompt, first token dropped) reads at most this many tokens of `text`; theirs: 1000. The "
+        "string repeats the system turn and the question first, so a small cap reads little of the response")
+    authors_measure_checkpoints: Literal["all", "ends"] = Field(
+        "all", description="where 04 reads the authors' measure: all: every checkpoint it scores; ends: the base and "
+        "each training set's last SFT and DPO checkpoint (what the Figure 2 rows read)")
+    gates_measure: Literal["response", "authors"] = Field(
+        "response", description="the measure the learning gates (min_alp_rise, min_alp_after_sft, min_alp_fall_dpo) "
+        "read, held out in 04 and on each Figure 2 reading's rows: response: revlib's response-only ALP; authors: "
+        "the authors' measure (a gate derived from their released numbers reads their measure)")
     in_sample: bool = Field(False, description="also score y+ and y- on the probe-training examples themselves "
                             "(the paper does not say whether its T is held out): base, last SFT and last DPO checkpoints")
     include_base: bool = Field(True, description="also score the base model before SFT (the x axis starts there)")

@@ -28,14 +28,24 @@ class Stage:
 
 
 def dpo_cells(exp: Experiment, model: str) -> list[tuple[str, dict[str, Any]]]:
-    """03_dpo cells of one base model: directional DPO per SFT model, and per-step DPO where asked."""
+    """03_dpo cells of one base model: directional DPO per SFT model, per-step DPO where asked, and each named
+    variant of `dpo.variants` on its SFT models (<model>__<set>__<variant>)."""
     if exp.dpo is None:
         return []
     cells = [(f"{model}__{s}", {"model": model, "train_set": s, "variant": "directional"}) for s in exp.dpo.on]
     if exp.dpo.per_step:
         cells += [(f"{model}__{s}__per_step", {"model": model, "train_set": s, "variant": "per_step"})
                   for s in exp.dpo.per_step.on]
+    for name in exp.dpo.variants:
+        cells += [(f"{model}__{s}__{name}", {"model": model, "train_set": s, "variant": name})
+                  for s in exp.dpo.variant_on(name)]
     return cells
+
+
+def named_variant_cells(exp: Experiment, model: str, train_sets: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The 03 cells of `dpo.variants` that start from the SFT models of `train_sets`."""
+    return [(name, v) for name, v in dpo_cells(exp, model)
+            if v["variant"] not in ("directional", "per_step") and v["train_set"] in train_sets]
 
 
 def _base_model(exp: Experiment, m: str) -> list[CellSpec]:
@@ -63,7 +73,11 @@ def _probe_dynamics(exp: Experiment, m: str) -> list[CellSpec]:
         deps += [("03_dpo", f"{m}__{s}") for s in exp.probes.train_sets if exp.dpo and s in exp.dpo.on]
     if exp.dpo and exp.dpo.per_step:  # the probes compare the two DPO variants side by side
         deps += [("02_sft", f"{m}__{s}") for s in exp.dpo.per_step.on]
-        deps += [("03_dpo", name) for name, v in dpo_cells(exp, m) if v["train_set"] in exp.dpo.per_step.on]
+        deps += [("03_dpo", name) for name, v in dpo_cells(exp, m) if v["train_set"] in exp.dpo.per_step.on
+                 and v["variant"] in ("directional", "per_step")]
+    for name, v in named_variant_cells(exp, m, exp.probes.train_sets) if exp.dpo else []:
+        # a named variant's final model is scored beside directional DPO from the same SFT model
+        deps += [("02_sft", f"{m}__{v['train_set']}"), ("03_dpo", f"{m}__{v['train_set']}"), ("03_dpo", name)]
     return [(m, {"model": m}, list(dict.fromkeys(deps)))]
 
 

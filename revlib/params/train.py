@@ -8,10 +8,11 @@ beta 0.1 instead of its reported 0.6).
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from revlib.params.common import Strict
 from revlib.params.negatives import PerStepDPOParams
@@ -19,7 +20,7 @@ from revlib.params.negatives import PerStepDPOParams
 TrainSet = Literal["forward", "reverse", "half_mix", "mix"]
 PairSet = Literal["forward", "reverse", "half_mix", "mix"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
-LaunchConfig = Literal["single", "ddp", "zero3"]
+LaunchConfig = Literal["single", "ddp", "zero3", "zero3_offload"]  # configs/<name>.yaml
 
 
 class Lora(Strict):
@@ -106,7 +107,9 @@ class _Common(Strict):
                             "needs; at 7B about 9 GB a checkpoint); all: every checkpoint keeps it")
     max_steps: int = Field(-1, description="-1: run all epochs; otherwise stop after this many optimizer steps")
     logging_steps: int = Field(1, ge=1)
-    report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="trackers the trainer logs to; wandb runs offline without WANDB_API_KEY and "
+                                          "names its run experiment/stage/cell in a project named after the experiment")
     accelerate_config: LaunchConfig | None = Field(
         None, description="launch through accelerate with configs/<name>.yaml; null trains in-process"
     )
@@ -137,6 +140,61 @@ class SFTParams(_Common):
                           "(with sdpa on CPU the block-diagonal mask makes it slower than padding)")
 
 
+def _on_key(data: Any) -> Any:
+    """YAML 1.1 reads a bare `on:` key as the boolean True; accept it as the field it was meant to be."""
+    if isinstance(data, dict) and True in data:
+        data = {("on" if k is True else k): v for k, v in data.items()}
+    return data
+
+
+VARIANT_NAME = r"^[a-z0-9][a-z0-9-]*$"
+BUILT_IN_VARIANTS = ("directional", "per_step")  # 03's own cells: the dpo section's settings, per_step's budget
+
+
+class DPOVariant(Strict):
+    """A further DPO run from the same SFT models on the same pairs, with the settings given here in place of the
+    dpo section's (everything left out is the section's). Its cells are <model>__<set>__<name>; 04 scores its final
+    model beside directional DPO, and Table 2 shows it as its own row. Example: the r1k authors' released DPO
+    script (full parameters, beta 0.1, lr 5e-7, 50 steps, ZeRO-3 with CPU offload) beside the paper's beta 0.6."""
+
+    description: str = Field("", description="what this variant is, shown with its runs")
+    on: list[TrainSet] | None = Field(None, min_length=1, description="SFT models to run it on; null: all of dpo.on")
+    lora: Lora | None = Field(None, description="null: full-parameter DPO (a frozen copy of the SFT model is the "
+                                                "reference); leave the key out to keep the dpo section's")
+    beta: float | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, description="-1: all epochs; otherwise stop after this many optimizer steps")
+    save_every_epochs: int | None = Field(None, ge=1)
+    save_every_steps: int | None = Field(None, ge=1)
+    scheduler: Scheduler | None = None
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    grad_accum: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=8)
+    max_prompt_length: int | None = Field(None, ge=1)
+    precompute_ref_log_probs: bool | None = None
+    accelerate_config: LaunchConfig | None = None
+    num_processes: int | None = Field(None, ge=1)
+    gradient_checkpointing: bool | None = None
+    trainer: dict[str, Any] | None = Field(None, description="replaces the dpo section's trainer mapping")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data):
+        return _on_key(data)
+
+    @field_validator("trainer")
+    @classmethod
+    def _trl_fields(cls, value):
+        return check_trainer("dpo", value) if value is not None else value
+
+    def changes(self) -> dict[str, Any]:
+        """The dpo settings this variant gives (a key written as null counts: `lora: null` is full parameters)."""
+        return {k: getattr(self, k) for k in self.model_fields_set if k not in ("description", "on")}
+
+
 class DPOParams(_Common):
     @field_validator("trainer")
     @classmethod
@@ -154,14 +212,14 @@ class DPOParams(_Common):
     precompute_ref_log_probs: bool = Field(True, description="score the reference once, not every epoch")
     per_step: PerStepDPOParams | None = Field(
         None, description="also run per-step DPO (Monte-Carlo credit on the SFT policy's samples) beside directional DPO")
+    variants: dict[str, DPOVariant] = Field(
+        default_factory=dict, description="further directional DPO runs by name (lowercase, digits, '-'), each with "
+                                          "some settings changed, e.g. the authors' released script's")
 
     @model_validator(mode="before")
     @classmethod
     def _yaml_on_key(cls, data):
-        # YAML 1.1 reads a bare `on:` key as the boolean True; accept it as the field it was meant to be
-        if isinstance(data, dict) and True in data:
-            data = {("on" if k is True else k): v for k, v in data.items()}
-        return data
+        return _on_key(data)
 
     @model_validator(mode="after")
     def _lengths(self):
@@ -170,15 +228,45 @@ class DPOParams(_Common):
                              "it is compared with directional DPO on the same SFT model")
         if self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be below max_length ({self.max_length})")
+        for name, variant in self.variants.items():
+            if not re.match(VARIANT_NAME, name) or name in BUILT_IN_VARIANTS:
+                raise ValueError(f"variants: {name!r} is not a variant name (lowercase letters, digits and '-', not "
+                                 f"{' or '.join(BUILT_IN_VARIANTS)})")
+            if variant.on is not None and not set(variant.on) <= set(self.on):
+                raise ValueError(f"variants.{name}.on {variant.on} must be among dpo.on {self.on}: it starts from "
+                                 "the same SFT models")
+            try:
+                self.for_variant(name)
+            except ValidationError as err:  # a combination the dpo section refuses (max_prompt_length >= max_length)
+                problems = "; ".join((f"{'.'.join(map(str, e['loc']))}: " if e['loc'] else "") + e['msg'].removeprefix('Value error, ')
+                                     for e in err.errors())
+                raise ValueError(f"variants.{name}: {problems}") from None
         return self
+
+    def for_variant(self, variant: str) -> DPOParams:
+        """The settings a 03 cell trains with: the section's own for directional and per-step DPO, the section with
+        a named variant's changes for that variant (validated as a dpo section)."""
+        if variant in BUILT_IN_VARIANTS:
+            return self
+        if variant not in self.variants:
+            raise KeyError(f"no DPO variant named {variant!r}; dpo.variants has {sorted(self.variants)}")
+        own = self.model_dump(exclude={"variants", "per_step"}, exclude_unset=False)
+        return DPOParams.model_validate(own | self.variants[variant].changes())
+
+    def variant_on(self, variant: str) -> list[str]:
+        """The SFT models (by training set) a named variant runs on."""
+        return self.variants[variant].on or list(self.on)
 
     def switched_off(self) -> list[str]:
         """Settings asked here that revlib turns off, one line each (said at `revlib check` and when training starts).
 
-        precompute_ref_log_probs under ZeRO-3: trl wraps the model in a second (inference) DeepSpeed engine for that
-        pass, and ZeRO-3's parameter trace then breaks on the first training step ("pop from an empty deque"; seen
-        with 2 processes on DeepSpeed 0.19.8). The reference is the same, scored each step instead.
+        precompute_ref_log_probs under ZeRO-3 (with or without offload): trl 1.16 accepts it and wraps the model in a
+        second (inference) DeepSpeed engine for that pass, but ZeRO-3's parameter trace can then break on the first
+        training step ("pop from an empty deque"). Re-checked with trl 1.16.0 and DeepSpeed 0.19.8, 2 processes,
+        LoRA, through revlib's own DPO path: batch 4 breaks, with or without gradient checkpointing or LoRA dropout;
+        batch 1 ran. It depends on the run's shapes, so it stays off. The reference is the same, scored each step
+        instead: with LoRA it is the policy with its adapter disabled, so this costs a forward pass per step, no memory.
         """
-        if self.precompute_ref_log_probs and self.accelerate_config == "zero3":
+        if self.precompute_ref_log_probs and self.accelerate_config in ("zero3", "zero3_offload"):
             return ["precompute_ref_log_probs is off under ZeRO-3; the reference is scored each step"]
         return []

@@ -32,6 +32,11 @@ from revlib.params.benchmarks import SYNTHETIC_TASKS
 from revlib.stages.context import StageContext
 
 
+def dpo_label(variant: str) -> str:
+    """A DPO model's label in results.csv and the tables: dpo (directional), dpo_per_step, dpo_<name> (dpo.variants)."""
+    return "dpo" if variant == "directional" else f"dpo_{variant}"
+
+
 def models_to_evaluate(ctx: StageContext) -> list[harness.ModelRef]:
     """The base model and the final SFT/DPO checkpoints of this cell's model, as params ask and stages allow."""
 
@@ -46,8 +51,8 @@ def models_to_evaluate(ctx: StageContext) -> list[harness.ModelRef]:
     from revlib.params.stages import dpo_cells
 
     sft_cells = [(f"{name}__{s}", "sft", s) for s in (exp.sft.train_sets if exp.sft else [])]
-    # per-step DPO gets its own label, so Table 2 shows it beside directional DPO on the same SFT model
-    dpo = [(cell, "dpo" if v["variant"] == "directional" else "dpo_per_step", v["train_set"]) for cell, v in dpo_cells(exp, name)]
+    # per-step DPO and each named variant get their own label, so Table 2 shows them beside directional DPO
+    dpo = [(cell, dpo_label(v["variant"]), v["train_set"]) for cell, v in dpo_cells(exp, name)]
     for stage, label_set, cells in (("02_sft", "sft", sft_cells), ("03_dpo", "dpo", dpo)):
         if label_set not in bp.models or stage not in exp.stages:
             continue
@@ -299,7 +304,7 @@ def sample_folder(stage: str, train_set: str) -> str:
 class ModelScore:
     """One model's accuracy on one benchmark (a row of results.csv)."""
 
-    stage: str        # "base", "sft", "dpo" or "dpo_per_step"
+    stage: str        # "base", "sft", "dpo", "dpo_per_step" or "dpo_<variant>"
     train_set: str
     task: str
     problems: int

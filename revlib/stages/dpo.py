@@ -2,12 +2,14 @@
 
 Directional variant: the r1k paper's pairs from notebook 01 (for x_f, chosen y_f and rejected y_r; for x_r the
 opposite). Per-step variant: pairs cut at the critical step of the SFT policy's own forward and reverse samples
-(`negatives.direction_aware_pairs`), trained for a step budget when params give one.
+(`negatives.direction_aware_pairs`), trained for a step budget when params give one. Named variants
+(`dpo.variants`, e.g. the r1k authors' released script's settings): the directional pairs, with the settings the
+variant changes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ class Start:
 
     model: str
     train_set: str
-    variant: str  # "directional" or "per_step"
+    variant: str  # "directional", "per_step" or the name of one of dpo.variants
     sft: train.Checkpoint
     data_dir: Path
 
@@ -81,10 +83,11 @@ def preference_pairs(ctx: StageContext, begin: Start, sampler: Sampler | None = 
 
 def params_for(dpo: DPOParams, variant: str, n_pairs: int) -> DPOParams:
     """The DPO params a cell trains with. Per-step pairs are few: with `dpo.per_step.steps` their run takes that
-    step budget, as whole epochs (rounded up, the last one saved); otherwise the params as they are."""
+    step budget, as whole epochs (rounded up, the last one saved); a named variant trains with the dpo section
+    changed as `dpo.variants` says; otherwise the params as they are."""
     steps = dpo.per_step.steps if variant == "per_step" else None
     if not steps:
-        return dpo
+        return dpo.for_variant(variant)
     epochs = -(-steps * dpo.batch_size // n_pairs)
     return dpo.model_copy(update={"epochs": epochs, "save_every_epochs": epochs})
 
@@ -99,9 +102,15 @@ class DPORun:
     train: train.TrainResult
     curves: list[dict[str, Any]]  # trl's log rows (loss, learning rate, rewards) by step
     checks: list[learning.Check]
+    changed: dict[str, Any] = field(default_factory=dict)  # a named variant's settings in place of the dpo section's
+
+    def _changed_text(self) -> str:
+        return ", ".join("full parameters" if k == "lora" and v is None else f"{k} {v}"
+                         for k, v in sorted(self.changed.items()))
 
     def run_table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"SFT model": self.begin.sft_cell,
+        return pd.DataFrame([{"SFT model": self.begin.sft_cell, "variant": self.begin.variant,
+                              **({"settings changed": self._changed_text()} if self.changed else {}),
                               "pairs": f"{self.pairs.source} ({len(self.pairs.pairs)})", "beta": self.beta,
                               "steps": self.train.final.step, "seconds": self.train.metrics["train_runtime"],
                               "tokens/s": self.train.metrics["train_tokens_per_second"],
@@ -115,7 +124,8 @@ class DPORun:
         """What 03 records in metrics.json: the pairs, the run, its last logged loss, margin and reward accuracy,
         and the learning checks."""
         last = self.curves[-1] if self.curves else {}
-        return {"sft": self.begin.sft_cell, "variant": self.begin.variant, "pairs": self.pairs.source,
+        return {"sft": self.begin.sft_cell, "variant": self.begin.variant,
+                **({"variant_settings": self._changed_text()} if self.changed else {}), "pairs": self.pairs.source,
                 "n_pairs": len(self.pairs.pairs), **{f"pair_stats/{k}": v for k, v in self.pairs.stats.items()},
                 "beta": self.beta, "checkpoints": [c.epoch for c in self.train.checkpoints],
                 "steps": self.train.final.step, "final_loss": last.get("loss"),
@@ -128,9 +138,10 @@ def run(ctx: StageContext, begin: Start, pairs: Pairs) -> DPORun:
     """DPO from the SFT model on the pairs (`preference.dpo_from`: a LoRA SFT's adapter merged first), then whether
     the log-probabilities moved and the policy kept SFT's skill."""
     exp = ctx.exp
-    result = preference.dpo_from(begin.sft, pairs.pairs, ctx.dir, params_for(exp.dpo, begin.variant, len(pairs.pairs)),
-                                exp.seed)
+    settings = params_for(exp.dpo, begin.variant, len(pairs.pairs))
+    result = preference.dpo_from(begin.sft, pairs.pairs, ctx.dir, settings, exp.seed)
     curves = train.curves_rows(result.log_history)
-    checks = stage_checks.dpo_checks(curves, exp.dpo.beta)
+    checks = stage_checks.dpo_checks(curves, settings.beta)
     checks += stage_checks.kept_skill_checks(begin.sft, result.final, begin.data_dir, begin.train_set)
-    return DPORun(begin, pairs, exp.dpo.beta, result, curves, checks)
+    named = exp.dpo.variants.get(begin.variant)
+    return DPORun(begin, pairs, settings.beta, result, curves, checks, named.changes() if named else {})

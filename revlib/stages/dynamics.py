@@ -9,9 +9,10 @@ For a test example x, y+ is x's own response and y- its twin's (the directional 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -214,14 +215,7 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
                     on_checkpoint(ck, elapsed)
             by_id = {s.id: s for s in scores}
             for test_set in wanted[ck.train_set]:
-                for ex_id in members[test_set]:
-                    it, s = meta[ex_id], by_id[ex_id]
-                    rows.append({"train_set": ck.train_set, "test_set": test_set,
-                                 "pair": pair_name(ck.train_set, test_set),
-                                 "distribution": "ID" if in_distribution(ck.train_set, test_set) else "OOD",
-                                 "phase": ck.phase, "epoch": ck.epoch, "step": ck.step, "x": ck.x,
-                                 "checkpoint": ck.label, "example": ex_id, "pair_id": it.pair_id,
-                                 "direction": it.direction, "task": it.task, **{k: v for k, v in s.row().items() if k != "id"}})
+                rows += [score_row(ck, test_set, meta[ex_id], by_id[ex_id]) for ex_id in members[test_set]]
     finally:
         bank.close()
     stats = ScoringStats(seconds, scorer.tokens_scored, frozen, probes.tokens_per_second(scorer.tokens_scored, seconds),
@@ -232,6 +226,15 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
         frame = (frame.assign(_rank=frame["pair"].map(pair_rank)).sort_values(["_rank", "x", "example"], kind="stable")
                  .drop(columns="_rank").reset_index(drop=True))
     return frame, stats
+
+
+def score_row(ck: ProbeCheckpoint, test_set: str, it: probes.ProbeItem, score: probes.ItemScore) -> JSONObject:
+    """One row of the per-example scores: the checkpoint, its (train, test) pair, the probe example and its scores."""
+    return {"train_set": ck.train_set, "test_set": test_set, "pair": pair_name(ck.train_set, test_set),
+            "distribution": "ID" if in_distribution(ck.train_set, test_set) else "OOD",
+            "phase": ck.phase, "epoch": ck.epoch, "step": ck.step, "x": ck.x, "checkpoint": ck.label,
+            "example": it.id, "pair_id": it.pair_id, "direction": it.direction, "task": it.task,
+            **{k: v for k, v in score.row().items() if k != "id"}}
 
 
 def scoring_tools(p: ProbeParams) -> tuple[probes.ModelBank, probes.Scorer]:
@@ -364,20 +367,31 @@ def margin_by_direction(scores: pd.DataFrame, last: int = 12) -> pd.DataFrame:
 def checkpoint_frame(checkpoints: list[ProbeCheckpoint]) -> pd.DataFrame:
     return pd.DataFrame([{"train set": c.train_set, "x": c.x, "checkpoint": c.label, "step": c.step,
                           "LoRA": c.adapter is not None, "path": str(c.path)} for c in checkpoints])
-
+# ---------------------------------------------------------------- directional vs per-step DPO and named variants
 
 # ---------------------------------------------------------------- directional vs per-step DPO (dpo.per_step)
 
 
 def dpo_variant_models(exp: Experiment, upstream: Callable[[str, str], Path], model: str) -> dict[str, Checkpoint]:
-    """For each SFT model that also ran per-step DPO: the SFT model, its directional DPO and its per-step DPO."""
+    """For each SFT model that also ran per-step DPO: the SFT model, its directional DPO and its per-step DPO; for
+    each named variant of dpo.variants run on a probe-training set: the same SFT model and directional DPO, and the
+    variant's final model."""
     from revlib.modeling import train
+    from revlib.params.stages import named_variant_cells
 
-    out: dict[str, Checkpoint] = {}
+    wanted: list[tuple[str, str, str]] = []
     for s in exp.dpo.per_step.on if exp.dpo and exp.dpo.per_step else []:
-        for label, stage, cell in ((f"SFT {s}", "02_sft", f"{model}__{s}"),
-                                   (f"SFT {s} + directional DPO", "03_dpo", f"{model}__{s}"),
-                                   (f"SFT {s} + per-step DPO", "03_dpo", f"{model}__{s}__per_step")):
+        wanted += [(f"SFT {s}", "02_sft", f"{model}__{s}"),
+                   (f"SFT {s} + directional DPO", "03_dpo", f"{model}__{s}"),
+                   (f"SFT {s} + per-step DPO", "03_dpo", f"{model}__{s}__per_step")]
+    for cell, v in named_variant_cells(exp, model, exp.probes.train_sets) if exp.dpo else []:
+        s = v["train_set"]
+        wanted += [(f"SFT {s}", "02_sft", f"{model}__{s}"),
+                   (f"SFT {s} + directional DPO", "03_dpo", f"{model}__{s}"),
+                   (f"SFT {s} + DPO {v['variant']}", "03_dpo", cell)]
+    out: dict[str, Checkpoint] = {}
+    for label, stage, cell in wanted:
+        if label not in out:
             out[label] = train.load_checkpoints(upstream(stage, cell))[-1]
     return out
 
@@ -387,8 +401,8 @@ VARIANTS_FILE = "dpo_variants.csv"
 
 def dpo_variants(exp: Experiment, upstream: Callable[[str, str], Path], model: str, items: list[probes.ProbeItem],
                  members: dict[str, list[str]], out_dir: Path) -> pd.DataFrame | None:
-    """Where 03 also ran per-step DPO: its SFT model, directional DPO and per-step DPO scored on the same test probes
-    (written to dpo_variants.csv); None when `dpo.per_step` is not set."""
+    """Where 03 also ran per-step DPO or a named variant: its SFT model, directional DPO and the other DPO scored on
+    the same test probes (written to dpo_variants.csv); None when 03 ran neither."""
     variant_models = dpo_variant_models(exp, upstream, model)
     if not variant_models:
         return None
@@ -427,7 +441,7 @@ def comparison_figure(frame: pd.DataFrame | None) -> go.Figure | None:
         fig.add_trace(go.Bar(name=label, x=grp["test set"], y=grp["margin"],
                              hovertemplate="%{x}: margin %{y:.4f}<extra>" + label + "</extra>"))
     fig.update_layout(barmode="group", template="plotly_white", height=380,
-                      title="Margin ALP(y+) - ALP(y-) on the test probes: directional vs per-step DPO from the same SFT model",
+                      title="Margin ALP(y+) - ALP(y-) on the test probes: DPO variants from the same SFT model",
                       yaxis_title="mean margin (nats per token)", margin=dict(l=50, r=20, t=60, b=40))
     return fig
 
@@ -498,11 +512,7 @@ def in_sample_scores(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_d
     test) pair of `probes.pairs`, probe_<test> (the training rows of that direction, or their twins) scored by the
     train set's models at the base and its last SFT and DPO checkpoint. Columns as scores.parquet's."""
     p = exp.probes
-    last: dict[tuple[str, str], ProbeCheckpoint] = {}
-    for ck in checkpoints:
-        key = (ck.train_set, ck.phase)
-        if key not in last or ck.x > last[key].x:
-            last[key] = ck
+    last = {(ck.train_set, ck.phase): ck for ck in end_checkpoints(checkpoints)}
     bank, scorer = scoring_tools(p)
     frozen = shared_lower_layers(checkpoints)
     every = load_set(data_dir, "probe_mix")  # both directions: each training set's rows and their twins
@@ -528,18 +538,20 @@ def in_sample_scores(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_d
                     if phase == "base":
                         base_scores = scored
                 for test_set in tests:
-                    for ex_id in members[test_set]:
-                        it = meta[ex_id]
-                        rows.append({"train_set": train_set, "test_set": test_set,
-                                     "pair": pair_name(train_set, test_set),
-                                     "distribution": "ID" if in_distribution(train_set, test_set) else "OOD",
-                                     "phase": ck.phase, "epoch": ck.epoch, "step": ck.step, "x": ck.x,
-                                     "checkpoint": ck.label, "example": ex_id, "pair_id": it.pair_id,
-                                     "direction": it.direction, "task": it.task,
-                                     **{k: v for k, v in scored[ex_id].row().items() if k != "id"}})
+                    rows += [score_row(ck, test_set, meta[ex_id], scored[ex_id]) for ex_id in members[test_set]]
     finally:
         bank.close()
     return pd.DataFrame(rows)
+
+
+def end_checkpoints(checkpoints: list[ProbeCheckpoint]) -> list[ProbeCheckpoint]:
+    """The base and the last SFT and DPO checkpoint of each training set, in the given order."""
+    last: dict[tuple[str, str], ProbeCheckpoint] = {}
+    for ck in checkpoints:
+        key = (ck.train_set, ck.phase)
+        if key not in last or ck.x > last[key].x:
+            last[key] = ck
+    return [ck for ck in checkpoints if last[(ck.train_set, ck.phase)] is ck]
 
 
 def in_sample_table(in_sample_scores: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -558,6 +570,281 @@ def in_sample_table(in_sample_scores: pd.DataFrame, summary: pd.DataFrame) -> pd
                     "held-out margin": float(held["margin"].iloc[0]), "held-out n": int(held["examples"].iloc[0])}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the r1k authors' ALP measure, beside revlib's
+
+# revlib's own measure scores the response tokens after revlib's prompt (`probes.build_items`). The r1k authors'
+# script scores their published rows differently (`probes.authors_items`: the whole `text` chat string after their
+# own prompt, cut to their cap, first token dropped); their released Figure 2 numbers are on that measure, so the
+# comparison with them reads it. Where a row's `text` comes from:
+# - a row of an r1k-format file (the published 100 rows): that row's own `question`, `text` and `worse-text`, read
+#   back through revlib's source reader from the file 01 read (its meta names file and row);
+# - an s1K row with a teacher's twin (the replicas): the conversation revlib trained on, with y+ resp. its twin's
+#   response, as the authors' `text` was the string their SFT trained on;
+# - the task world: not applicable (its rows are no chat transcripts of that data).
+AUTHORS_SCORES_FILE = "authors_scores.parquet"
+AUTHORS_IN_SAMPLE_FILE = "authors_in_sample_scores.parquet"
+AUTHORS_FIRST_ROWS = 50  # the authors' `first50` subset: df.iloc[:50] of their probe file
+RENDERED_TASKS = ("s1k",)  # real text whose `text` the authors' way is the conversation trained on
+
+
+@dataclass(frozen=True)
+class AuthorsMeasure:
+    """How 04 read the authors' measure (authors_measure.json): whether it applies here and why not, the token cap,
+    at which checkpoints, where `text` came from, the rows their script would skip, and the base's mean ALP(text) over
+    the probe file's first 50 rows at their 1,000-token cap."""
+
+    applicable: bool
+    reason: str
+    max_tokens: int
+    checkpoints: str
+    texts: str = ""
+    rows: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    probe_file: str | None = None
+    base_first_rows_alp: float | None = None
+    base_first_rows: int = 0
+    seconds: float = 0.0
+    tokens_scored: int = 0
+
+    FILE = "authors_measure.json"
+
+    @classmethod
+    def exists(cls, run_dir: Path) -> bool:
+        return (Path(run_dir) / cls.FILE).exists()
+
+    @classmethod
+    def load(cls, run_dir: Path) -> AuthorsMeasure:
+        return cls(**io.read_json(Path(run_dir) / cls.FILE))
+
+    def save(self, run_dir: Path) -> Path:
+        io.write_json(Path(run_dir) / self.FILE, asdict(self))
+        return Path(run_dir) / self.FILE
+
+    @property
+    def note(self) -> str:
+        """The measure in a line, for the page."""
+        if not self.applicable:
+            return f"The r1k authors' ALP measure: not applicable here. {self.reason}"
+        which = "every checkpoint scored" if self.checkpoints == "all" else "the base and the last SFT and DPO checkpoints"
+        cap = ("their cap" if self.max_tokens == probes.AUTHORS_MAX_TOKENS
+               else f"theirs is {probes.AUTHORS_MAX_TOKENS:,}; probes.authors_measure_max_tokens")
+        return (f"The r1k authors' ALP measure, capped at {self.max_tokens:,} tokens of the `text` chat string ({cap}), "
+                f"at {which}, {self.rows} rows each ({self.texts}).")
+
+    def metrics(self) -> Metrics:
+        out: Metrics = {"authors/applicable": self.applicable, "authors/max_tokens": self.max_tokens}
+        if self.applicable:
+            out |= {"authors/seconds": self.seconds, "authors/tokens_scored": self.tokens_scored,
+                    "authors/rows": self.rows}
+        if self.base_first_rows_alp is not None:
+            out["authors/base_first50_alp"] = self.base_first_rows_alp
+        return out
+
+
+def authors_rows(records: list[Record], tokenizer: Any) -> tuple[list[probes.AuthorsRow], dict[str, str], str]:
+    """Each record as the authors' script reads a row (see above), the records it cannot read with why, and where the
+    texts came from in words. `records` must hold each record's twin."""
+    from revlib.data import sources
+
+    by_key = {(r.pair_id, r.direction): r for r in records}
+    files: dict[str, list[dict[str, Any]]] = {}
+    rows: list[probes.AuthorsRow] = []
+    left: dict[str, str] = {}
+    kinds: set[str] = set()
+    for rec in records:
+        twin = by_key.get((rec.pair_id, "reverse" if rec.direction == "forward" else "forward"))
+        if rec.task == "r1k" and rec.meta.get("source") and rec.meta.get("row") is not None:
+            path = str(rec.meta["source"])
+            if path not in files:
+                if not Path(path).exists():
+                    raise FileNotFoundError(f"the authors' measure reads `text` and `worse-text` from the r1k file 01 "
+                                            f"read, {path}, which is no longer there")
+                files[path] = sources.load_rows(None, Path(path))
+            if rec.meta.get("column") != "text":
+                left[rec.id] = "the file has no row of its own for it (its response is another row's worse-text)"
+                continue
+            row = files[path][int(rec.meta["row"])]
+            kind = "original" if rec.direction == "forward" else "flipped"
+            if (sources.stable_pair_id("r1k", str(row.get("question", ""))) != rec.pair_id
+                    or row.get("sample_type") != kind):
+                raise ValueError(f"{path} row {rec.meta['row']} is not probe {rec.id}'s {kind} row any more: the "
+                                 "file changed since 01 read it; re-run 01")
+            rows.append(probes.AuthorsRow(rec.id, row["question"], row["text"], row["worse-text"], rec.pair_id,
+                                          rec.direction, rec.task))
+            kinds.add(f"the `text` and `worse-text` of {Path(path).name}'s rows")
+        elif rec.task in RENDERED_TASKS and twin is not None:
+            forward = rec if rec.direction == "forward" else twin  # `question` holds x_f in both of their rows
+            rows.append(probes.AuthorsRow(
+                rec.id, forward.question, probes.conversation_text(tokenizer, rec.question, rec.reasoning, rec.answer),
+                probes.conversation_text(tokenizer, rec.question, twin.reasoning, twin.answer), rec.pair_id,
+                rec.direction, rec.task))
+            kinds.add("for rows not in their file, the conversation trained on, with y+ resp. its twin's response")
+        else:
+            left[rec.id] = (f"its rows ({rec.task}) have no `text` / `worse-text` chat strings: the authors' measure "
+                            "reads the r1k rows' (or, for s1K rows, the conversation trained on)")
+    return rows, left, "; ".join(sorted(kinds))
+
+
+def authors_probe_file(exp: Experiment) -> Path | None:
+    """The r1k-format file the run reads its rows from (data.probe_file, or an r1k source's local file)."""
+    d = exp.data
+    if d is None:
+        return None
+    if d.probe_file is not None:
+        return Path(d.probe_file)
+    return Path(d.source.path) if d.source.kind == "r1k" and d.source.path else None
+
+
+def score_each(p: ProbeParams, checkpoints: list[ProbeCheckpoint], items: list[probes.ProbeItem],
+               frozen: int) -> tuple[dict[ProbeCheckpoint, dict[str, probes.ItemScore]], float, int]:
+    """Every item scored by every checkpoint (one base scored once, checkpoints grouped by the model they load), the
+    seconds it took and the tokens scored."""
+    bank, scorer = scoring_tools(p)
+    order = sorted(checkpoints, key=lambda c: (str(c.base if c.adapter else c.path), c.adapter is not None,
+                                               c.train_set, c.x))
+    out: dict[ProbeCheckpoint, dict[str, probes.ItemScore]] = {}
+    base_done: dict[str, dict[str, probes.ItemScore]] = {}
+    start = time.perf_counter()
+    try:
+        for ck in order:
+            if ck.phase == "base" and str(ck.path) in base_done:
+                out[ck] = base_done[str(ck.path)]
+                continue
+            with bank.use(ck) as model:
+                out[ck] = {s.id: s for s in scorer.score(model, items, frozen_below=frozen)}
+            if ck.phase == "base":
+                base_done[str(ck.path)] = out[ck]
+    finally:
+        bank.close()
+    return out, time.perf_counter() - start, scorer.tokens_scored
+
+
+def authors_measure(exp: Experiment, checkpoints: list[ProbeCheckpoint], data_dir: Path, tokenizer: Any,
+                    out_dir: Path) -> AuthorsReading:
+    """The authors' measure at the checkpoints `probes.authors_measure_checkpoints` asks for: held out (the test
+    probes, authors_scores.parquet) and, with `probes.in_sample`, in sample (the probe-training rows,
+    authors_in_sample_scores.parquet), per example as scores.parquet; the base's mean ALP(text) over the probe file's
+    first 50 rows at 1,000 tokens; what it did in authors_measure.json. Where no row can be read their way, only that
+    record, with the reason."""
+    p = exp.probes
+    held = {t: load_set(data_dir, f"probe_test_{t}") for t in test_sets(exp)}
+    trained = {t: load_set(data_dir, f"probe_{t}") for t in test_sets(exp)} if p.in_sample else {}
+    unique: dict[str, Record] = {}
+    for name in ("probe_test_mix", "probe_mix"):  # both directions: every row and its twin
+        if set_path(data_dir, name).exists():
+            for r in load_set(data_dir, name):
+                unique.setdefault(r.id, r)
+    for recs in [*held.values(), *trained.values()]:
+        for r in recs:
+            unique.setdefault(r.id, r)
+    wanted = {r.id for recs in [*held.values(), *trained.values()] for r in recs}
+    rows, left, texts = authors_rows(list(unique.values()), tokenizer)
+    rows = [r for r in rows if r.id in wanted]
+    if not rows:
+        reason = next(iter(left.values()), "no probe rows")
+        measure = AuthorsMeasure(False, f"No probe row can be read the authors' way: {reason}.",
+                                 p.authors_measure_max_tokens, p.authors_measure_checkpoints)
+        measure.save(out_dir)
+        return AuthorsReading(measure, None, None)
+    items, skipped = probes.authors_items(tokenizer, rows, p.authors_measure_max_tokens)
+    skipped |= {k: v for k, v in left.items() if k in wanted}
+    at = end_checkpoints(checkpoints) if p.authors_measure_checkpoints == "ends" else checkpoints
+    at = [ck for ck in at if any(train == ck.train_set for train, _ in p.pairs)]
+    scored, seconds, tokens = score_each(p, at, items, shared_lower_layers(checkpoints))
+    meta = {it.id: it for it in items}
+
+    def frame(members: dict[str, list[Record]]) -> pd.DataFrame:
+        out = [score_row(ck, test, meta[r.id], scored[ck][r.id])
+               for train, test in p.pairs for ck in at if ck.train_set == train
+               for r in members[test] if r.id in meta]
+        return pd.DataFrame(out)
+
+    held_out = frame(held)
+    in_sample = frame(trained) if p.in_sample else None
+    AuthorsScores(held_out).save(out_dir)
+    if in_sample is not None:
+        AuthorsInSampleScores(in_sample).save(out_dir)
+    base = next((ck for ck in at if ck.phase == "base"), None)
+    first_alp, first_n, more_s, more_t = authors_first_rows(exp, base, tokenizer, items, scored.get(base))
+    measure = AuthorsMeasure(True, "", p.authors_measure_max_tokens, p.authors_measure_checkpoints, texts, len(items),
+                             skipped, str(authors_probe_file(exp)) if authors_probe_file(exp) else None,
+                             first_alp, first_n, seconds + more_s, tokens + more_t)
+    measure.save(out_dir)
+    return AuthorsReading(measure, held_out, in_sample)
+
+
+def authors_first_rows(exp: Experiment, base: ProbeCheckpoint | None, tokenizer: Any, items: list[probes.ProbeItem],
+                       base_scores: dict[str, probes.ItemScore] | None) -> tuple[float | None, int, float, int]:
+    """The base's mean authors' ALP(text) over the probe file's first 50 rows (their `first50`) at their 1,000-token
+    cap, whatever `probes.authors_measure_max_tokens` is; rows the base already scored at that cap are reused.
+    (mean or None without a probe file or a base, rows averaged, seconds, tokens scored)."""
+    from revlib.data import sources
+
+    path = authors_probe_file(exp)
+    if path is None or base is None:
+        return None, 0, 0.0, 0
+    cap = probes.AUTHORS_MAX_TOKENS
+    file_rows = sources.load_rows(None, path)[:AUTHORS_FIRST_ROWS]
+    # their script skips a row whose text or worse-text gives -inf; only ALP(text) is averaged here
+    kept = [(i, r) for i, r in enumerate(file_rows)
+            if probes.authors_completion_ids(tokenizer, r.get("text"), cap) is not None
+            and probes.authors_completion_ids(tokenizer, r.get("worse-text"), cap) is not None]
+    reuse: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
+    if base_scores is not None and exp.probes.authors_measure_max_tokens == cap:
+        reuse = {(it.prompt_ids, it.chosen_ids): base_scores[it.id].alp_chosen for it in items}
+    rows = [probes.AuthorsRow(f"first{AUTHORS_FIRST_ROWS}-{i}", r["question"], r["text"], None) for i, r in kept]
+    first, _ = probes.authors_items(tokenizer, rows, cap)
+    values = {it.id: reuse[(it.prompt_ids, it.chosen_ids)] for it in first if (it.prompt_ids, it.chosen_ids) in reuse}
+    todo = [it for it in first if it.id not in values]
+    seconds, tokens = 0.0, 0
+    if todo:
+        scored, seconds, tokens = score_each(exp.probes, [base], todo, 0)
+        values |= {k: s.alp_chosen for k, s in scored[base].items()}
+    return (sum(values.values()) / len(values) if values else None), len(values), seconds, tokens
+
+
+@dataclass
+class AuthorsReading:
+    """The authors' measure as 04 read it: the record, and the per-example scores held out and in sample."""
+
+    measure: AuthorsMeasure
+    held_out: pd.DataFrame | None
+    in_sample: pd.DataFrame | None
+
+    def held_out_summary(self) -> pd.DataFrame | None:
+        return None if self.held_out is None or self.held_out.empty else summarize(self.held_out)
+
+    def paper_summary(self) -> pd.DataFrame | None:
+        """The scores the authors' protocol reads (in sample where scored, else held out), summarised."""
+        frame = self.in_sample if self.in_sample is not None and not self.in_sample.empty else self.held_out
+        return None if frame is None or frame.empty else summarize(frame)
+
+    def table(self, summary: pd.DataFrame, in_sample_scores: pd.DataFrame | None) -> pd.DataFrame | Missing:
+        """Mean ALP(y+), ALP(y−) and margin per pair and checkpoint: the authors' measure and revlib's response-only
+        one, in sample and held out, at the checkpoints where the authors' measure was read."""
+        if not self.measure.applicable:
+            return Missing(self.measure.note)
+        parts = [("the authors'", "held out", self.held_out), ("the authors'", "in sample", self.in_sample),
+                 ("revlib's (response only)", "held out", summary),
+                 ("revlib's (response only)", "in sample", in_sample_scores)]
+        keep = set(zip(self.held_out["pair"], self.held_out["x"])) if self.held_out is not None else set()
+        rows = []
+        for measure, where, frame in parts:
+            if frame is None or frame.empty:
+                continue
+            s = frame if "examples" in frame else summarize(frame)
+            for r in s.to_dict("records"):
+                if (r["pair"], r["x"]) not in keep:
+                    continue
+                rows.append({"pair": r["pair"], "checkpoint": r["checkpoint"], "x": r["x"], "measure": measure,
+                             "reading": where, "ALP(y+)": r["alp_chosen"], "ALP(y-)": r["alp_rejected"],
+                             "margin": r["margin"], "n": r["examples"]})
+        order = {p: i for i, p in enumerate(dict.fromkeys(summary["pair"]))}
+        return (pd.DataFrame(rows).assign(_rank=lambda f: f["pair"].map(order))
+                .sort_values(["_rank", "x", "reading", "measure"], kind="stable").drop(columns=["_rank", "x"])
+                .reset_index(drop=True))
 
 
 # ---------------------------------------------------------------- where the mass goes (r1k abstract; Ren & Sutherland)
@@ -682,6 +969,21 @@ class InSampleScores(ProbeResult):
 
 
 @dataclass
+class AuthorsScores(ProbeResult):
+    """04's per-example scores on the authors' measure, held out (authors_scores.parquet): alp_chosen is their
+    ALP(text), alp_rejected their ALP(worse-text)."""
+
+    FILE = AUTHORS_SCORES_FILE
+
+
+@dataclass
+class AuthorsInSampleScores(ProbeResult):
+    """As AuthorsScores, on the probe-training rows (authors_in_sample_scores.parquet, with `probes.in_sample`)."""
+
+    FILE = AUTHORS_IN_SAMPLE_FILE
+
+
+@dataclass
 class ProbeRun:
     """04's run for one base model: the probe checkpoints, their scores, Figure 2's summary and the checks."""
 
@@ -695,6 +997,7 @@ class ProbeRun:
     checks: list[Check]
     in_sample: pd.DataFrame | None = None   # with probes.in_sample: the training examples beside the held-out ones
     comparison: pd.DataFrame | None = None  # with dpo.per_step: directional vs per-step DPO on the same probes
+    authors: AuthorsReading | None = None   # the r1k authors' ALP measure, or why it does not apply
 
     @property
     def models_note(self) -> str:
@@ -713,9 +1016,33 @@ class ProbeRun:
         return table(self.summary)
 
     def beside_paper(self) -> go.Figure:
+        """This run beside the authors' released curves, on their measure where 04 read it (in sample where scored,
+        their protocol), else on revlib's response-only measure (held out); `beside_paper_note` says which."""
         from revlib.evaluation import paper_reference
 
-        return paper_reference.side_by_side(self.summary)
+        theirs = self.authors.paper_summary() if self.authors is not None else None
+        return paper_reference.side_by_side(self.summary if theirs is None else theirs)
+
+    @property
+    def beside_paper_note(self) -> str:
+        theirs = self.authors.paper_summary() if self.authors is not None else None
+        if theirs is None:
+            why = self.authors.measure.note if self.authors is not None else ""
+            return ("This run's curves: revlib's response-only ALP on the held-out test probes, not the measure the "
+                    f"released numbers are on. {why}").strip()
+        where = "in sample" if self.authors.in_sample is not None and not self.authors.in_sample.empty else "held out"
+        return f"This run's curves: the authors' measure, {where}, as the released numbers are. {self.authors.measure.note}"
+
+    @property
+    def authors_note(self) -> str:
+        return self.authors.measure.note if self.authors is not None else "The authors' measure was not read."
+
+    def authors_table(self) -> pd.DataFrame | Missing:
+        """The authors' measure beside revlib's response-only one, in sample and held out, per pair and checkpoint."""
+        if self.authors is None:
+            return Missing("The authors' measure was not read.")
+        revlib_in_sample = InSampleScores.load(self.dir).scores if InSampleScores.exists(self.dir) else None
+        return self.authors.table(self.summary, revlib_in_sample)
 
     def mass_figure(self) -> go.Figure | None:
         return mass_figure(self.summary)
@@ -737,7 +1064,8 @@ class ProbeRun:
 
     @property
     def metrics(self) -> Metrics:
-        return stage_metrics(self.summary, self.stats, self.checkpoints, self.items, self.comparison, self.checks)
+        return (stage_metrics(self.summary, self.stats, self.checkpoints, self.items, self.comparison, self.checks)
+                | (self.authors.measure.metrics() if self.authors is not None else {}))
 
 
 def run(ctx: StageContext) -> ProbeRun:
@@ -748,12 +1076,30 @@ def run(ctx: StageContext) -> ProbeRun:
     exp, base = ctx.exp, ctx.base_path()
     data_dir = ctx.upstream("01_reverse_data")
     checkpoints = probe_models(exp, base, data_dir, ctx.dir, ctx.upstream, ctx.values["model"])
-    items, members = load_probe_items(exp, data_dir, models.load_tokenizer(base))
+    tokenizer = models.load_tokenizer(base)
+    items, members = load_probe_items(exp, data_dir, tokenizer)
     scores, stats = score_checkpoints(exp, checkpoints, items, members)
     summary = summarize(scores)
     save(scores, summary, ctx.dir)
-    p = exp.probes
-    found = checks(summary, p.min_alp_rise, p.min_alp_after_sft, p.min_alp_fall_dpo)
-    return ProbeRun(exp, ctx.dir, checkpoints, items, scores, summary, stats, found,
+    authors = authors_measure(exp, checkpoints, data_dir, tokenizer, ctx.dir)
+    return ProbeRun(exp, ctx.dir, checkpoints, items, scores, summary, stats, gate_checks(exp.probes, summary, authors),
                     in_sample(exp, checkpoints, data_dir, base, summary, ctx.dir),
-                    dpo_variants(exp, ctx.upstream, ctx.values["model"], items, members, ctx.dir))
+                    dpo_variants(exp, ctx.upstream, ctx.values["model"], items, members, ctx.dir), authors)
+
+
+def gate_checks(p: ProbeParams, summary: pd.DataFrame, authors: AuthorsReading | None) -> list[Check]:
+    """The learning checks on the held-out test probes, on the measure `probes.gates_measure` names (a bar derived
+    from the authors' released numbers reads their measure); a failed check where that measure was not read."""
+    from revlib.evaluation import learning
+
+    if p.gates_measure == "response":
+        return checks(summary, p.min_alp_rise, p.min_alp_after_sft, p.min_alp_fall_dpo)
+    theirs = authors.held_out_summary() if authors is not None else None
+    if theirs is None:
+        why = authors.measure.note if authors is not None else "the authors' measure was not read"
+        return [learning.Check("learning gates on the authors' measure (probes.gates_measure: authors)", math.nan,
+                               math.nan, False, f"that measure was not read here: {why}")]
+    found = checks(theirs, p.min_alp_rise, p.min_alp_after_sft, p.min_alp_fall_dpo)
+    for c in found:
+        c.what += " (the authors' measure)"
+    return found

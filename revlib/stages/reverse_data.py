@@ -39,6 +39,17 @@ class DataRun:
         """Requests the teacher paid for, read from its cache and retried; None for a teacher that asks no one."""
         return pd.DataFrame([self.stats["teacher_usage"]]) if "teacher_usage" in self.stats else None
 
+    def teacher_models_table(self) -> pd.DataFrame | None:
+        """The model asked for and, for each model string the teacher's replies named, how many answers it gave
+        (cached ones included); None for a teacher that asks no one. An alias can name another model than the
+        one the paper used (deepseek-reasoner no longer serves R1)."""
+        models = self.stats.get("teacher_models")
+        if models is None:
+            return None
+        named = models["named_by_replies"] or {"(no reply named a model)": 0}
+        return pd.DataFrame([{"asked for": models["asked"], "named by the reply": name, "answers": n}
+                             for name, n in named.items()])
+
     def rejects_table(self) -> pd.DataFrame:
         return pd.DataFrame(reverse.rejects_by_reason(self.built)
                             or [{"reason": "(none)", "count": 0, "share of attempted": 0.0}])
@@ -61,9 +72,12 @@ class DataRun:
 
     @property
     def metrics(self) -> Metrics:
-        """What 01 records in metrics.json: the rows of every set and pair file, and the rejects by reason."""
+        """What 01 records in metrics.json: the rows of every set and pair file, the rejects by reason, and for a
+        model teacher the answers per model string its replies named."""
+        models = self.stats.get("teacher_models")
         return self.stats["counts"] | {"rejects": len(self.built.rejects),
-                                       "rejects_by_reason": self.stats["rejects_by_reason"]}
+                                       "rejects_by_reason": self.stats["rejects_by_reason"]} | (
+            {"teacher_models": models["named_by_replies"]} if models else {})
 
 
 def run(ctx: StageContext) -> DataRun:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +26,36 @@ from revlib.data.teachers.cache import ResponseCache
 
 RETRYABLE_STATUS = {408, 409, 425, 429}
 FATAL_STATUS = {401, 403, 404}
+
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 and its minor versions; not the non-reasoning gpt-5 chat
+# snapshots) answer HTTP 400 to `max_tokens` and to any temperature but the default: they take
+# `max_completion_tokens`, which also bounds their hidden reasoning
+OPENAI_REASONING = re.compile(r"^(o\d+|gpt-5)([.-]|$)(?!.*chat)")
+# DeepSeek's reasoner alias takes `max_tokens` and accepts but ignores temperature (DeepSeek's reasoning guide)
+DEEPSEEK_REASONER = re.compile(r"^deepseek-reasoner$")
+
+
+def model_family(model: str) -> str:
+    """The model's request family, "openai-reasoning", "deepseek-reasoner" or "chat", from its name as the endpoint
+    spells it (a router's "provider/" prefix is ignored)."""
+    name = model.rsplit("/", 1)[-1].lower()
+    if OPENAI_REASONING.match(name):
+        return "openai-reasoning"
+    if DEEPSEEK_REASONER.match(name):
+        return "deepseek-reasoner"
+    return "chat"
+
+
+def length_and_sampling(model: str, max_tokens: int, temperature: float) -> dict[str, Any]:
+    """The request's length limit and sampling fields as the model's family accepts them: reasoning models get no
+    temperature (refused by OpenAI's, ignored by DeepSeek's) and OpenAI's get `max_completion_tokens`; any other
+    chat model gets `max_tokens` and the temperature asked for."""
+    family = model_family(model)
+    if family == "openai-reasoning":
+        return {"max_completion_tokens": max_tokens}
+    if family == "deepseek-reasoner":
+        return {"max_tokens": max_tokens}
+    return {"max_tokens": max_tokens, "temperature": temperature}
 
 
 class _Retryable(Exception):
@@ -100,7 +131,7 @@ class ApiTeacher(ChatTeacher):
 
     def _request(self, key: str, messages: Messages) -> Completion | Failure:
         p = self.params
-        body = {"model": p.model, "messages": messages, "max_tokens": p.max_tokens, "temperature": p.temperature,
+        body = {"model": p.model, "messages": messages, **length_and_sampling(p.model, p.max_tokens, p.temperature),
                 "stream": False}
         doubling = tenacity.wait_exponential(multiplier=p.backoff_s, max=p.max_backoff_s)
 
@@ -173,7 +204,8 @@ class ApiTeacher(ChatTeacher):
 
 
 def parse_chat_response(payload: dict[str, Any]) -> Completion:
-    """The first choice's content and reasoning (DeepSeek `reasoning_content`, vLLM `reasoning`, or <think> tags)."""
+    """The first choice's content and reasoning (DeepSeek `reasoning_content`, vLLM `reasoning`, or <think> tags),
+    and the model the reply names."""
     msg = payload["choices"][0]["message"]
     content = msg.get("content") or ""
     if not isinstance(content, str):
@@ -182,7 +214,8 @@ def parse_chat_response(payload: dict[str, Any]) -> Completion:
     reasoning, answer = split_think(content, reasoning_field if isinstance(reasoning_field, str) else None)
     usage = payload.get("usage") or {}
     tokens = int(usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)))
-    return Completion(content=answer, reasoning=reasoning, tokens=tokens)
+    model = payload.get("model")  # what answered, which may differ from the alias asked for
+    return Completion(content=answer, reasoning=reasoning, tokens=tokens, model=model if isinstance(model, str) else None)
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -20,6 +20,7 @@ class Completion:
     reasoning: str  # the chain of thought: the API's reasoning field or the <think> block
     tokens: int = 0  # tokens paid for (prompt + completion); 0 for a cache hit
     cached: bool = False
+    model: str | None = None  # the model the reply names (an API reply's `model` field); None where none is named
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class Usage:
     cache_hits: int = 0
     attempts: int = 0  # HTTP calls or generate calls, retries included
     retries: dict[str, int] = field(default_factory=dict)
+    # answers used, by the model their reply named (an alias such as deepseek-reasoner can move to another model)
+    served_models: dict[str, int] = field(default_factory=dict)
+
+    def count_model(self, model: str | None) -> None:
+        if model:
+            self.served_models[model] = self.served_models.get(model, 0) + 1
 
 
 class ChatTeacher(ABC):
@@ -63,8 +70,9 @@ class ChatTeacher(ABC):
         for i, key in enumerate(keys):
             hit = self.cache.get(key) if self.cache is not None else None
             if hit is not None:
-                out[i] = Completion(hit["content"], hit["reasoning"], 0, cached=True)
+                out[i] = Completion(hit["content"], hit["reasoning"], 0, cached=True, model=hit.get("served_model"))
                 self.usage.cache_hits += 1
+                self.usage.count_model(out[i].model)
             else:
                 todo.append(i)
         if todo:
@@ -80,11 +88,14 @@ class ChatTeacher(ABC):
     def _received(self, key: str, completion: Completion, extra: dict[str, Any] | None = None) -> Completion:
         """Cache first, then count: what is paid for is on disk before anyone uses it."""
         if self.cache is not None:
+            served = {"served_model": completion.model} if completion.model else {}
             self.cache.put(key, {"teacher": self.identity, "content": completion.content,
-                                 "reasoning": completion.reasoning, "tokens": completion.tokens, **(extra or {})})
+                                 "reasoning": completion.reasoning, "tokens": completion.tokens, **served,
+                                 **(extra or {})})
         with self._lock:
             self.usage.requests += 1
             self.usage.tokens += completion.tokens
+            self.usage.count_model(completion.model)
         return completion
 
     def close(self) -> None:
