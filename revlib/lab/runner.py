@@ -291,11 +291,20 @@ def _findings(exp: Experiment) -> str:
     if page is None:
         return ""
     data = io.read_json(exp.run_root / "findings.json")
-    counts = {}
-    for c in data["claims"]:
-        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items()) or "no claim tested yet"
-    return f'<h2><a href="findings.html">Findings</a></h2><p>Which paper claims this run reproduces: {summary}.</p>'
+    summary = _count(c["verdict"] for c in data["claims"]) or "no claim tested yet"
+    second = [c for c in data["claims"] if c.get("verdict_held_out")]
+    line = f"Which paper claims this run reproduces: {summary}."
+    if second:  # claims read two ways (the r1k probes: in sample, the authors' protocol, and held out) count both
+        line = (f"Which paper claims this run reproduces, read where the paper reads them: {summary}. "
+                f"The {len(second)} claims also read held out: {_count(c['verdict_held_out'] for c in second)}.")
+    return f'<h2><a href="findings.html">Findings</a></h2><p>{html.escape(line)}</p>'
+
+
+def _count(verdicts) -> str:
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
 def _headline_tables(exp: Experiment) -> str:
