@@ -22,7 +22,6 @@ from arith_search import sft_loop, sft_rows  # noqa: E402  (same loop as the ari
 
 from revlib.modeling import models, pretrain
 from revlib.core import render
-from revlib.stages import star  # noqa: E402
 from revlib.tasks import get_task  # noqa: E402
 
 
@@ -33,7 +32,7 @@ def path_counts(model, tok, task, records) -> dict[str, int]:
     counts = {"n": len(records), "valid": 0, "first_node": 0, "correct": 0}
     for r, o in zip(records, outs):
         _, ans = render.split_answer(o)
-        for key, hit in star.path_outcome(r, ans).items():
+        for key, hit in task.answer_outcome(r, ans).items():
             counts[key] += hit
     return counts
 

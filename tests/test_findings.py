@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from revlib.lab import findings
+from revlib.lab import claims, findings
 from revlib.core import io
 from revlib.params import load
 
@@ -19,27 +19,34 @@ from conftest import PARAMS, write_params
     (-0.05, 0.15, 0.02, "inconclusive"),     # compatible with both
 ])
 def test_verdict_rule(lo, hi, delta, expected):
-    assert findings.verdict(lo, hi, delta) == expected
+    assert claims.verdict(lo, hi, delta) == expected
 
 
 @pytest.mark.parametrize("effect, lo, hi, delta, expected, note", [
     (0.05, 0.01, 0.09, 0.02, "reproduced", ""),                        # lo > 0 and E >= δ
     (0.0004, 0.0, 0.001, 0.05, "not reproduced", ""),                  # the issue's E = +0.000 [+0.000, +0.001]: lo is not > 0
-    (0.0004, 0.0001, 0.001, 0.05, "not reproduced", findings.TOO_SMALL),  # above 0, wholly below δ
+    (0.0004, 0.0001, 0.001, 0.05, "not reproduced", claims.TOO_SMALL),  # above 0, wholly below δ
     (0.01, 0.001, 0.06, 0.02, "inconclusive", "below δ"),              # above 0, E < δ, but δ not ruled out
     (-0.2, -0.3, -0.1, 0.02, "not reproduced", ""),                    # the opposite effect
 ])
 def test_decide_needs_the_effect_to_reach_delta(effect, lo, hi, delta, expected, note):
-    v, why = findings.decide(effect, lo, hi, delta)
-    assert v == expected and (note in why if note else why == "")
-    assert findings.verdict(lo, hi, delta, effect) == expected
+    v, why = claims.decide(effect, lo, hi, delta)
+    assert v == expected and (note in why.text if note else why == claims.Note())
+    assert claims.verdict(lo, hi, delta, effect) == expected
+
+
+def test_a_multiple_below_delta_is_worded_on_its_own_scale_from_its_reason_code():
+    v, note = claims.judge(claims.Reading(1.5, (1.1, 2.6), "a multiple"), 2.0, None, None, origin=1.0)
+    assert v == "inconclusive" and note.code == claims.NoteCode.BELOW_DELTA and "above 1x but E = 1.50x" in note.text
+    v, note = claims.judge(claims.Reading(None, None, "", missing="no pairs"), 2.0, None, None)
+    assert v == "inconclusive" and note == claims.Note(claims.NoteCode.NOTHING_MEASURED, "no pairs")
 
 
 def test_decide_names_a_failed_precondition_and_a_gate_first():
-    v, why = findings.decide(0.3, 0.2, 0.4, 0.02, precondition="a loss to recover")
-    assert v == "inconclusive" and why == "precondition failed: a loss to recover"
-    v, why = findings.decide(0.3, 0.2, 0.4, 0.02, gate="SFT did not learn", precondition="x")
-    assert v == "inconclusive" and why == "SFT did not learn"
+    v, why = claims.decide(0.3, 0.2, 0.4, 0.02, precondition="a loss to recover")
+    assert v == "inconclusive" and why == claims.Note(claims.NoteCode.PRECONDITION, "precondition failed: a loss to recover")
+    v, why = claims.decide(0.3, 0.2, 0.4, 0.02, gate="SFT did not learn", precondition="x")
+    assert v == "inconclusive" and why == claims.Note(claims.NoteCode.GATE, "SFT did not learn")
 
 
 def _world_run(d, outcomes: dict[tuple[str, str], list[bool]], task="world_long", chance=0.1, alive=True):
@@ -186,24 +193,24 @@ def test_no_finished_stage_writes_no_page(exp):
 def _star_json(d, under: tuple[int, int], over: tuple[int, int], train_first=50, dpo_loss=0.2):
     """07's star.json: SFT read out at steps 100, 200 and 900 (valid paths 80% on test, 85% on training graphs); the
     starts chosen by the stage's rule; per-step DPO from each (start correct -> end correct), its loss `dpo_loss`."""
-    from revlib.stages import star
+    from revlib.stages import star, star_result
 
     _done(d)
 
     def ck(step, correct, first_train=train_first):
-        return star.StarCheckpoint(epoch=step / 100, step=step, n=100, correct=correct, valid=80, first_node=45,
+        return star_result.StarCheckpoint(epoch=step / 100, step=step, n=100, correct=correct, valid=80, first_node=45,
                                    critical_token_prob=0.5, critical_q_value=0.9, start_value=0.5,
-                                   train=star.PathCounts(n=100, valid=85, first_node=first_train, correct=first_train))
+                                   train=star_result.PathCounts(n=100, valid=85, first_node=first_train, correct=first_train))
 
     curve = [ck(100, under[0]), ck(200, under[0]), ck(900, over[0], 93)]
     starts = star.choose_starts(curve, 2, 2, 3.0)
-    loss = [star.LossPoint(step=i, epoch=0.0, loss=0.69 if i < 10 else dpo_loss) for i in range(40)]
-    runs = {s.name: star.PerStepDPO(start_epoch=s.epoch, start_step=s.step, pairs=300, loss=loss,
+    loss = [star_result.LossPoint(step=i, epoch=0.0, loss=0.69 if i < 10 else dpo_loss) for i in range(40)]
+    runs = {s.name: star_result.PerStepDPO(start_epoch=s.epoch, start_step=s.step, pairs=300, loss=loss,
                                     checkpoints=[ck(50, over[1] if s.name == "over" else under[1])],
-                                    samples=star.DrawnSamples(n=800, correct=400, critical_at_first_step=300))
+                                    samples=star_result.DrawnSamples(n=800, correct=400, critical_at_first_step=300))
             for s in starts}
-    star.StarResult(knobs={"degree": 2}, model_layers=4, train_graphs=5000,
-                    base_lookup=star.BaseLookup(k=145, n=200, accuracy=0.725, chance=0.05), sft_checkpoints=curve,
+    star_result.StarResult(knobs={"degree": 2}, model_layers=4, train_graphs=5000,
+                    base_lookup=star_result.BaseLookup(k=145, n=200, accuracy=0.725, chance=0.05), sft_checkpoints=curve,
                     sft_loss=[], starts=starts, asked_under=2, over_factor=3.0, per_step_dpo=runs).save(d)
 
 
@@ -223,7 +230,7 @@ def test_star_rows_judge_the_phase_transition_and_learned_keys(exp):
     assert by_id["setlur.star_phase_transition.under"]["verdict"] == "not reproduced"
     assert by_id["setlur.star_phase_transition.under_vs_over"]["verdict"] != "reproduced"
     # a DPO whose loss stayed near log 2 did not train: the rows say so, whatever the accuracies did
-    _star_json(d, under=(15, 90), over=(35, 36), dpo_loss=0.6)
+    _star_json(d, under=(15, 90), over=(35, 36), dpo_loss=0.66)
     row = {c["id"]: c for c in findings.collect(exp)["claims"]}["setlur.star_phase_transition.under"]
     assert row["verdict"] == "inconclusive" and "DPO did not train" in row["note"]
     # an SFT that never reached the Clever-Hans state on its training graphs gates the rows
@@ -244,7 +251,8 @@ def test_negatives_rows_name_pair_counts_and_left_out_points(exp):
         pairs = {64: 12, 128: 80, 256: 150}[size]
         rows.append({"size": size, "method": "per_step_dpo", "examples": pairs,
                      "error": None if size == 64 else 1 - sum(o) / n,
-                     "note": "not trained: 12 pairs, fewer than 50" if size == 64 else ""})
+                     "note": "not trained: 12 pairs, fewer than 50" if size == 64 else "",
+                     "skip": "too_few_pairs" if size == 64 else None})
     io.write_json(d / "scaling.json", {"budget_rule": "", "min_pairs": 50, "rows": rows, "outcomes": outcomes,
                                        "efficiency": {}, "nll": {}})
     data = findings.collect(exp)

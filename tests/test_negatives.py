@@ -333,7 +333,7 @@ def test_log_ratios_are_zero_for_the_reference_and_the_critical_step_is_the_reje
     from revlib.modeling import models
     from revlib.modeling.train import Checkpoint
     from revlib.params.train import DPOParams
-    from revlib.stages import scaling
+    from revlib.modeling import preference
 
     problems = task.sample(3, 6)
     policy = ScriptedArithPolicy(problems, p_success=0.8)
@@ -352,7 +352,7 @@ def test_log_ratios_are_zero_for_the_reference_and_the_critical_step_is_the_reje
     m.save_pretrained(moved)
     models.load_tokenizer(tiny_model_dir).save_pretrained(moved)
     other = Checkpoint(moved, 1.0, 1, str(moved), None)
-    (c0, r0, k0), (c1, r1, k1) = scaling.log_ratios([ref, other], ref, pairs, params)
+    (c0, r0, k0), (c1, r1, k1) = preference.log_ratios([ref, other], ref, pairs, params)
     assert (c0, r0, k0) == pytest.approx((0.0, 0.0, 0.0), abs=1e-6)
     assert abs(c1) > 1e-3 and abs(r1) > 1e-3 and abs(k1) > 1e-4
 

@@ -69,6 +69,11 @@ FAULTS = {
     "m49_dpo_variant_prompt_longer_than_row.yaml": [
         "variants.short: max_prompt_length (256) must be below max_length (128)"],
     "m50_dpo_variant_zero_max_steps.yaml": ["dpo.variants.authors-code.max_steps: must be at least 1, or -1", "(got 0)"],
+    "m60_negatives_teacher_form_the_task_lacks.yaml": [
+        "negatives.teacher_forms: task 'arith' writes no form ['shouted']", "'result_first'"],
+    "m61_negatives_old_kept_skill_drop.yaml": ["kept_skill_drop is now learning.kept_skill_drop"],
+    "m62_learning_rule_out_of_range.yaml": ["learning.dpo_loss_fall: Input should be less than or equal to 1",
+                                            "learning.kept_skil_drop: unknown key; did you mean 'kept_skill_drop'?"],
 }
 
 

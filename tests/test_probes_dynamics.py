@@ -183,6 +183,11 @@ def test_notebook_smoke(probes_run):
     assert scores["alp_chosen"].notna().all() and set(scores["phase"]) == {"base", "sft", "dpo"}
     html = (run_dir / "04_probe_dynamics.html").read_text()
     assert "(c) margin" in html and "plotly" in html.lower()
+    # the task world has no chat transcripts: the authors' measure is recorded as not applicable, with the reason
+    assert metrics["authors/applicable"] is False and "authors/base_first50_alp" not in metrics
+    assert not dynamics.AuthorsMeasure.load(run_dir).applicable
+    assert "The r1k authors&#x27; ALP measure: not applicable here" in html or \
+        "The r1k authors' ALP measure: not applicable here" in html
 
 
 @pytest.mark.notebook

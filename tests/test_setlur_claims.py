@@ -6,26 +6,29 @@ from types import SimpleNamespace
 
 import pytest
 
+from revlib.evaluation import efficiency, trained
 from revlib.lab import setlur_claims
 from revlib.lab.claims import evaluate
-from revlib.stages import scaling, star
+from revlib.params.learning import LearningRules
+from revlib.stages import scaling_result
+from revlib.stages import star, star_result
 
 
-def _star(train_first: int = 52, under_end: int = 70, over_end: int = 42, dpo_loss: float = 0.2) -> star.StarResult:
-    def ck(step: int, correct: int, first_train: int = 50) -> star.StarCheckpoint:
-        return star.StarCheckpoint(epoch=step / 100, step=step, n=100, correct=correct, valid=80, first_node=45,
+def _star(train_first: int = 52, under_end: int = 70, over_end: int = 42, dpo_loss: float = 0.2) -> star_result.StarResult:
+    def ck(step: int, correct: int, first_train: int = 50) -> star_result.StarCheckpoint:
+        return star_result.StarCheckpoint(epoch=step / 100, step=step, n=100, correct=correct, valid=80, first_node=45,
                                    critical_token_prob=0.5, critical_q_value=0.9, start_value=0.5,
-                                   train=star.PathCounts(n=100, valid=85, first_node=first_train, correct=first_train))
+                                   train=star_result.PathCounts(n=100, valid=85, first_node=first_train, correct=first_train))
 
     curve = [ck(100, 20, train_first), ck(200, 20, train_first), ck(900, 40, 93)]
     starts = star.choose_starts(curve, 2, 2, 3.0)
-    loss = [star.LossPoint(step=i, epoch=0.0, loss=0.69 if i < 10 else dpo_loss) for i in range(40)]
-    runs = {s.name: star.PerStepDPO(start_epoch=s.epoch, start_step=s.step, pairs=150, loss=loss,
+    loss = [star_result.LossPoint(step=i, epoch=0.0, loss=0.69 if i < 10 else dpo_loss) for i in range(40)]
+    runs = {s.name: star_result.PerStepDPO(start_epoch=s.epoch, start_step=s.step, pairs=150, loss=loss,
                                     checkpoints=[ck(50, over_end if s.name == "over" else under_end)],
-                                    samples=star.DrawnSamples(n=200, correct=50, critical_at_first_step=150))
+                                    samples=star_result.DrawnSamples(n=200, correct=50, critical_at_first_step=150))
             for s in starts}
-    return star.StarResult(knobs={"degree": 2}, model_layers=4, train_graphs=5000,
-                           base_lookup=star.BaseLookup(k=150, n=200, accuracy=0.75, chance=0.05),
+    return star_result.StarResult(knobs={"degree": 2}, model_layers=4, train_graphs=5000,
+                           base_lookup=star_result.BaseLookup(k=150, n=200, accuracy=0.75, chance=0.05),
                            sft_checkpoints=curve, sft_loss=[], starts=starts, asked_under=2, over_factor=3.0,
                            per_step_dpo=runs)
 
@@ -51,7 +54,7 @@ def test_star_rows_read_the_typed_result_and_gate_on_the_state_in_the_stages_wor
     assert by_id["setlur.per_step_8x"] is None
     # no checkpoint in the Clever-Hans state on its training graphs: the state gate says so in the stage's words
     missed = evaluate(setlur_claims.CLAIMS[4], _Results(star=_star(train_first=80)))
-    assert missed.verdict == "inconclusive" and star.state_rule() in missed.note
+    assert missed.verdict == "inconclusive" and star_result.state_rule() in missed.note
     learned = setlur_claims.learned(_Results(star=_star(), scaling=None))
     assert learned["star_model_layers"] == 4 and learned["star_train_graphs"] == 5000 and learned["star_test_n"] == 100
     assert [s["name"] for s in learned["star_starts"]] == ["under_1", "under_2", "over"]
@@ -73,28 +76,29 @@ def test_comparing_gains_needs_every_dpo_to_keep_edge_following():
 
 
 def test_a_phase_transition_row_whose_dpo_did_not_train_is_inconclusive_not_a_verdict():
-    flat = _Results(star=_star(dpo_loss=0.45), scaling=None)  # a big gain, but the DPO loss never fell to log(2)/2
+    flat = _Results(star=_star(dpo_loss=0.66), scaling=None)  # a big gain, but the DPO loss stayed near log 2
     for spec in setlur_claims.CLAIMS[4:]:
         claim = evaluate(spec, flat)
-        assert claim.verdict == "inconclusive" and "DPO did not train" in claim.note and star.trained_rule() in claim.note
+        assert claim.verdict == "inconclusive" and "DPO did not train" in claim.note
+        assert trained.dpo_trained_rule(LearningRules()) in claim.note
 
 
 def _scaling(sft_right: dict[int, int], mine_right: dict[int, int], n: int = 200, loss_last: float = 0.3,
-             method: str = "per_step_dpo") -> scaling.ScalingResult:
+             method: str = "per_step_dpo") -> scaling_result.ScalingResult:
     """scaling.json with SFT answering sft_right[size] of n test problems and `method` mine_right[size]."""
     outcomes = {size: {"sft": [i < k for i in range(n)]} for size, k in sft_right.items()}
-    rows = [scaling.TableRow(size=size, method="sft", examples=size, error=1 - k / n, train_accuracy=0.7)
+    rows = [scaling_result.TableRow(size=size, method="sft", examples=size, error=1 - k / n, train_accuracy=0.7)
             for size, k in sft_right.items()]
     passes = []
     for size, k in mine_right.items():
         outcomes[size][method] = [i < k for i in range(n)]
-        rows.append(scaling.TableRow(size=size, method=method, examples=150, error=1 - k / n, start="sft",
+        rows.append(scaling_result.TableRow(size=size, method=method, examples=150, error=1 - k / n, start="sft",
                                      start_step=100, pass_kept=2))
-        passes.append(scaling.Passes(method=method, size=size, start="sft", start_step=100, kept=2,
-                                     passes=[scaling.PassRecord(index=i, step=10 * i, validation=0.5 + i / 10)
+        passes.append(scaling_result.Passes(method=method, size=size, start="sft", start_step=100, kept=2,
+                                     passes=[scaling_result.PassRecord(index=i, step=10 * i, validation=0.5 + i / 10)
                                              for i in range(3)], train_loss_first=0.69, train_loss_last=loss_last))
-    multiples = {method: scaling.multiple_reading(outcomes, method, boot=300)}
-    return scaling.ScalingResult(budget_rule="", min_pairs=50, rows=rows, efficiency={}, outcomes=outcomes,
+    multiples = {method: efficiency.multiple_reading(outcomes, method, boot=300)}
+    return scaling_result.ScalingResult(budget_rule="", min_pairs=50, rows=rows, efficiency={}, outcomes=outcomes,
                                  nll={"D_syn": 0.9, "D+": 0.6}, passes=passes, multiples=multiples, rollouts=10)
 
 
@@ -115,7 +119,14 @@ def test_the_8x_row_reads_the_multiple_itself_with_its_interval_and_precondition
     # a DPO whose loss barely moved tested nothing
     flat = evaluate(setlur_claims.CLAIMS[1], _Results(scaling=_scaling(sft, {64: 160, 128: 180, 256: 190},
                                                                        loss_last=0.68), star=None))
-    assert flat.verdict == "inconclusive" and "did not fall by 10%" in flat.note
+    assert flat.verdict == "inconclusive" and "did not train at n=64" in flat.note
+    assert trained.dpo_trained_rule(LearningRules()) in flat.note
+    # too few pairs at a size: not trained there, read from the row's reason code, not its words
+    few = _scaling(sft, {64: 160, 128: 180, 256: 190})
+    few.rows = [r.model_copy(update={"skip": scaling_result.Skip.TOO_FEW_PAIRS, "note": "any words"}) if r.size == 64 and
+                r.method == "per_step_dpo" else r for r in few.rows]
+    row = evaluate(setlur_claims.CLAIMS[1], _Results(scaling=few, star=None))
+    assert row.verdict == "inconclusive" and "n=64: any words" in row.note
 
 
 def test_scaling_rows_gate_on_a_flat_sft_curve_and_the_learned_keys():

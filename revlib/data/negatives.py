@@ -169,35 +169,14 @@ def rft_records(samples: Sequence[Sample], problems: Sequence[Record], k: int) -
 
 # ---------------------------------------------------------------- the synthetic teacher (D_syn)
 
-_ARITH_STEP = re.compile(r"^\((\d+)\) (-?\d+) ([-+*/]) (-?\d+) = (-?\d+)$")
-_VERB = {"+": "add", "-": "subtract", "*": "multiply by", "/": "divide by"}
-TEACHER_FORMS = ("canonical", "result_first", "verbose", "worded")
-
-
-def restyle_step(line: str, form: str) -> str:
-    """One arithmetic step "(i) a + k = b" in the teacher's form: canonical (as is), result_first "(i) b = a + k", or
-    verbose "(i) we have a; add k: a + k = b", or worded "(i) add k to a: a + k = b" ("subtract k from a"). A line of
-    another shape is kept as it is."""
-    if form not in TEACHER_FORMS:
-        raise ValueError(f"unknown teacher form {form!r}; choose one of {', '.join(TEACHER_FORMS)}")
-    m = _ARITH_STEP.match(line.strip())
-    if m is None or form == "canonical":
-        return line
-    i, a, op, k, b = m.groups()
-    if form == "result_first":
-        return f"({i}) {b} = {a} {op} {k}"
-    if form == "worded":
-        return f"({i}) {_VERB[op]} {k} {'from' if op == '-' else 'to'} {a}: {a} {op} {k} = {b}"
-    return f"({i}) we have {a}; {_VERB[op]} {k}: {a} {op} {k} = {b}"
-
-
-def teacher_chain(record: Record, forms: Sequence[str], seed: int = 0) -> Record:
+def teacher_chain(task: TaskFamily, record: Record, forms: Sequence[str], seed: int = 0) -> Record:
     """The record as a more capable teacher with another style writes it (Setlur et al.'s D_syn): every step in one
-    form, drawn per problem from `forms` (seeded by the record's id); the answer is unchanged, so it still verifies.
-    The form is recorded in `meta.teacher_form`."""
+    form, drawn per problem from `forms` (seeded by the record's id) and written by the task family
+    (`TaskFamily.restyle`); the answer is unchanged, so it still verifies. The form is recorded in
+    `meta.teacher_form`."""
     form = random.Random(f"teacher:{seed}:{record.id}").choice(list(forms))
-    lines = [restyle_step(line, form) for line in record.reasoning.split("\n")]
-    return record.model_copy(update={"reasoning": "\n".join(lines), "meta": {**record.meta, "teacher_form": form}})
+    return record.model_copy(update={"reasoning": task.restyle(record.reasoning, form),
+                                     "meta": {**record.meta, "teacher_form": form}})
 
 
 # ---------------------------------------------------------------- Monte-Carlo values

@@ -16,8 +16,10 @@ from revlib.core.records import Record
 from revlib.core.stats import chance_accuracy
 from revlib.data import negatives
 from revlib.data.sets import load_set
-from revlib.evaluation.learning import Check, accuracy, change, loss
+from revlib.evaluation import trained
+from revlib.evaluation.learning import Check, accuracy, change
 from revlib.modeling.train import Checkpoint
+from revlib.params.learning import LearningRules
 from revlib.params.negatives import Sampling
 from revlib.tasks import REGISTRY, get_task
 
@@ -33,9 +35,6 @@ def greedy_outcomes(ckpt: Checkpoint, records: Sequence[Record], max_new_tokens:
     return out
 
 
-# On real text the loss has no known floor: it must fall by this fraction of its first value (held-out ALP in 04
-# is the real test of learning there)
-REAL_TEXT_LOSS_FALL = 0.05
 CHECK_PROBLEMS = 100  # held-out problems a training stage answers to show it learned
 ID_TEST_SET = {"forward": "test_forward", "reverse": "test_reverse", "half_mix": "test_mix", "mix": "test_mix"}
 
@@ -50,8 +49,9 @@ def _in_distribution(data_dir: Path, train_set: str) -> list[Record]:
     return test[:CHECK_PROBLEMS]
 
 
-def kept_skill_checks(sft: Checkpoint, dpo: Checkpoint, data_dir: Path, train_set: str, max_drop: float = 0.15) -> list[Check]:
-    """03: DPO kept what SFT learned: greedy in-distribution accuracy fell by at most `max_drop`.
+def kept_skill_checks(sft: Checkpoint, dpo: Checkpoint, data_dir: Path, train_set: str,
+                      rules: LearningRules | None = None) -> list[Check]:
+    """03: DPO kept what SFT learned (`trained.kept_skill` on greedy in-distribution accuracy).
 
     Log-probabilities can move the right way while generation collapses (lr 5e-4 took 98% to 25%).
     """
@@ -60,23 +60,25 @@ def kept_skill_checks(sft: Checkpoint, dpo: Checkpoint, data_dir: Path, train_se
         return []
     before, after = sum(greedy_outcomes(sft, picked)), sum(greedy_outcomes(dpo, picked))
     n = len(picked)
-    return [Check(f"greedy accuracy on {ID_TEST_SET[train_set]} kept after DPO", after / n, before / n,
-                  after / n >= before / n - max_drop,
+    kept = trained.kept_skill(before / n, after / n, rules or LearningRules())
+    return [Check(f"greedy accuracy on {ID_TEST_SET[train_set]} kept after DPO", after / n, before / n, kept.kept,
                   f"SFT {before}/{n} = {before / n:.1%}, after DPO {after}/{n} = {after / n:.1%} "
-                  f"(may fall by at most {max_drop:.0%})")]
+                  f"(may fall by at most {kept.max_drop:.0%})")]
 
 
-def sft_checks(ckpt: Checkpoint, data_dir: Path, train_set: str, log_rows: Sequence[dict[str, Any]]) -> list[Check]:
-    """02: in-distribution greedy accuracy against chance, and the loss against its floor."""
+def sft_checks(ckpt: Checkpoint, data_dir: Path, train_set: str, log_rows: Sequence[dict[str, Any]],
+               rules: LearningRules | None = None) -> list[Check]:
+    """02: in-distribution greedy accuracy against chance, and whether SFT trained (`trained.sft_trained`)."""
+    rules = rules or LearningRules()
     checks = []
     rows = [r for r in log_rows if r.get("loss") is not None]
     picked = _in_distribution(data_dir, train_set)
     if len(rows) >= 2 and picked:
-        checks.append(loss("SFT loss", rows[0]["loss"], rows[-1]["loss"]))
+        checks.append(trained.sft_trained("SFT loss", rows[0]["loss"], rows[-1]["loss"], rules))
     elif len(rows) >= 2:  # real text: no floor is known, and single batches vary; the last quarter's mean
         tail = rows[-max(1, len(rows) // 4):]
-        checks.append(loss("SFT loss (real text: mean of the last quarter of steps)", rows[0]["loss"],
-                           sum(r["loss"] for r in tail) / len(tail), fraction=REAL_TEXT_LOSS_FALL))
+        checks.append(trained.sft_trained("SFT loss (real text: mean of the last quarter of steps)", rows[0]["loss"],
+                                          sum(r["loss"] for r in tail) / len(tail), rules, real_text=True))
     if picked:
         won = greedy_outcomes(ckpt, picked)
         checks.append(accuracy(f"greedy accuracy on {ID_TEST_SET[train_set]} (in distribution)", sum(won), len(won),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from revlib.core import stats
@@ -25,6 +26,26 @@ RULE = ("Each claim is an effect E signed so that E > 0 is the paper's direction
         "Tables 1 and 2 are read out on the task-world benchmarks outside both training sets that are alive (some "
         "model at least {alive} points above chance), pooled and paired per problem.")
 TOO_SMALL = "too small to matter: the interval lies above 0 but wholly below δ"
+
+
+class NoteCode(str, Enum):
+    """Why a verdict carries a note, as data: code reads the code, never the note's words."""
+
+    NONE = ""
+    GATE = "gate"                          # the models the claim rests on did not learn
+    PRECONDITION = "precondition"          # a state the claim needs was not reached
+    NOTHING_MEASURED = "nothing_measured"  # the run covers the claim but had nothing to measure
+    TOO_SMALL = "too_small"                # the interval lies above 0, wholly below δ
+    BELOW_DELTA = "below_delta"            # above 0, E below δ, and the interval does not rule δ out
+    RELEASED_BELOW_DELTA = "released_below_delta"  # the authors' own released number does not reach δ
+
+
+@dataclass(frozen=True)
+class Note:
+    """A verdict's note: a reason code and its words."""
+
+    code: NoteCode = NoteCode.NONE
+    text: str = ""
 
 # A gate: the models a claim rests on did not learn (the text says how). A precondition: a state the claim needs
 # was not reached. Both return None when met.
@@ -92,6 +113,7 @@ class BesideReading:
     effect: float | None = None
     interval: tuple[float, float] | None = None
     delta_note: str = ""
+    note_code: NoteCode = NoteCode.NONE
 
 
 @dataclass(frozen=True)
@@ -133,11 +155,13 @@ class Claim:
     delta_source: str = ""
     released_effect: float | None = None
     reading: str = ""                       # where `verdict` reads (for claims read two ways)
+    note_code: NoteCode = NoteCode.NONE     # why `note`, as a code
     verdict_held_out: str | None = None     # the second reading's verdict, effect, interval and words
     effect_held_out: float | None = None
     interval_held_out: tuple[float, float] | None = None
     measured_held_out: str = ""
     note_held_out: str = ""
+    note_code_held_out: NoteCode = NoteCode.NONE
     reading_held_out: str = ""
     compares_on: str = ""                   # the measure `verdict` and `verdict_held_out` read
     beside: list[BesideReading] = field(default_factory=list)  # further readings shown beside, each with its verdict
@@ -155,19 +179,20 @@ def verdict(effect_lo: float, effect_hi: float, delta: float, effect: float | No
 
 
 def decide(effect: float, lo: float, hi: float, delta: float, gate: str | None = None,
-           precondition: str | None = None) -> tuple[str, str]:
+           precondition: str | None = None) -> tuple[str, Note]:
     """(verdict, note): a gate (models did not learn) or a failed precondition makes it inconclusive and says why;
     an interval wholly between 0 and δ is 'too small to matter'."""
     if gate:
-        return "inconclusive", gate
+        return "inconclusive", Note(NoteCode.GATE, gate)
     if precondition:
-        return "inconclusive", f"precondition failed: {precondition}"
+        return "inconclusive", Note(NoteCode.PRECONDITION, f"precondition failed: {precondition}")
     v = verdict(lo, hi, delta, effect)
     if v == "not reproduced" and lo > 0:
-        return v, TOO_SMALL
+        return v, Note(NoteCode.TOO_SMALL, TOO_SMALL)
     if v == "inconclusive" and lo > 0:
-        return v, f"above 0 but E = {effect:+.3g} is below δ = {delta:g} and the interval does not rule δ out"
-    return v, ""
+        return v, Note(NoteCode.BELOW_DELTA, f"above 0 but E = {effect:+.3g} is below δ = {delta:g} and the interval "
+                                             "does not rule δ out")
+    return v, Note()
 
 
 def _failed(checks: Sequence[Check], results: RunResults) -> str | None:
@@ -198,16 +223,20 @@ class Registry:
 
 
 def judge(reading: Reading, delta: float, gate: str | None, precondition: str | None, origin: float = 0.0
-          ) -> tuple[str, str]:
+          ) -> tuple[str, Note]:
     """(verdict, note) of one reading: as `decide`, and inconclusive with the reason when nothing was measured.
     A measure whose no-change value is `origin` (1 for a multiple) is judged on E - origin against δ - origin."""
     if reading.effect is None or reading.interval is None:
-        return "inconclusive", gate or (f"precondition failed: {precondition}" if precondition else reading.missing)
+        if gate:
+            return "inconclusive", Note(NoteCode.GATE, gate)
+        if precondition:
+            return "inconclusive", Note(NoteCode.PRECONDITION, f"precondition failed: {precondition}")
+        return "inconclusive", Note(NoteCode.NOTHING_MEASURED, reading.missing)
     lo, hi = reading.interval
     verdict_, note = decide(reading.effect - origin, lo - origin, hi - origin, delta - origin, gate, precondition)
-    if origin and note.startswith("above 0 but"):
-        note = (f"above {origin:g}x but E = {reading.effect:.2f}x is below δ = {delta:g}x and the interval does not "
-                "rule δ out")
+    if origin and note.code == NoteCode.BELOW_DELTA:
+        note = Note(note.code, f"above {origin:g}x but E = {reading.effect:.2f}x is below δ = {delta:g}x and the "
+                               "interval does not rule δ out")
     return verdict_, note
 
 
@@ -225,21 +254,26 @@ def evaluate(spec: ClaimSpec, results: RunResults) -> Claim | None:
         figure += f" · authors' release (Qwen2.5-7B): {spec.released_what} E = {spec.released_effect:+.3f}"
     claim = Claim(spec.id, spec.paper, spec.wording, figure, reading.measured, "inconclusive", reading.effect,
                   reading.interval, spec.delta, "", spec.delta_source, spec.released_effect, spec.reads)
-    claim.verdict, claim.note = judge(reading, spec.delta, _failed(spec.gates, results),
-                                      _failed(spec.preconditions, results), spec.origin)
+    claim.verdict, note = judge(reading, spec.delta, _failed(spec.gates, results),
+                                _failed(spec.preconditions, results), spec.origin)
+    claim.note, claim.note_code = note.text, note.code
     if spec.released_effect is not None and spec.released_effect < spec.delta:
         claim.note = (claim.note + "; " if claim.note else "") + \
             f"the authors' own released number ({spec.released_effect:+.3f}) does not reach δ"
+        if claim.note_code == NoteCode.NONE:
+            claim.note_code = NoteCode.RELEASED_BELOW_DELTA
     if spec.held_out is not None:
         h = spec.held_out
         claim.reading_held_out = h.where
         if second is None:
             claim.verdict_held_out, claim.note_held_out = "inconclusive", "this run has no held-out reading"
+            claim.note_code_held_out = NoteCode.NOTHING_MEASURED
         else:
             claim.effect_held_out, claim.interval_held_out, claim.measured_held_out = \
                 second.effect, second.interval, second.measured
-            claim.verdict_held_out, claim.note_held_out = judge(second, spec.delta, _failed(h.gates, results),
-                                                                _failed(h.preconditions, results))
+            claim.verdict_held_out, note = judge(second, spec.delta, _failed(h.gates, results),
+                                                 _failed(h.preconditions, results))
+            claim.note_held_out, claim.note_code_held_out = note.text, note.code
     if spec.compares_on is not None:
         claim.compares_on = spec.compares_on(results)
     for b in spec.beside:
@@ -247,5 +281,6 @@ def evaluate(spec: ClaimSpec, results: RunResults) -> Claim | None:
         if other is None:
             continue
         v, note = judge(other, spec.delta, _failed(b.gates, results), _failed(b.preconditions, results))
-        claim.beside.append(BesideReading(b.name, other.measured, v, note, other.effect, other.interval, b.delta_note))
+        claim.beside.append(BesideReading(b.name, other.measured, v, note.text, other.effect, other.interval,
+                                          b.delta_note, note.code))
     return claim

@@ -18,7 +18,7 @@ from revlib.core import io
 from revlib.core.stats import chance_accuracy
 from revlib.data.world import ALIVE_MARGIN
 from revlib.lab import pages, r1k_claims, setlur_claims
-from revlib.lab.claims import RULE as RULE_TEMPLATE, TOO_SMALL, Claim, Registry, decide, verdict  # noqa: F401
+from revlib.lab.claims import RULE as RULE_TEMPLATE, Claim, Registry
 from revlib.lab.results import RunResults
 from revlib.params import Experiment
 

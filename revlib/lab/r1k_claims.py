@@ -2,8 +2,9 @@
 
 Each entry reads the run's typed results (`RunResults`): 05's benchmark scores for the tables (analogues of the
 paper's, on this run's benchmarks and base models), 04's per-example probe scores for Figure 2, read in sample (the
-authors' protocol) and held out. δ and every threshold the page mentions are the constants below, so the prose and
-the code cannot drift apart; a probe row's δ comes from the authors' released effect for it (`RELEASED`).
+authors' protocol) and held out, each on the authors' ALP measure where 04 read it (their released numbers are on it)
+with revlib's response-only measure beside. δ and every threshold the page mentions are the constants below, so the
+prose and the code cannot drift apart; a probe row's δ comes from the authors' released effect for it (`RELEASED`).
 """
 
 from __future__ import annotations

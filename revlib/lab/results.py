@@ -6,21 +6,39 @@ loads it. A stage that did not run, or has not finished, gives None.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 from revlib.core import io
 from revlib.params import Experiment
 from revlib.stages.base_model import BaseSkills
 from revlib.stages.benchmarks import BenchmarkResults
 from revlib.stages.dynamics import AuthorsInSampleScores, AuthorsMeasure, AuthorsScores, InSampleScores, ProbeResult
-from revlib.stages.scaling import ScalingResult
-from revlib.stages.star import StarResult
+from revlib.stages.scaling_result import ScalingResult
+from revlib.stages.star_result import StarResult
 
-if TYPE_CHECKING:
-    from revlib.lab.claims import ClaimSpec, Reading
+T = TypeVar("T", covariant=True)
+
+
+class Measures(Protocol[T]):
+    """Anything with a measure of a run (a claim's held-out reading has one)."""
+
+    @property
+    def measure(self) -> Callable[[RunResults], T]: ...
+
+
+class Claimed(Measures[T], Protocol[T]):
+    """What `RunResults.reading` reads of a claim (`revlib.lab.claims.ClaimSpec`, which imports this module, never
+    the reverse): its id, its measure and its second, held-out measure."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def held_out(self) -> Measures[T] | None: ...
 
 
 def stage_dirs(exp: Experiment, stage: str) -> list[Path]:
@@ -67,7 +85,7 @@ class RunResults:
 
     def __init__(self, exp: Experiment):
         self.exp = exp
-        self._readings: dict[str, Reading | None] = {}
+        self._readings: dict[str, Any] = {}  # claim id -> its Reading (or None)
 
     def _load(self, stage: str, kind: type):
         d = stage_dir(self.exp, stage)
@@ -135,13 +153,13 @@ class RunResults:
                     out.append(f"{stage}/{d.name}: {', '.join(failed) or 'a learning check'}")
         return out
 
-    def reading(self, spec: ClaimSpec) -> Reading | None:
+    def reading(self, spec: Claimed[T]) -> T:
         """The claim's reading of this run, measured once (a precondition may read another claim's)."""
         if spec.id not in self._readings:
             self._readings[spec.id] = spec.measure(self)
         return self._readings[spec.id]
 
-    def reading_held_out(self, spec: ClaimSpec) -> Reading | None:
+    def reading_held_out(self, spec: Claimed[T]) -> T | None:
         """The claim's second reading (held out), measured once; None when the claim has none or the run lacks it."""
         key = spec.id + " (held out)"
         if key not in self._readings:

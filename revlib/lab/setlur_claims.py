@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 from revlib.core import stats
 from revlib.core.io import Metrics
+from revlib.evaluation import efficiency, trained
 from revlib.lab.claims import ClaimSpec, Reading
 from revlib.lab.results import RunResults
-from revlib.stages import scaling, star
+from revlib.stages.scaling_result import DPO_METHODS, UNDER, ScalingResult, Skip
+from revlib.stages.star_result import StarResult, state_rule
 
 SCALING_DELTA = 0.02
 SCALING_DELTA_SOURCE = ("2 accuracy points, pooled over every method size's test problems: our choice, the same as "
@@ -32,8 +34,6 @@ RFT_DELTA_SOURCE = ("√2 ≈ 1.41x: half the paper's one doubling (2x) on the l
 STAR_DELTA = 0.05
 STAR_DELTA_SOURCE = ("5 accuracy points on the star graph's test problems: our choice; the paper shows the phase "
                      "transition as learning curves (Figure 8), with no number to derive δ from")
-# per-step DPO keeps the policy's skill when its valid-path rate falls at most this far from its SFT start
-STAR_KEPT_VALID_DROP = 0.15
 STAR_SEARCH = "see docs/star_search.md; GPU recipe: params/star-graph-full.yaml"
 STAR_FIGURE = "Figure 8: star graph, per-step DPO from under- and over-trained SFT"
 
@@ -45,18 +45,18 @@ def _pct(x: float) -> str:
 # ---------------------------------------------------------------- 06: the scaling read-outs
 
 
-def _sft_curve(result: scaling.ScalingResult) -> dict[str, float | None]:
+def _sft_curve(result: ScalingResult) -> dict[str, float | None]:
     """SFT's test error by size, rounded as findings.json's `learned` block shows it."""
     return {k: None if v is None else round(v, 4) for k, v in result.sft_error_by_size().items()}
 
 
 def sft_curve_gate(results: RunResults) -> str | None:
-    """More data must teach SFT something: its error at the largest size is at least scaling.MIN_SFT_DROP below its
+    """More data must teach SFT something: its error at the largest size is at least efficiency.MIN_SFT_DROP below its
     error at the smallest (the stage's own check), not merely somewhere on a curve that goes up and down."""
     sc = results.scaling
     curve = _sft_curve(sc) if sc else {}
     errs = [v for _, v in sorted(curve.items(), key=lambda kv: float(kv[0])) if v is not None]
-    if errs and (errs[0] - errs[-1]) < scaling.MIN_SFT_DROP:
+    if errs and (errs[0] - errs[-1]) < efficiency.MIN_SFT_DROP:
         return (f"SFT's error curve is flat ({', '.join(f'{k}: {v:.2f}' for k, v in curve.items())}): more data taught "
                 "it nothing here")
     return None
@@ -77,7 +77,7 @@ def pooled_reading(better: str, worse: str, multiple_of: str | None) -> Callable
         reading = "; multiples by size: " + ", ".join(f"n={r.size}: {r.reading}" for r in eff) if eff else ""
         missing = [f"n={r.size}: {r.note}" for r in sc.rows if r.method in (better, worse) and r.note]
         pairs = ("; pairs by size: " + ", ".join(f"n={r.size}: {r.examples}" for r in sc.rows_of(better))
-                 if better in scaling.DPO_METHODS else "")
+                 if better in DPO_METHODS else "")
         return Reading.paired(a, b, lambda e, lo, hi: (
             f"accuracy gain of {better} over {worse}, paired over every size's test problems (n={len(a)}): "
             f"E = {100 * e:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]{reading}"
@@ -104,8 +104,8 @@ def multiple_reading(method: str) -> Callable[[RunResults], Reading | None]:
                          + (f" (p = {r.p_vs_sft:.2g})" if r.p_vs_sft is not None else "")
                          for r in sc.rows_of(method) if r.error is not None)
         pairs = ("; pairs by size: " + ", ".join(f"n={r.size}: {r.examples}" for r in sc.rows_of(method))
-                 if method in scaling.DPO_METHODS else "")
-        under = sc.multiples.get(scaling.UNDER) if method == "per_step_dpo" else None
+                 if method in DPO_METHODS else "")
+        under = sc.multiples.get(UNDER) if method == "per_step_dpo" else None
         extra = f"; from the under-trained SFT start: {under.text()}" if under else ""
         return Reading(mr.effect, (mr.lo, mr.hi), f"{mr.text()}; kept: {kept}{pairs}{extra}")
 
@@ -127,17 +127,17 @@ def range_holds(method: str, multiple: float) -> Callable[[RunResults], str | No
 
 
 def dpo_trained(method: str) -> Callable[[RunResults], str | None]:
-    """The optimiser did its job at every size: the DPO's training loss fell (`Passes.trained`), and it ran at every
-    method size (enough pairs)."""
+    """The optimiser did its job at every size: the DPO trained (`Passes.trained`), and it ran at every method size
+    (enough pairs)."""
 
     def check(results: RunResults) -> str | None:
         sc = results.scaling
         if sc is None:
             return None
-        bad = [f"n={p.size} (loss {p.train_loss_first:.3f} -> {p.train_loss_last:.3f})" for p in sc.passes_of(method)
-               if not p.trained and p.train_loss_first is not None]
-        skipped = [f"n={r.size}: {r.note}" for r in sc.rows_of(method) if r.note.startswith("not trained")]
-        parts = ([f"{method}'s training loss did not fall by 10% at {', '.join(bad)}"] if bad else []) + skipped
+        bad = [f"n={p.size} (loss {p.train_loss_first:.3f} -> {p.train_loss_last:.3f})" for p in sc.untrained(method)]
+        skipped = [f"n={r.size}: {r.note}" for r in sc.rows_of(method) if r.skip == Skip.TOO_FEW_PAIRS]
+        parts = ([f"{method}'s DPO did not train at {', '.join(bad)}; needs {trained.dpo_trained_rule(sc.rules)}"]
+                 if bad else []) + skipped
         return "; ".join(parts) or None
 
     return check
@@ -164,14 +164,14 @@ def star_state_gate(results: RunResults) -> str | None:
     st = results.star
     if st is None or st.state.reached:
         return None
-    return f"SFT did not reach the state the paper studies ({star.state_rule()}); {STAR_SEARCH}"
+    return f"SFT did not reach the state the paper studies ({state_rule()}); {STAR_SEARCH}"
 
 
-def _untrained(st: star.StarResult, names: list[str]) -> str | None:
+def _untrained(st: StarResult, names: list[str]) -> str | None:
     """The precondition of every phase-transition row: each DPO it reads trained (Figure 8(a)'s sharp fall)."""
-    bad = [f"{n} (final loss {st.per_step_dpo[n].final_loss:.3f})" if st.per_step_dpo[n].final_loss is not None
-           else f"{n} (no pairs)" for n in names if not st.per_step_dpo[n].trained]
-    return f"DPO did not train: {', '.join(bad)}; needs {star.trained_rule()}" if bad else None
+    bad = [f"{n} (final loss {st.final_loss(n):.3f})" if st.final_loss(n) is not None
+           else f"{n} (no pairs)" for n in names if not st.trained(n)]
+    return f"DPO did not train: {', '.join(bad)}; needs {trained.dpo_trained_rule(st.rules)}" if bad else None
 
 
 def under_dpo_trained(results: RunResults) -> str | None:
@@ -184,23 +184,12 @@ def all_dpo_trained(results: RunResults) -> str | None:
     return None if st is None else _untrained(st, st.names("under") + st.names("over"))
 
 
-def _valid_rates(result: star.StarResult, name: str) -> tuple[float, float]:
-    """Valid-path rate (test) at per-step DPO's start from `name` and at its end."""
-    return result.start(name).valid_path_rate, result.end(name).valid_path_rate
-
-
-def _kept_skill(result: star.StarResult, name: str) -> bool:
-    """Per-step DPO from `name` lowered the valid-path rate by at most STAR_KEPT_VALID_DROP."""
-    v0, v1 = _valid_rates(result, name)
-    return v1 >= v0 - STAR_KEPT_VALID_DROP
-
-
-def _broke(st: star.StarResult, names: list[str]) -> str | None:
-    """The per-step DPO runs that broke the policy (`_kept_skill` failed), in words; None when none did."""
-    bad = [n for n in names if not _kept_skill(st, n)]
+def _broke(st: StarResult, names: list[str]) -> str | None:
+    """The per-step DPO runs that broke the policy (`StarResult.kept_skill` failed), in words; None when none did."""
+    bad = [n for n in names if not st.kept_skill(n).kept]
     return (f"per-step DPO broke the policy from {', '.join(bad)} (valid paths fell more than "
-            f"{100 * STAR_KEPT_VALID_DROP:.0f} points): a difference of gains would measure the damage, not the phase "
-            "transition") if bad else None
+            f"{100 * st.rules.kept_skill_drop:.0f} points): a difference of gains would measure the damage, not the "
+            "phase transition") if bad else None
 
 
 def all_dpo_kept_skill(results: RunResults) -> str | None:
@@ -209,14 +198,13 @@ def all_dpo_kept_skill(results: RunResults) -> str | None:
     return None if st is None else _broke(st, st.names("under") + st.names("over"))
 
 
-def _kept(result: star.StarResult, name: str) -> str:
-    """The kept-skill check: per-step DPO may lower the valid-path rate by at most STAR_KEPT_VALID_DROP."""
-    v0, v1 = _valid_rates(result, name)
-    verdict = "kept" if _kept_skill(result, name) else "broke the policy"
-    return f"valid paths {v0:.0%} → {v1:.0%} ({verdict}: may fall at most {100 * STAR_KEPT_VALID_DROP:.0f} points)"
+def _kept(result: StarResult, name: str) -> str:
+    """The kept-skill check on the valid-path rate (test), in words."""
+    k = result.kept_skill(name)
+    return f"valid paths {k.before:.0%} → {k.after:.0%} ({k.verdict}: may fall at most {100 * k.max_drop:.0f} points)"
 
 
-def _gains(result: star.StarResult, names: list[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+def _gains(result: StarResult, names: list[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """((correct, n) after per-step DPO, (correct, n) at its SFT start) for each start."""
     return [((result.end(n).correct, result.end(n).n), (result.start(n).correct, result.start(n).n)) for n in names]
 
@@ -228,7 +216,7 @@ def _mean_gain(gains: list[tuple[tuple[int, int], tuple[int, int]]]) -> tuple[fl
     return eff, var
 
 
-def _each(result: star.StarResult, names: list[str]) -> str:
+def _each(result: StarResult, names: list[str]) -> str:
     parts = []
     for n in names:
         s, e, run = result.start(n), result.end(n), result.per_step_dpo[n]
@@ -246,7 +234,7 @@ def under_reading(results: RunResults) -> Reading | None:
     names = st.names("under")
     if not names:
         return Reading(None, None, "no per-step DPO run from an under-trained start",
-                       missing=f"no SFT checkpoint met the under-trained rule ({star.state_rule()})")
+                       missing=f"no SFT checkpoint met the under-trained rule ({state_rule()})")
     eff, var = _mean_gain(_gains(st, names))
     lo, hi = eff - stats.Z95 * var ** 0.5, eff + stats.Z95 * var ** 0.5
     return Reading(eff, (lo, hi), f"{_each(st, names)}; mean gain E = {100 * eff:+.1f} pts [{100 * lo:+.1f}, "
@@ -320,7 +308,7 @@ def learned(results: RunResults) -> Metrics:
         out["negatives_sft_train_accuracy_by_size"] = {k: None if v is None else round(v, 4)
                                                        for k, v in sc.sft_train_accuracy_by_size().items()}
         out["negatives_dpo_validation_by_pass"] = {m: v for m, v in sc.validation_by_pass().items()
-                                                   if m in scaling.DPO_METHODS}
+                                                   if m in DPO_METHODS}
         out["negatives_step_value_rollouts"] = sc.rollouts
         out["negatives_dsyn_nll_gap"] = None if sc.nll_gap is None else round(sc.nll_gap, 4)
     st = results.star
@@ -339,5 +327,5 @@ def learned(results: RunResults) -> Metrics:
         out["star_test_n"] = st.test_n
         out["star_starts"] = [s.model_dump(include={"name", "step", "valid_path_rate", "valid_path_rate_test",
                                                     "first_node_train", "first_node_test"}) for s in st.starts]
-        out["star_dpo_final_loss_by_start"] = {n: r.final_loss for n, r in st.per_step_dpo.items()}
+        out["star_dpo_final_loss_by_start"] = {n: st.final_loss(n) for n in st.per_step_dpo}
     return out

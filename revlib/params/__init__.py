@@ -15,6 +15,7 @@ from revlib.params.stages import BY_NAME, STAGE_NAMES
 from revlib.params import checks
 from revlib.params.common import ResolvedPath, Strict
 from revlib.params.data import DataParams
+from revlib.params.learning import LearningRules
 from revlib.params.models import BaseModelSpec
 from revlib.params.negatives import NegativeParams, StarGraphParams
 from revlib.params.train import DPOParams, SFTParams
@@ -44,6 +45,8 @@ class Experiment(Strict):
     benchmarks: BenchmarkParams | None = None
     negatives: NegativeParams | None = None
     star_graph: StarGraphParams | None = None
+    learning: LearningRules = Field(default_factory=LearningRules, description="what 'trained' and 'kept skill' "
+                                    "demand of 02, 03, 06 and 07 and of the claims resting on them")
 
     @model_validator(mode="after")
     def _consistent(self):

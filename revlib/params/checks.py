@@ -66,6 +66,15 @@ def tasks(exp: Experiment) -> list[str]:
             check_task(task, knobs)
         except ValueError as err:
             problems.append(f"{where}: {err}")
+    if exp.negatives is not None:
+        try:
+            forms = resolve_family(exp.negatives.task).teacher_forms
+        except KeyError:
+            forms = None  # an unknown task is named above
+        unknown = [f for f in exp.negatives.teacher_forms if forms is not None and f not in forms]
+        if unknown:
+            problems.append(f"negatives.teacher_forms: task {exp.negatives.task!r} writes no form {unknown}; its "
+                            f"teacher forms are {list(forms)}")
     return problems
 
 

@@ -9,9 +9,6 @@ from pydantic import Field, model_validator
 from revlib.params.common import Strict
 
 Method = Literal["sft", "rft", "rft_self", "naive_dpo", "per_step_dpo", "per_step_dpo_under", "adv_rft"]
-# how the synthetic teacher writes a step (revlib.data.negatives.teacher_chain): the base's own form, the result first,
-# or a verbose step that restates the value and the operation before the equation
-TeacherForm = Literal["canonical", "result_first", "verbose", "worded"]
 CriticalStep = Literal["first_pit", "first_below", "most_negative"]
 
 
@@ -62,6 +59,7 @@ RENAMED = {
     "under_fraction": "under_fraction is now under_validation_share: the under-trained start is the earliest read-out "
                       "whose validation accuracy reaches that share of the chosen one's (a share of the steps picked "
                       "checkpoints from before SFT's sudden onset, which had learned nothing)",
+    "kept_skill_drop": "negatives.kept_skill_drop is now learning.kept_skill_drop: one kept-skill rule for 03, 06 and 07",
     "held_out_pairs": "held_out_pairs no longer chooses the DPO pass (validation accuracy does); the pairs held out for "
                       "the chosen/rejected log-ratios are log_ratio_pairs",
 }
@@ -85,9 +83,10 @@ class NegativeParams(Sampling):
     n_test: int = Field(100, ge=1)
     n_validation: int = Field(100, ge=1, description="validation problems (one set, disjoint from the test set and "
                               "from every training set) that choose SFT's checkpoint and every method's pass")
-    teacher_forms: list[TeacherForm] = Field(default_factory=lambda: ["canonical"], min_length=1,
-                                             description="the synthetic teacher writes each problem's chain in one of "
-                                             "these forms (drawn per problem): D_syn; canonical alone is the oracle")
+    teacher_forms: list[str] = Field(default_factory=lambda: ["canonical"], min_length=1,
+                                     description="the synthetic teacher writes each problem's chain in one of these "
+                                     "forms (drawn per problem; the task family's `teacher_forms`, written by its "
+                                     "`restyle_step`): D_syn; canonical alone is the oracle")
     rft_k: int = Field(2, ge=1, description="verified positives kept per problem for RFT")
     max_negatives: int | None = Field(None, ge=1, description="incorrect samples kept per problem (the paper: up to 8); "
                                       "empty: all of them")
@@ -111,9 +110,8 @@ class NegativeParams(Sampling):
                                    "logged at every pass")
     min_pairs: int = Field(50, ge=1, description="a DPO method with fewer pairs at a size is not trained there "
                            "(its row says so): a handful of pairs measures a starved optimiser, not the method")
-    kept_skill_drop: float = Field(0.15, ge=0, le=1, description="kept-skill check: a method's greedy accuracy on its "
-                                   "size's training problems may fall at most this far below SFT's; else it broke the policy")
-    kept_skill_problems: int = Field(100, ge=1, description="training problems the kept-skill check answers (at most the size)")
+    kept_skill_problems: int = Field(100, ge=1, description="training problems the kept-skill check answers (at most "
+                                     "the size); how far a method may fall below SFT on them is learning.kept_skill_drop")
     adv_percentile: float = Field(50.0, ge=0, le=100, description="advantage-filtered RFT keeps positives whose lowest "
                                   "step advantage reaches this percentile over all responses (Figure 11)")
     value_problems: int = Field(16, ge=0, description="test problems for the value-per-step read-out (Figure 7); 0: skip")

@@ -95,12 +95,14 @@ def _from_base(exp: Experiment, m: str) -> list[CellSpec]:
 STAGES: tuple[Stage, ...] = (
     Stage("00_base_model", needs=(), reads=(), cells=_base_model),
     Stage("01_reverse_data", needs=(), reads=("data",), cells=_reverse_data, per_model=False),
-    Stage("02_sft", needs=("sft",), reads=("sft",), cells=_sft),
-    Stage("03_dpo", needs=("sft", "dpo"), reads=("dpo",), cells=_dpo),
+    Stage("02_sft", needs=("sft",), reads=("sft", "learning"), cells=_sft),
+    Stage("03_dpo", needs=("sft", "dpo"), reads=("dpo", "learning"), cells=_dpo),
     Stage("04_probe_dynamics", needs=("probes", "sft", "dpo"), reads=("probes", "sft", "dpo"), cells=_probe_dynamics),
     Stage("05_benchmarks", needs=("benchmarks",), reads=("benchmarks",), cells=_benchmarks),
-    Stage("06_negative_data", needs=("negatives", "sft", "dpo"), reads=("negatives", "sft", "dpo"), cells=_from_base),
-    Stage("07_star_graph", needs=("star_graph", "sft", "dpo"), reads=("star_graph", "sft", "dpo"), cells=_from_base),
+    Stage("06_negative_data", needs=("negatives", "sft", "dpo"), reads=("negatives", "sft", "dpo", "learning"),
+          cells=_from_base),
+    Stage("07_star_graph", needs=("star_graph", "sft", "dpo"), reads=("star_graph", "sft", "dpo", "learning"),
+          cells=_from_base),
 )
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 STAGE_NAMES: tuple[str, ...] = tuple(BY_NAME)

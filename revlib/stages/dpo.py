@@ -142,6 +142,6 @@ def run(ctx: StageContext, begin: Start, pairs: Pairs) -> DPORun:
     result = preference.dpo_from(begin.sft, pairs.pairs, ctx.dir, settings, exp.seed)
     curves = train.curves_rows(result.log_history)
     checks = stage_checks.dpo_checks(curves, settings.beta)
-    checks += stage_checks.kept_skill_checks(begin.sft, result.final, begin.data_dir, begin.train_set)
+    checks += stage_checks.kept_skill_checks(begin.sft, result.final, begin.data_dir, begin.train_set, exp.learning)
     named = exp.dpo.variants.get(begin.variant)
     return DPORun(begin, pairs, settings.beta, result, curves, checks, named.changes() if named else {})

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-if TYPE_CHECKING:  # the row types live with the stage, which imports this module
-    from revlib.stages.scaling import AdvantageRow, NLLRow, Passes, SFTCurve, TableRow, ValueRow
+from revlib.stages.scaling_result import AdvantageRow, NLLRow, Passes, SFTCurve, TableRow, ValueRow
 
 NAMES = {"sft": "SFT (synthetic positives)", "rft": "RFT (synthetic + own positives)", "rft_self": "RFT on D+ only",
          "naive_dpo": "naive DPO", "per_step_dpo": "per-step DPO",

@@ -53,5 +53,5 @@ def run(ctx: StageContext) -> SFTRun:
     records = load_set(data_dir, train_set)
     result = train.sft(base, records, ctx.dir, ctx.exp.sft, seed=ctx.exp.seed)
     curves = train.curves_rows(result.log_history)
-    checks = stage_checks.sft_checks(result.final, data_dir, train_set, curves)
+    checks = stage_checks.sft_checks(result.final, data_dir, train_set, curves, ctx.exp.learning)
     return SFTRun(model, train_set, records, result, curves, checks)

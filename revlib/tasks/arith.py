@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -14,6 +15,9 @@ Op = Literal["add", "sub", "mul"]
 _WORD = {"add": "add", "sub": "subtract", "mul": "multiply by"}
 _SYM = {"add": "+", "sub": "-", "mul": "*"}
 _INV = {"add": "-", "sub": "+", "mul": "/"}
+# one step of a forward or reverse chain, "(i) a + k = b"
+STEP = re.compile(r"^\((\d+)\) (-?\d+) ([-+*/]) (-?\d+) = (-?\d+)$")
+_VERB = {"+": "add", "-": "subtract", "*": "multiply by", "/": "divide by"}
 
 
 class ArithKnobs(TaskKnobs):
@@ -51,6 +55,9 @@ def _describe(ops: list[tuple[str, int]]) -> str:
 
 
 class ArithChain(TaskFamily):
+    """Steps are numbered lines "(i) a op k = b" (the default splitter, one per line); the answer is one number (the
+    default parser); a teacher writes the steps in four forms (`restyle_step`)."""
+
     name = "arith"
     Knobs = ArithKnobs
 
@@ -144,6 +151,23 @@ class ArithChain(TaskFamily):
 
     def premise(self, forward: Record) -> str:
         return str(forward.meta["start"])
+
+    teacher_forms = ("canonical", "result_first", "verbose", "worded")
+
+    def restyle_step(self, step: str, form: str) -> str:
+        """"(i) a + k = b" in the teacher's form: canonical (as is), result_first "(i) b = a + k", verbose
+        "(i) we have a; add k: a + k = b", or worded "(i) add k to a: a + k = b" ("subtract k from a"). A line of
+        another shape is kept as it is."""
+        super().restyle_step(step, form)  # names an unknown form
+        m = STEP.match(step.strip())
+        if m is None or form == "canonical":
+            return step
+        i, a, op, k, b = m.groups()
+        if form == "result_first":
+            return f"({i}) {b} = {a} {op} {k}"
+        if form == "worded":
+            return f"({i}) {_VERB[op]} {k} {'from' if op == '-' else 'to'} {a}: {a} {op} {k} = {b}"
+        return f"({i}) we have {a}; {_VERB[op]} {k}: {a} {op} {k} = {b}"
 
     def primitive_skills(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
         """Single steps drawn from random chains, so operands follow the task's own distribution.

@@ -46,9 +46,35 @@ class TaskFamily(ABC):
     def verify(self, record: Record, answer: str) -> bool:
         return self.normalize(answer) == self.normalize(record.gold)
 
+    # ---- what the stages ask of a family beyond drawing and verifying: each has a default a family may override
+
+    # the forms a more capable teacher may write a chain in (06's D_syn): "canonical" is the family's own chain
+    teacher_forms: ClassVar[tuple[str, ...]] = ("canonical",)
+
     def split_steps(self, reasoning: str) -> list[str]:
-        """One step per non-empty line of the chain of thought."""
+        """The steps of a chain of thought, each verbatim from it (06 cuts step prefixes by them): one per non-empty
+        line."""
         return [line for line in reasoning.split("\n") if line.strip()]
+
+    def parse_answer(self, answer: str) -> list[str]:
+        """The answer's parts in order (a path's nodes, a list's items): one part, the normalized answer."""
+        return [self.normalize(answer)]
+
+    def answer_outcome(self, record: Record, answer: str) -> dict[str, bool]:
+        """How an answer relates to its problem, beyond right or wrong (07 counts each key): "correct" alone."""
+        return {"correct": self.verify(record, answer)}
+
+    def restyle_step(self, step: str, form: str) -> str:
+        """One step of a chain as the teacher writes it in `form` (one of `teacher_forms`); the canonical form is the
+        step itself. A family with other forms overrides this; the answer must still verify."""
+        if form not in self.teacher_forms:
+            raise ValueError(f"task {self.name!r} has no teacher form {form!r}; it writes "
+                             f"{', '.join(self.teacher_forms)}")
+        return step
+
+    def restyle(self, reasoning: str, form: str) -> str:
+        """A whole chain in the teacher's `form`, line by line (`restyle_step`)."""
+        return "\n".join(self.restyle_step(line, form) for line in reasoning.split("\n"))
 
     @abstractmethod
     def primitive_skills(self, rng: random.Random, n: int) -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 from pydantic import Field, model_validator
 
@@ -23,6 +24,10 @@ class StarKnobs(TaskKnobs):
         return self
 
 
+# one step of a chain: "a>b" (centre to leaf) or "a<b" (leaf back to centre)
+STEP = re.compile(r"^(\d+)([<>])(\d+)$")
+
+
 def edges_text(edges: list) -> str:
     return " ".join(f"{a}>{b}" for a, b in edges)
 
@@ -32,6 +37,10 @@ def _path_str(path: list[int]) -> str:
 
 
 class StarGraph(TaskFamily):
+    """Steps are edges "a>b" (or "a<b"), one per line (the default splitter); the answer is a path, parsed into its
+    nodes (`parse_answer`) and read as valid / first node right / correct (`answer_outcome`); a teacher writes the
+    steps in four forms (`restyle_step`)."""
+
     name = "star_graph"
     Knobs = StarKnobs
 
@@ -78,7 +87,39 @@ class StarGraph(TaskFamily):
         return str(forward.meta["centre"])
 
     def normalize(self, answer: str) -> str:
-        return ",".join(p.strip() for p in answer.strip().rstrip(".").split(",") if p.strip())
+        return ",".join(self.parse_answer(answer))
+
+    teacher_forms = ("canonical", "result_first", "verbose", "worded")
+
+    def parse_answer(self, answer: str) -> list[str]:
+        """The path's nodes in order, as written."""
+        return [p.strip() for p in answer.strip().rstrip(".").split(",") if p.strip()]
+
+    def answer_outcome(self, record: Record, answer: str) -> dict[str, bool]:
+        """How a centre-to-leaf answer relates to the graph. valid: starts at the centre and follows edges to a leaf
+        (some arm, not necessarily the goal's); first_node: the node after the centre is the goal arm's (the critical
+        token); correct: the goal's path exactly."""
+        nodes = self.parse_answer(answer)
+        path = [str(n) for n in record.meta["path"]]
+        edges = {(str(a), str(b)) for a, b in record.meta["edges"]}
+        parents = {a for a, _ in edges}
+        valid = (len(nodes) >= 2 and nodes[0] == path[0] and all((a, b) in edges for a, b in zip(nodes, nodes[1:]))
+                 and nodes[-1] not in parents)
+        return {"valid": valid, "first_node": len(nodes) >= 2 and nodes[1] == path[1], "correct": nodes == path}
+
+    def restyle_step(self, step: str, form: str) -> str:
+        """"a>b" in the teacher's form: canonical (as is), result_first "b from a", verbose "at a, take a>b: b", or
+        worded "go from a to b". A line of another shape is kept as it is."""
+        super().restyle_step(step, form)  # names an unknown form
+        m = STEP.match(step.strip())
+        if m is None or form == "canonical":
+            return step
+        a, arrow, b = m.groups()
+        if form == "result_first":
+            return f"{b} from {a}"
+        if form == "worded":
+            return f"go from {a} to {b}"
+        return f"at {a}, take {a}{arrow}{b}: {b}"
 
     def lookups(self, rec: Record, rng: random.Random) -> list[tuple[str, str]]:
         """Every well-defined edge look-up of one graph, shuffled: the child of a node, the parent of a node.
