@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--baseline-tokens", type=int, default=128)
     ap.add_argument("--top-layers", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--token-budget", type=int, default=4096, help="tokens per scoring batch (probes.token_budget)")
     ap.add_argument("--params", type=Path, default=None, help="project 04's authors'-measure time for this file")
     ap.add_argument("--model-dir", type=Path, default=None, help="a converted SmolLM2 folder (else converted here)")
     args = ap.parse_args()
@@ -108,18 +109,18 @@ def main() -> None:
     tokens: dict[str, int] = {}
     for _ in range(args.repeats):  # interleaved: each kind once per round, base then the adapter checkpoint
         for name, items in kinds.items():
-            s, n = timed(probes.Scorer(), model, items, 0)
+            s, n = timed(probes.Scorer(token_budget=args.token_budget), model, items, 0)
             results[name]["base"].append(s / n)
             tokens[name] = n
         peft = PeftModel.from_pretrained(model, str(adapter)).eval()
         for name, items in kinds.items():
-            scorer = probes.Scorer()
+            scorer = probes.Scorer(token_budget=args.token_budget)
             scorer.score(peft, items, frozen_below=frozen)  # fills the lower layers' cache (as the base pass does)
             s, n = timed(scorer, peft, items, frozen)
             results[name]["upper"].append(s / n)
         model = peft.unload()
 
-    print(f"SmolLM2-135M float32, {torch.get_num_threads()} threads, {len(rows)} probe-file rows, "
+    print(f"SmolLM2-135M float32, {torch.get_num_threads()} threads, token budget {args.token_budget}, {len(rows)} rows, "
           f"{args.repeats} interleaved repeats (median; tokens/s)")
     base_name = next(iter(kinds))
     ref = statistics.median(results[base_name]["base"])

@@ -69,6 +69,10 @@ FAULTS = {
     "m49_dpo_variant_prompt_longer_than_row.yaml": [
         "variants.short: max_prompt_length (256) must be below max_length (128)"],
     "m50_dpo_variant_zero_max_steps.yaml": ["dpo.variants.authors-code.max_steps: must be at least 1, or -1", "(got 0)"],
+    "m70_authors_measure_bad_checkpoints.yaml": ["probes.authors_measure_checkpoints: Input should be 'all' or 'ends'",
+                                                 "(got 'last')"],
+    "m71_authors_measure_cap_below_two.yaml": ["probes.authors_measure_max_tokens: Input should be greater than or "
+                                               "equal to 2", "(got 1)"],
     "m60_negatives_teacher_form_the_task_lacks.yaml": [
         "negatives.teacher_forms: task 'arith' writes no form ['shouted']", "'result_first'"],
     "m61_negatives_old_kept_skill_drop.yaml": ["kept_skill_drop is now learning.kept_skill_drop"],

@@ -205,7 +205,8 @@ def render(data: JSONObject) -> str:
                 f"<i>held-out verdict</i>: {esc(two_way[0]['reading_held_out'])}. The first is the reading that "
                 "matches the paper's protocol; the second is stricter. Each row names the measure both verdicts compare "
                 "on: the r1k authors' ALP measure where this run read it, the measure their released numbers and δ are "
-                "on; revlib's own response-only readings are shown beside, each with its verdict.</p>") if two_way else ""
+                "on; revlib's own response-only readings are shown beside, each with its verdict (no number was "
+                "released on revlib's measure, so those verdicts borrow the row's δ as the scale).</p>") if two_way else ""
     held_heads = "<th>held out: this run, with 95% interval</th><th>held-out verdict</th>" if two_way else ""
     learned = "".join(f"<tr><td>{esc(k)}</td><td>{esc(_value(v))}</td></tr>" for k, v in data["learned"].items())
     gates = data["learned"].get("failed_gates") or []

@@ -544,7 +544,7 @@ def learned(results: RunResults) -> Metrics:
         out["probe_test_n"] = p.test_examples
         out["probe_checkpoints"] = p.checkpoints_scored
     authors = results.authors_measure
-    if authors is not None:  # the r1k authors' measure: its cap, and the base on their first50 rows at their 1,000
+    if authors is not None and authors.applicable:  # the authors' measure: its cap, the base on their first50 at 1,000
         out["authors_measure_max_tokens"] = authors.max_tokens
         if authors.base_first_rows_alp is not None:
             out["probe_authors_alp_base"] = authors.base_first_rows_alp
