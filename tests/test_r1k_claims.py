@@ -113,6 +113,19 @@ def test_without_in_sample_scores_the_primary_verdict_is_inconclusive_never_a_pa
     assert "Two readings of Figure 2" in page and "The first is the reading that matches the paper's protocol" in page
 
 
+def test_the_held_out_probe_keys_are_learned_without_in_sample_scores(exp):
+    """The demo leaves probes.in_sample off: its held-out read-outs must still reach `learned` (they once did not)."""
+    _write_04(exp, _frame(released_values), None)
+    io.write_json(exp.run_root / "04_probe_dynamics" / "micro" / "metrics.json",
+                  {"scoring/tokens_per_second": 1234.5, "scoring/cpu_matmul": "bfloat16"})
+    learned = findings.collect(exp)["learned"]
+    for key in ("probe_alp_pos_id_after_sft", "probe_margin_id_after_sft", "probe_alp_neg_change_dpo"):
+        assert isinstance(learned[key], float), key
+    assert learned["probe_alp_neg_change_dpo"] < 0  # the release's DPO lowers y-
+    assert learned["probe_tokens_per_s"] == 1234.5 and learned["probe_cpu_matmul"] == "bfloat16"
+    assert "probe_in_sample_n" not in learned
+
+
 def test_each_reading_gets_its_own_interval_and_verdict(exp):
     def memorised(pair, phase, ex):  # in sample y+ rises by 1, varying per example
         got = released_values(pair, phase, ex)

@@ -548,8 +548,7 @@ def learned(results: RunResults) -> Metrics:
         out["authors_measure_max_tokens"] = authors.max_tokens
         if authors.base_first_rows_alp is not None:
             out["probe_authors_alp_base"] = authors.base_first_rows_alp
-    if results.probes_in_sample is not None:  # the probe-training rows 04 scored in sample
-        out["probe_in_sample_n"] = results.probes_in_sample.test_examples
+    if p is not None:  # held out: read whether or not 04 also scored in sample
         if sft is not None:
             out["probe_alp_pos_id_after_sft"] = float(sft["alp_chosen"].mean())
             out["probe_margin_id_after_sft"] = float(sft["margin"].mean())
@@ -557,4 +556,11 @@ def learned(results: RunResults) -> Metrics:
             before, after = sft["alp_rejected"], dpo["alp_rejected"]
             both = after.index.intersection(before.index)
             out["probe_alp_neg_change_dpo"] = float((after[both] - before[both]).mean())
+    if results.probes_in_sample is not None:  # the probe-training rows 04 scored in sample
+        out["probe_in_sample_n"] = results.probes_in_sample.test_examples
+    scoring = results.probe_scoring
+    if scoring and scoring.get("tokens_per_second") is not None:  # 04's held-out scoring throughput
+        out["probe_tokens_per_s"] = scoring["tokens_per_second"]
+        if scoring.get("cpu_matmul"):
+            out["probe_cpu_matmul"] = scoring["cpu_matmul"]
     return out

@@ -124,6 +124,15 @@ class RunResults:
         return self._load("04_probe_dynamics", AuthorsInSampleScores)
 
     @cached_property
+    def probe_scoring(self) -> dict[str, Any] | None:
+        """04's scoring throughput (its metrics.json `scoring/*` entries); None when 04 has not finished."""
+        d = stage_dir(self.exp, "04_probe_dynamics")
+        if d is None or not (d / "metrics.json").exists():
+            return None
+        return {k.removeprefix("scoring/"): v for k, v in io.read_json(d / "metrics.json").items()
+                if k.startswith("scoring/")}
+
+    @cached_property
     def sft_runs(self) -> TrainingRuns | None:
         return TrainingRuns.load(stage_dirs(self.exp, "02_sft"))
 

@@ -39,6 +39,12 @@ class ProbeParams(Strict):
     score_dtype: Literal["by_device", "float32", "bfloat16", "auto"] = Field(
         "by_device", description="weights while scoring; by_device: bfloat16 on a GPU (a 7B checkpoint in float32 "
                                  "takes 33 GB), float32 on CPU; auto: as saved")
+    cpu_matmul: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="matrix products while scoring on a CPU: float32 (exact sums); bfloat16: the decoder "
+        "layers under bfloat16 autocast, the LM head and its log-softmax in float32 (2-3x float32's speed where the "
+        "CPU multiplies bfloat16 natively, AMX or AVX512-BF16; on SmolLM2's probe rows every row's ALP within "
+        "3e-3 nats/token of float32 and the set's mean within 1e-3: benchmarks/probe_scoring.py --real-model); "
+        "auto: bfloat16 where the CPU has those instructions, else float32. A GPU scores in score_dtype")
     extra_probes: bool = Field(True, description="also score where the mass goes: another question's response "
                                "(irrelevant), y+ with its tokens shuffled, and the argmax token along y+")
     min_alp_rise: float = Field(0.5, gt=0, description="learning check: in-distribution ALP(y+) must rise at least "

@@ -171,6 +171,7 @@ class ScoringStats:
     tokens_per_second: float
     base_loads: int
     adapter_loads: int
+    cpu_matmul: str = "float32"  # the precision of the products on a CPU (the scorer's resolved cpu_matmul)
 
     def __getitem__(self, key: str) -> float | int:  # read like the metrics.json entries it becomes
         return getattr(self, key)
@@ -219,7 +220,7 @@ def score_checkpoints(exp: Experiment, checkpoints: list[ProbeCheckpoint], items
     finally:
         bank.close()
     stats = ScoringStats(seconds, scorer.tokens_scored, frozen, probes.tokens_per_second(scorer.tokens_scored, seconds),
-                         bank.base_loads, bank.adapter_loads)
+                         bank.base_loads, bank.adapter_loads, scorer.cpu_matmul)
     pair_rank = {pair_name(t, s): i for i, (t, s) in enumerate(p.pairs)}
     frame = pd.DataFrame(rows)
     if not frame.empty:
@@ -240,7 +241,8 @@ def score_row(ck: ProbeCheckpoint, test_set: str, it: probes.ProbeItem, score: p
 def scoring_tools(p: ProbeParams) -> tuple[probes.ModelBank, probes.Scorer]:
     """The model bank and scorer the probe params configure (one per scoring pass)."""
     return (probes.ModelBank(dtype=p.score_dtype),
-            probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt))
+            probes.Scorer(token_budget=p.token_budget, logit_chunk=p.logit_chunk, share_prompt=p.share_prompt,
+                          cpu_matmul=p.cpu_matmul))
 
 
 def shared_lower_layers(checkpoints: list[ProbeCheckpoint]) -> int:
