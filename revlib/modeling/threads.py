@@ -44,7 +44,7 @@ def _own_jiffies() -> int | None:
 class LoadAwareThreads:
     """Call `tick()` between steps on the thread that runs torch (set_num_threads is per calling thread)."""
 
-    def __init__(self, policy: str | None = None, interval_s: float = 1.0):
+    def __init__(self, policy: str | None = None, interval_s: float = 0.5):
         chosen = policy or os.environ.get(POLICY_ENV, "auto")
         if os.environ.get("OMP_NUM_THREADS") and policy is None and chosen == "auto":
             chosen = os.environ["OMP_NUM_THREADS"]

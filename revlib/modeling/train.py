@@ -209,6 +209,8 @@ def _callbacks(total_epochs: int, every: int, base: str, lora: bool, keep_optimi
                 on_log({"step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps, **logs})
             return control
 
+    threads.shared().tick()  # a first load sample while the trainer builds: its first step already reads the load
+
     class CpuThreads(TrainerCallback):
         """Torch's threads sized to the cores other programs leave free, between steps (revlib.modeling.threads)."""
 
